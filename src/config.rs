@@ -1,0 +1,634 @@
+//! Configuration: TOML with serde, built-in defaults embedded from `etc/registryd/config.toml`.
+//!
+//! Layers, later wins: embedded defaults, the config file, `REGISTRYD_<SECTION>_<KEY>` environment
+//! variables, command-line flags. Because the embedded defaults name every key, they are also the
+//! schema: a key they lack is unknown, a value of another type is wrong, and both are reported with
+//! the key and where it came from (file line, variable or flag), all at once rather than one per run.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// The commented configuration file the package installs; parsed, it is the built-in defaults.
+pub const DEFAULTS_TOML: &str = include_str!("../etc/registryd/config.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub tls: Tls,
+    pub storage: StorageConfig,
+    pub node: Node,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Vec<String>,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub enabled: bool,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub expiry_warning_days: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub root: PathBuf,
+    pub delete_enabled: bool,
+    pub require_mount: String,
+    pub require_fstype: String,
+    pub check_interval_secs: u64,
+    pub check_failures: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub address: String,
+    pub interface: String,
+    pub create_interface: bool,
+    pub remove_interface_on_stop: bool,
+    pub hostnames: Vec<String>,
+    pub hosts_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_manifest_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub level: String,
+    pub format: String,
+}
+
+/// Command-line overrides, the top layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Vec<String>,
+    pub storage: Option<PathBuf>,
+    pub plain_http: bool,
+}
+
+/// One problem with the configuration: which key, where it was set, and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.key, self.origin, self.message)
+    }
+}
+
+/// Every problem found, so the operator fixes them in one go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// The built-in defaults.
+    pub fn defaults() -> Config {
+        // The embedded file is checked by the `defaults_parse` test; it cannot fail at run time.
+        #[allow(clippy::expect_used)]
+        toml::from_str(DEFAULTS_TOML).expect("embedded defaults parse")
+    }
+
+    /// Loads the effective configuration from `file` (if any), the process environment and flags.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("REGISTRYD_"))
+            .collect();
+        let text = match file {
+            Some(p) => Some((
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|e| {
+                    ConfigErrors(vec![ConfigError {
+                        key: "-".into(),
+                        origin: p.display().to_string(),
+                        message: format!("cannot read config file: {e}"),
+                    }])
+                })?,
+            )),
+            None => None,
+        };
+        Self::from_layers(
+            text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+            &env,
+            overrides,
+        )
+    }
+
+    /// Builds the configuration from explicit layers (testable without touching the process).
+    pub fn from_layers(
+        file: Option<(&str, &str)>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigErrors> {
+        let schema: Table = toml::from_str(DEFAULTS_TOML).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: "-".into(),
+                origin: "embedded defaults".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        let mut merged = schema.clone();
+        let mut origins: HashMap<String, String> = HashMap::new();
+        let mut errors = Vec::new();
+
+        if let Some((fname, text)) = file {
+            match toml::from_str::<Table>(text) {
+                Err(e) => errors.push(ConfigError {
+                    key: "-".into(),
+                    origin: fname.to_string(),
+                    message: e.to_string().trim().replace('\n', " "),
+                }),
+                Ok(table) => {
+                    let lines = key_lines(text);
+                    for (section, value) in table {
+                        let origin_of = |key: &str| match lines.get(key) {
+                            Some(l) => format!("{fname} line {l}"),
+                            None => fname.to_string(),
+                        };
+                        let Some(Value::Table(schema_sec)) = schema.get(&section) else {
+                            errors.push(ConfigError {
+                                key: section.clone(),
+                                origin: origin_of(&section),
+                                message: format!("unknown section [{section}]"),
+                            });
+                            continue;
+                        };
+                        let Value::Table(values) = value else {
+                            errors.push(ConfigError {
+                                key: section.clone(),
+                                origin: origin_of(&section),
+                                message: "must be a [section] table".into(),
+                            });
+                            continue;
+                        };
+                        for (key, v) in values {
+                            let full = format!("{section}.{key}");
+                            let origin = origin_of(&full);
+                            match check_type(schema_sec.get(&key), &v) {
+                                Err(message) => errors.push(ConfigError {
+                                    key: full,
+                                    origin,
+                                    message,
+                                }),
+                                Ok(()) => {
+                                    set(&mut merged, &section, &key, v);
+                                    origins.insert(full, origin);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix("REGISTRYD_") else {
+                continue;
+            };
+            let origin = format!("environment variable {var}");
+            let found = schema.iter().find_map(|(section, sec)| {
+                let prefix = format!("{}_", section.to_uppercase());
+                let key = rest.strip_prefix(&prefix)?.to_lowercase();
+                let Value::Table(sec) = sec else { return None };
+                sec.get(&key)
+                    .map(|default| (section.clone(), key, default.clone()))
+            });
+            let Some((section, key, default)) = found else {
+                errors.push(ConfigError {
+                    key: var.clone(),
+                    origin,
+                    message: "no such configuration key (REGISTRYD_<SECTION>_<KEY>, e.g. REGISTRYD_STORAGE_ROOT)".into(),
+                });
+                continue;
+            };
+            let full = format!("{section}.{key}");
+            match value_from_env(&default, raw) {
+                Ok(v) => {
+                    set(&mut merged, &section, &key, v);
+                    origins.insert(full, origin);
+                }
+                Err(message) => errors.push(ConfigError {
+                    key: full,
+                    origin,
+                    message,
+                }),
+            }
+        }
+
+        if !overrides.listen.is_empty() {
+            let v = Value::Array(
+                overrides
+                    .listen
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            );
+            set(&mut merged, "server", "listen", v);
+            origins.insert("server.listen".into(), "flag --listen".into());
+        }
+        if let Some(root) = &overrides.storage {
+            set(
+                &mut merged,
+                "storage",
+                "root",
+                Value::String(root.display().to_string()),
+            );
+            origins.insert("storage.root".into(), "flag --storage".into());
+        }
+        if overrides.plain_http {
+            set(&mut merged, "tls", "enabled", Value::Boolean(false));
+            origins.insert("tls.enabled".into(), "flag --plain-http".into());
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let config: Config = Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                ConfigErrors(vec![ConfigError {
+                    key: "-".into(),
+                    origin: "merged configuration".into(),
+                    message: e.to_string(),
+                }])
+            })?;
+        let origin = |k: &str| origins.get(k).cloned().unwrap_or_else(|| "default".into());
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(
+                problems
+                    .into_iter()
+                    .map(|(key, message)| ConfigError {
+                        origin: origin(key),
+                        key: key.into(),
+                        message,
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    /// Checks values beyond their types; returns (key, problem) pairs.
+    fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if self.server.listen.is_empty() {
+            p.push((
+                "server.listen",
+                "at least one address is needed".to_string(),
+            ));
+        }
+        for a in &self.server.listen {
+            if a.parse::<SocketAddr>().is_err() {
+                p.push((
+                    "server.listen",
+                    format!("{a:?} is not ADDRESS:PORT (e.g. 0.0.0.0:8443 or [::1]:5000)"),
+                ));
+            }
+        }
+        if parse_cidr(&self.node.address).is_none() {
+            p.push((
+                "node.address",
+                format!(
+                    "{:?} is not ADDRESS/PREFIX (e.g. 169.254.254.254/32)",
+                    self.node.address
+                ),
+            ));
+        }
+        if self.node.interface.is_empty()
+            || self.node.interface.len() > 15
+            || self.node.interface.contains(['/', ' '])
+        {
+            p.push((
+                "node.interface",
+                format!(
+                    "{:?} is not a valid interface name (1-15 characters, no '/' or space)",
+                    self.node.interface
+                ),
+            ));
+        }
+        for h in &self.node.hostnames {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                p.push(("node.hostnames", format!("{h:?} is not a valid hostname")));
+            }
+        }
+        if self.limits.max_manifest_bytes == 0 {
+            p.push((
+                "limits.max_manifest_bytes",
+                "must be greater than 0".to_string(),
+            ));
+        }
+        let plain_level =
+            ["error", "warn", "info", "debug", "trace", "off"].contains(&self.log.level.as_str());
+        let filter_ok = self.log.level.contains('=')
+            && tracing_subscriber::EnvFilter::builder()
+                .parse(&self.log.level)
+                .is_ok();
+        if !plain_level && !filter_ok {
+            p.push((
+                "log.level",
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or filter",
+                    self.log.level
+                ),
+            ));
+        }
+        if !["auto", "journald", "text", "json"].contains(&self.log.format.as_str()) {
+            p.push((
+                "log.format",
+                format!(
+                    "{:?} is not one of auto, journald, text, json",
+                    self.log.format
+                ),
+            ));
+        }
+        if self.storage.check_interval_secs == 0 {
+            p.push((
+                "storage.check_interval_secs",
+                "must be greater than 0".to_string(),
+            ));
+        }
+        if self.storage.check_failures == 0 {
+            p.push((
+                "storage.check_failures",
+                "must be greater than 0".to_string(),
+            ));
+        }
+        if !self.storage.require_fstype.is_empty() && self.storage.require_mount.is_empty() {
+            p.push((
+                "storage.require_fstype",
+                "needs storage.require_mount".to_string(),
+            ));
+        }
+        p
+    }
+
+    /// The listen addresses, already validated.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.server
+            .listen
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// Parses `ADDRESS/PREFIX`.
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    let ip: IpAddr = a.parse().ok()?;
+    let prefix: u8 = p.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then_some((ip, prefix))
+}
+
+fn set(table: &mut Table, section: &str, key: &str, v: Value) {
+    if let Some(Value::Table(sec)) = table.get_mut(section) {
+        sec.insert(key.to_string(), v);
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean (true or false)",
+        Value::Datetime(_) => "a date",
+        Value::Array(_) => "a list",
+        Value::Table(_) => "a table",
+    }
+}
+
+fn check_type(default: Option<&Value>, v: &Value) -> Result<(), String> {
+    let Some(default) = default else {
+        return Err("unknown key".into());
+    };
+    if std::mem::discriminant(default) != std::mem::discriminant(v) {
+        return Err(format!(
+            "must be {}, not {}",
+            type_name(default),
+            type_name(v)
+        ));
+    }
+    if let (Value::Array(_), Value::Array(items)) = (default, v)
+        && items.iter().any(|i| !i.is_str())
+    {
+        return Err("must be a list of strings".into());
+    }
+    if let Value::Integer(i) = v
+        && *i < 0
+    {
+        return Err("must not be negative".into());
+    }
+    Ok(())
+}
+
+fn value_from_env(default: &Value, raw: &str) -> Result<Value, String> {
+    let v = match default {
+        Value::String(_) => Value::String(raw.to_string()),
+        Value::Boolean(_) => match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Value::Boolean(true),
+            "false" | "0" | "no" | "off" => Value::Boolean(false),
+            _ => return Err(format!("{raw:?} is not a boolean (true or false)")),
+        },
+        Value::Integer(_) => Value::Integer(
+            raw.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|i| *i >= 0)
+                .ok_or_else(|| format!("{raw:?} is not a non-negative integer"))?,
+        ),
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        other => {
+            return Err(format!(
+                "cannot be set from the environment ({})",
+                type_name(other)
+            ));
+        }
+    };
+    Ok(v)
+}
+
+/// Line numbers of `section` and `section.key` in a TOML text, for error messages.
+fn key_lines(text: &str) -> HashMap<String, usize> {
+    let mut lines = HashMap::new();
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return lines;
+    };
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    for (section, value) in doc.get_ref() {
+        let sname = section.get_ref().to_string();
+        lines.insert(sname.clone(), line_of(section.span().start));
+        if let toml::de::DeValue::Table(t) = value.get_ref() {
+            for (k, _) in t {
+                lines.insert(format!("{sname}.{}", k.get_ref()), line_of(k.span().start));
+            }
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)], o: &Overrides) -> Result<Config, ConfigErrors> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Config::from_layers(Some(("test.toml", file)), &env, o)
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let d = Config::defaults();
+        assert_eq!(d.server.listen, vec!["169.254.254.254:8443"]);
+        assert!(d.tls.enabled);
+        assert_eq!(d.storage.root, PathBuf::from("/var/lib/registryd"));
+        assert_eq!(
+            Config::from_layers(None, &[], &Overrides::default()).unwrap(),
+            d
+        );
+        // The shipped file is the defaults.
+        assert_eq!(load(DEFAULTS_TOML, &[], &Overrides::default()).unwrap(), d);
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let o = Overrides {
+            listen: vec!["127.0.0.1:5000".into()],
+            storage: None,
+            plain_http: true,
+        };
+        let c = load(
+            "[storage]\nroot = \"/from/file\"\ndelete_enabled = false\n",
+            &[
+                ("REGISTRYD_STORAGE_ROOT", "/from/env"),
+                ("REGISTRYD_NODE_HOSTNAMES", "a.home, b.home"),
+            ],
+            &o,
+        )
+        .unwrap();
+        assert_eq!(c.storage.root, PathBuf::from("/from/env"));
+        assert!(!c.storage.delete_enabled);
+        assert_eq!(c.server.listen, vec!["127.0.0.1:5000"]);
+        assert!(!c.tls.enabled);
+        assert_eq!(c.node.hostnames, vec!["a.home", "b.home"]);
+    }
+
+    #[test]
+    fn reports_every_error_with_key_and_line() {
+        let file = "[server]\nlisten = [\"nope\"]\nbogus = 1\n\n[storage]\ndelete_enabled = \"yes\"\n[extra]\nx=1\n";
+        let errs = load(file, &[("REGISTRYD_TLS_NOPE", "1")], &Overrides::default())
+            .unwrap_err()
+            .0;
+        let keys: Vec<_> = errs
+            .iter()
+            .map(|e| (e.key.as_str(), e.origin.as_str()))
+            .collect();
+        assert!(
+            keys.contains(&("server.bogus", "test.toml line 3")),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&("storage.delete_enabled", "test.toml line 6")),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&("extra", "test.toml line 7")), "{keys:?}");
+        assert!(
+            keys.iter().any(|(k, _)| *k == "REGISTRYD_TLS_NOPE"),
+            "{keys:?}"
+        );
+        // semantic errors come after type errors are fixed, still with their origin
+        let errs = load(
+            "[server]\nlisten = [\"nope\"]\n[log]\nlevel = \"loud!\"\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errs[0].key, "server.listen");
+        assert_eq!(errs[0].origin, "test.toml line 2");
+        assert_eq!(errs[1].key, "log.level");
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let errs = load(
+            "",
+            &[("REGISTRYD_STORAGE_DELETE_ENABLED", "maybe")],
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errs[0].key, "storage.delete_enabled");
+        assert!(errs[0].origin.contains("REGISTRYD_STORAGE_DELETE_ENABLED"));
+    }
+
+    #[test]
+    fn cidr() {
+        assert!(parse_cidr("169.254.254.254/32").is_some());
+        assert!(parse_cidr("169.254.254.254/33").is_none());
+        assert!(parse_cidr("fe80::1/64").is_some());
+        assert!(parse_cidr("x/1").is_none());
+    }
+}

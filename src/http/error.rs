@@ -1,0 +1,210 @@
+//! OCI error responses: `{"errors":[{"code","message","detail"}]}` with the status the spec gives
+//! each code. Every failure a handler meets becomes exactly one `ApiError`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use super::route::RouteError;
+use super::{Body, full};
+use crate::registry::manifest::ManifestError;
+use crate::storage::StorageError;
+
+/// The error codes of the OCI Distribution Spec, plus Distribution's for what the spec leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    PaginationNumberInvalid,
+    RangeInvalid,
+    Unavailable,
+    Unknown,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::RangeInvalid => "RANGE_INVALID",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// One error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Code,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+    /// Extra headers (e.g. `Range` on a 416 upload chunk, `Content-Range` on a 416 blob read).
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> ApiError {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Code::Unsupported, message)
+    }
+
+    pub fn into_response(self, head_only: bool) -> Response<Body> {
+        let mut err = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(d) = self.detail {
+            err["detail"] = d;
+        }
+        let body = json!({"errors": [err]}).to_string();
+        let len = body.len();
+        let mut resp = Response::new(if head_only {
+            super::empty()
+        } else {
+            full(body)
+        });
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> ApiError {
+        match e {
+            RouteError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, Code::Unsupported, "no such endpoint")
+            }
+            RouteError::NameInvalid(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, Code::NameInvalid, m)
+            }
+            RouteError::DigestInvalid(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, Code::DigestInvalid, m)
+            }
+            RouteError::TagInvalid(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, Code::ManifestInvalid, m)
+            }
+            RouteError::UploadUnknown => ApiError::new(
+                StatusCode::NOT_FOUND,
+                Code::BlobUploadUnknown,
+                "upload id is not known to this registry",
+            ),
+        }
+    }
+}
+
+impl From<ManifestError> for ApiError {
+    fn from(e: ManifestError) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::ManifestInvalid,
+            e.to_string(),
+        )
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            StorageError::BlobUnknown => {
+                ApiError::new(StatusCode::NOT_FOUND, Code::BlobUnknown, msg)
+            }
+            StorageError::UploadUnknown => {
+                ApiError::new(StatusCode::NOT_FOUND, Code::BlobUploadUnknown, msg)
+            }
+            StorageError::ManifestUnknown => {
+                ApiError::new(StatusCode::NOT_FOUND, Code::ManifestUnknown, msg)
+            }
+            StorageError::NameUnknown => {
+                ApiError::new(StatusCode::NOT_FOUND, Code::NameUnknown, msg)
+            }
+            StorageError::RangeMismatch(offset) => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, Code::RangeInvalid, msg)
+                    .header(header::RANGE, upload_range(offset))
+            }
+            StorageError::DigestMismatch { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, Code::DigestInvalid, msg)
+            }
+            StorageError::Body(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, Code::BlobUploadInvalid, msg)
+            }
+            StorageError::Io(ref io) => match io.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    Code::Unknown,
+                    format!("storage is full, nothing was stored; free space and retry ({io})"),
+                ),
+                Some(libc::ENOTCONN) | Some(libc::ESTALE) | Some(libc::EIO) | Some(libc::EROFS) => {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Code::Unavailable,
+                        format!("storage is unavailable, retry later ({io})"),
+                    )
+                }
+                _ => {
+                    tracing::error!(error = %io, "storage error");
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown, msg)
+                }
+            },
+        }
+    }
+}
+
+/// The `Range` header value for an upload holding `offset` bytes: `0-<offset-1>`, and `0-0` when
+/// empty (as Distribution answers, and Docker expects).
+pub fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}

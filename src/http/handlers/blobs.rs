@@ -1,0 +1,75 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>` (end-2, end-10): blobs stream from storage with
+//! `Range` support, so memory stays flat whatever the blob size.
+
+use futures_util::TryStreamExt;
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio_util::io::ReaderStream;
+
+use super::{App, HandlerResult, Req, deletes_disabled, method_not_allowed, response};
+use crate::http::error::{ApiError, Code};
+use crate::http::range::{RangeRequest, parse_range};
+use crate::registry::{Digest, RepoName};
+use crate::storage::StorageError;
+
+pub async fn handle(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerResult {
+    match req.method {
+        Method::GET | Method::HEAD => get(app, name, digest, req).await,
+        Method::DELETE => {
+            if !app.delete_enabled {
+                return Err(deletes_disabled());
+            }
+            app.storage.unlink_blob(name, digest).await?;
+            Ok(response(
+                StatusCode::ACCEPTED,
+                &[(header::CONTENT_LENGTH, "0".into())],
+                crate::http::empty(),
+            ))
+        }
+        ref m => Err(method_not_allowed(m)),
+    }
+}
+
+async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerResult {
+    let size = app
+        .storage
+        .blob_size(name, digest)
+        .await?
+        .ok_or(StorageError::BlobUnknown)?;
+    let mut headers = vec![
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (
+            header::HeaderName::from_static("docker-content-digest"),
+            digest.to_string(),
+        ),
+        (header::ACCEPT_RANGES, "bytes".into()),
+        (header::ETAG, format!("\"{digest}\"")),
+        (header::CACHE_CONTROL, "max-age=31536000".into()),
+    ];
+    let (status, start, len) = match parse_range(req.header(header::RANGE), size) {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Partial(r) => {
+            headers.push((
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", r.start, r.end),
+            ));
+            (StatusCode::PARTIAL_CONTENT, r.start, r.len())
+        }
+        RangeRequest::Unsatisfiable => {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                Code::RangeInvalid,
+                format!("range is outside the blob's {size} bytes"),
+            )
+            .header(header::CONTENT_RANGE, format!("bytes */{size}")));
+        }
+    };
+    headers.push((header::CONTENT_LENGTH, len.to_string()));
+    if req.method == Method::HEAD {
+        return Ok(response(status, &headers, crate::http::empty()));
+    }
+    let blob = app.storage.open_blob(name, digest, start, len).await?;
+    let stream = ReaderStream::with_capacity(blob.reader, 256 * 1024).map_ok(Frame::data);
+    Ok(response(status, &headers, StreamBody::new(stream).boxed()))
+}

@@ -1,0 +1,187 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>` (end-3, end-7, end-9): manifests are
+//! stored byte-exact and served with their digest, media type and an `ETag` for conditional GET.
+//! A push is refused when anything it references is missing from the repository (its subject
+//! excepted: a referrer may arrive before what it refers to).
+
+use http::{Method, StatusCode, header};
+use serde_json::json;
+
+use super::{
+    App, HandlerResult, Req, deletes_disabled, method_not_allowed, read_limited, response,
+    too_large,
+};
+use crate::http::error::{ApiError, Code};
+use crate::registry::manifest::{self, Manifest};
+use crate::registry::{Algorithm, Digest, Reference, RepoName};
+use crate::storage::manifests::ReferrerEntry;
+
+pub async fn handle(app: &App, name: RepoName, reference: Reference, req: Req) -> HandlerResult {
+    match req.method {
+        Method::GET | Method::HEAD => get(app, &name, &reference, &req).await,
+        Method::PUT => put(app, name, reference, req).await,
+        Method::DELETE => delete(app, &name, &reference).await,
+        ref m => Err(method_not_allowed(m)),
+    }
+}
+
+async fn resolve(app: &App, name: &RepoName, reference: &Reference) -> Result<Digest, ApiError> {
+    Ok(match reference {
+        Reference::Digest(d) => d.clone(),
+        Reference::Tag(t) => app.storage.resolve_tag(name, t).await?,
+    })
+}
+
+async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> HandlerResult {
+    let digest = resolve(app, name, reference).await?;
+    let bytes = app.storage.get_manifest(name, &digest).await?;
+    let etag = format!("\"{digest}\"");
+    let mut headers = vec![
+        (
+            header::HeaderName::from_static("docker-content-digest"),
+            digest.to_string(),
+        ),
+        (header::CONTENT_TYPE, manifest::detect_media_type(&bytes)),
+        (header::ETAG, etag.clone()),
+    ];
+    let not_modified = req
+        .header(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if not_modified {
+        return Ok(response(
+            StatusCode::NOT_MODIFIED,
+            &headers,
+            crate::http::empty(),
+        ));
+    }
+    headers.push((header::CONTENT_LENGTH, bytes.len().to_string()));
+    let body = if req.method == Method::HEAD {
+        crate::http::empty()
+    } else {
+        crate::http::full(bytes)
+    };
+    Ok(response(StatusCode::OK, &headers, body))
+}
+
+async fn put(app: &App, name: RepoName, reference: Reference, req: Req) -> HandlerResult {
+    let limit = app.max_manifest_bytes;
+    if req.content_length().is_some_and(|l| l > limit) {
+        return Err(too_large(limit));
+    }
+    let content_type = req.header(header::CONTENT_TYPE).map(str::to_string);
+    let bytes = read_limited(req.body, limit).await?;
+    let digest = match &reference {
+        Reference::Digest(d) if d.algorithm() == Algorithm::Sha512 => {
+            Digest::compute(Algorithm::Sha512, &bytes)
+        }
+        _ => Digest::sha256_of(&bytes),
+    };
+    if let Reference::Digest(claimed) = &reference
+        && *claimed != digest
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::DigestInvalid,
+            format!("manifest has digest {digest}, not {claimed}"),
+        ));
+    }
+    let parsed = manifest::parse(content_type.as_deref(), &bytes)?;
+    check_references(app, &name, &parsed).await?;
+    let referrer = parsed.subject.as_ref().map(|s| ReferrerEntry {
+        subject: s.digest.clone(),
+        descriptor: referrer_descriptor(&parsed, &digest, bytes.len()),
+    });
+    let tag = match &reference {
+        Reference::Tag(t) => Some(t),
+        Reference::Digest(_) => None,
+    };
+    app.storage
+        .put_manifest(&name, &digest, bytes, tag, referrer)
+        .await?;
+    tracing::debug!(repository = %name, digest = %digest, reference = %reference, "manifest stored");
+    let mut headers = vec![
+        (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),
+        (
+            header::HeaderName::from_static("docker-content-digest"),
+            digest.to_string(),
+        ),
+        (header::CONTENT_LENGTH, "0".into()),
+    ];
+    if let Some(s) = &parsed.subject {
+        headers.push((
+            header::HeaderName::from_static("oci-subject"),
+            s.digest.to_string(),
+        ));
+    }
+    Ok(response(
+        StatusCode::CREATED,
+        &headers,
+        crate::http::empty(),
+    ))
+}
+
+/// Every blob an image references and every manifest an index lists must be in the repository.
+async fn check_references(app: &App, name: &RepoName, m: &Manifest) -> Result<(), ApiError> {
+    for b in &m.blobs {
+        if app.storage.blob_size(name, &b.digest).await?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Code::ManifestBlobUnknown,
+                format!(
+                    "blob {} referenced by the manifest is not in repository {name}",
+                    b.digest
+                ),
+            )
+            .detail(json!({"digest": b.digest.to_string()})));
+        }
+    }
+    for child in &m.manifests {
+        if !app.storage.manifest_linked(name, &child.digest).await? {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Code::ManifestUnknown,
+                format!(
+                    "manifest {} listed by the index is not in repository {name}",
+                    child.digest
+                ),
+            )
+            .detail(json!({"digest": child.digest.to_string()})));
+        }
+    }
+    Ok(())
+}
+
+/// The descriptor the referrers API lists for a manifest with a subject.
+fn referrer_descriptor(m: &Manifest, digest: &Digest, size: usize) -> Vec<u8> {
+    let mut d = json!({"mediaType": m.media_type, "digest": digest.to_string(), "size": size});
+    if let Some(a) = &m.artifact_type {
+        d["artifactType"] = json!(a);
+    }
+    if let Some(a) = &m.annotations {
+        d["annotations"] = json!(a);
+    }
+    d.to_string().into_bytes()
+}
+
+async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerResult {
+    if !app.delete_enabled {
+        return Err(deletes_disabled());
+    }
+    match reference {
+        Reference::Tag(t) => app.storage.delete_tag(name, t).await?,
+        Reference::Digest(d) => {
+            let subject = match app.storage.get_manifest(name, d).await {
+                Ok(bytes) => manifest::parse(None, &bytes)
+                    .ok()
+                    .and_then(|m| m.subject)
+                    .map(|s| s.digest),
+                Err(e) => return Err(e.into()),
+            };
+            app.storage.delete_manifest(name, d, subject).await?;
+        }
+    }
+    Ok(response(
+        StatusCode::ACCEPTED,
+        &[(header::CONTENT_LENGTH, "0".into())],
+        crate::http::empty(),
+    ))
+}

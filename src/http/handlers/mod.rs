@@ -1,0 +1,302 @@
+//! Request dispatch and the helpers every handler shares. One file per resource, as in Distribution's
+//! `registry/handlers/`: each turns a parsed route and request into storage calls and a response.
+
+mod base;
+mod blobs;
+mod catalog;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyStream;
+use hyper::body::Incoming;
+
+use super::Body;
+use super::error::{ApiError, Code};
+use super::route::{self, Route};
+use crate::storage::Storage;
+
+/// What every handler may use: storage and the request-path settings.
+pub struct App {
+    pub storage: Storage,
+    pub delete_enabled: bool,
+    pub max_manifest_bytes: u64,
+    /// False while storage fails its health check: requests answer 503 instead of touching it.
+    pub storage_ready: AtomicBool,
+    pub storage_reason: std::sync::Mutex<String>,
+}
+
+impl App {
+    pub fn new(storage: Storage, delete_enabled: bool, max_manifest_bytes: u64) -> Arc<App> {
+        Arc::new(App {
+            storage,
+            delete_enabled,
+            max_manifest_bytes,
+            storage_ready: AtomicBool::new(true),
+            storage_reason: std::sync::Mutex::new(String::new()),
+        })
+    }
+
+    fn unavailable(&self) -> Option<ApiError> {
+        if self.storage_ready.load(Ordering::Relaxed) {
+            return None;
+        }
+        let reason = self
+            .storage_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        Some(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            format!("storage unavailable: {reason}"),
+        ))
+    }
+}
+
+pub type HandlerResult = Result<Response<Body>, ApiError>;
+
+/// The request as handlers see it: method, headers, query, and the body still streaming.
+pub struct Req {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: HashMap<String, String>,
+    pub body: Incoming,
+}
+
+impl Req {
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// Turns a request body into a stream of byte chunks, the form storage takes.
+pub fn body_stream(body: Incoming) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    Box::pin(BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(f) => f.into_data().ok().map(Ok),
+            Err(e) => Some(Err(io::Error::other(e))),
+        }
+    }))
+}
+
+/// Reads a body into memory, refusing more than `limit` bytes.
+pub async fn read_limited(body: Incoming, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    let mut s = body_stream(body);
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Code::BlobUploadInvalid,
+                format!("request body: {e}"),
+            )
+        })?;
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large(limit));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+pub fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Code::SizeInvalid,
+        format!(
+            "manifest is larger than the {limit} bytes this registry accepts (limits.max_manifest_bytes)"
+        ),
+    )
+}
+
+/// `n` and `last` pagination over a sorted list: the page, and whether more follows.
+pub fn paginate(
+    items: Vec<String>,
+    query: &HashMap<String, String>,
+) -> Result<(Vec<String>, bool), ApiError> {
+    let n = match query.get("n") {
+        None => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Code::PaginationNumberInvalid,
+                format!("n={v:?} is not a non-negative integer"),
+            )
+        })?),
+    };
+    let mut items: Vec<String> = match query.get("last") {
+        Some(last) => items
+            .into_iter()
+            .filter(|i| i.as_str() > last.as_str())
+            .collect(),
+        None => items,
+    };
+    let more = match n {
+        Some(n) if items.len() > n => {
+            items.truncate(n);
+            n > 0
+        }
+        _ => false,
+    };
+    Ok((items, more))
+}
+
+/// A `Link` header for the next page: `</v2/...?n=N&last=X>; rel="next"`.
+pub fn next_link(path: &str, n: &str, last: &str) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("n", n)
+        .append_pair("last", last)
+        .finish();
+    format!("<{path}?{q}>; rel=\"next\"")
+}
+
+pub fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+    head_only: bool,
+) -> Response<Body> {
+    let body = value.to_string();
+    let len = body.len();
+    let mut r = Response::new(if head_only {
+        super::empty()
+    } else {
+        super::full(body)
+    });
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    r
+}
+
+/// Builds a response with headers whose values the handler produced (always valid ASCII).
+pub fn response(
+    status: StatusCode,
+    headers: &[(header::HeaderName, String)],
+    body: Body,
+) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    for (name, value) in headers {
+        if let Ok(v) = header::HeaderValue::from_str(value) {
+            r.headers_mut().insert(name.clone(), v);
+        }
+    }
+    r
+}
+
+pub fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::unsupported(format!("method {method} is not allowed on this endpoint"))
+}
+
+pub fn deletes_disabled() -> ApiError {
+    ApiError::unsupported("deletes are disabled on this registry (storage.delete_enabled = false)")
+}
+
+/// Handles one request; never fails (every error is an OCI error response).
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let head_only = parts.method == Method::HEAD;
+    let query = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let route = route::parse(parts.uri.path());
+    let req = Req {
+        method: parts.method,
+        headers: parts.headers,
+        query,
+        body,
+    };
+    let result = match route {
+        Err(e) => Err(ApiError::from(e)),
+        Ok(route) => dispatch(&app, route, req).await,
+    };
+    result.unwrap_or_else(|e| e.into_response(head_only))
+}
+
+async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
+    match route {
+        Route::Healthz => base::healthz(),
+        Route::Readyz => base::readyz(app),
+        Route::Base => base::version(&req),
+        route => {
+            if let Some(e) = app.unavailable() {
+                return Err(e);
+            }
+            match route {
+                Route::Catalog => catalog::get(app, &req).await,
+                Route::Tags(name) => tags::get(app, &name, &req).await,
+                Route::Manifest(name, reference) => {
+                    manifests::handle(app, name, reference, req).await
+                }
+                Route::Blob(name, digest) => blobs::handle(app, &name, &digest, &req).await,
+                Route::UploadStart(name) => uploads::start(app, name, req).await,
+                Route::Upload(name, id) => uploads::handle(app, name, id, req).await,
+                Route::Referrers(name, digest) => referrers::get(app, &name, &digest, &req).await,
+                Route::Healthz | Route::Readyz | Route::Base => base::healthz(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pagination() {
+        let items: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            paginate(items.clone(), &q(&[])).unwrap(),
+            (items.clone(), false)
+        );
+        assert_eq!(
+            paginate(items.clone(), &q(&[("n", "2")])).unwrap(),
+            (vec!["a".into(), "b".into()], true)
+        );
+        assert_eq!(
+            paginate(items.clone(), &q(&[("n", "2"), ("last", "b")])).unwrap(),
+            (vec!["c".into(), "d".into()], false)
+        );
+        assert_eq!(
+            paginate(items.clone(), &q(&[("last", "d")])).unwrap(),
+            (vec![], false)
+        );
+        assert_eq!(
+            paginate(items.clone(), &q(&[("n", "0")])).unwrap(),
+            (vec![], false)
+        );
+        assert!(paginate(items, &q(&[("n", "-1")])).is_err());
+        assert_eq!(
+            next_link("/v2/_catalog", "2", "b/c"),
+            "</v2/_catalog?n=2&last=b%2Fc>; rel=\"next\""
+        );
+    }
+}

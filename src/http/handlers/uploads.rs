@@ -1,0 +1,168 @@
+//! Blob uploads (end-4a/4b, end-5, end-6, end-11, end-13): monolithic `POST ?digest=`, `POST` then
+//! `PUT`, chunked `PATCH` with in-order `Content-Range` (or none, streaming as Docker does), upload
+//! status, cancel, and cross-repository mount (`?mount=&from=`, or automatic when `from` is absent and
+//! the blob exists).
+
+use http::{Method, StatusCode, header};
+use uuid::Uuid;
+
+use super::{App, HandlerResult, Req, body_stream, method_not_allowed, response};
+use crate::http::error::{ApiError, Code, upload_range};
+use crate::http::range::parse_content_range;
+use crate::registry::{Digest, RepoName};
+
+fn upload_headers(name: &RepoName, id: &Uuid, offset: u64) -> Vec<(header::HeaderName, String)> {
+    vec![
+        (header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}")),
+        (header::RANGE, upload_range(offset)),
+        (
+            header::HeaderName::from_static("docker-upload-uuid"),
+            id.to_string(),
+        ),
+        (header::CONTENT_LENGTH, "0".into()),
+    ]
+}
+
+fn created(name: &RepoName, digest: &Digest) -> HandlerResult {
+    Ok(response(
+        StatusCode::CREATED,
+        &[
+            (header::LOCATION, format!("/v2/{name}/blobs/{digest}")),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string(),
+            ),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+        crate::http::empty(),
+    ))
+}
+
+fn digest_param(req: &Req, key: &str) -> Result<Option<Digest>, ApiError> {
+    match req.query.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e: crate::registry::digest::DigestError| {
+                ApiError::new(StatusCode::BAD_REQUEST, Code::DigestInvalid, e.to_string())
+            }),
+    }
+}
+
+/// `POST /v2/<name>/blobs/uploads/`
+pub async fn start(app: &App, name: RepoName, req: Req) -> HandlerResult {
+    if req.method != Method::POST {
+        return Err(method_not_allowed(&req.method));
+    }
+    if let Some(mount) = digest_param(&req, "mount")? {
+        let source = match req.query.get("from") {
+            Some(from) => {
+                let from: RepoName =
+                    from.parse()
+                        .map_err(|e: crate::registry::name::NameError| {
+                            ApiError::new(StatusCode::BAD_REQUEST, Code::NameInvalid, e.to_string())
+                        })?;
+                app.storage.blob_linked(&from, &mount).await?
+            }
+            None => app.storage.blob_size_global(&mount).await?.is_some(),
+        };
+        if source {
+            app.storage.link_blob(&name, &mount).await?;
+            tracing::debug!(repository = %name, digest = %mount, "blob mounted");
+            return created(&name, &mount);
+        }
+        // Not mountable: the client falls back to a regular upload at the Location we return.
+    }
+    if let Some(digest) = digest_param(&req, "digest")? {
+        let id = app.storage.start_upload(&name).await?;
+        app.storage
+            .complete_upload(&name, &id, &digest, None, Some(body_stream(req.body)))
+            .await?;
+        return created(&name, &digest);
+    }
+    let id = app.storage.start_upload(&name).await?;
+    Ok(response(
+        StatusCode::ACCEPTED,
+        &upload_headers(&name, &id, 0),
+        crate::http::empty(),
+    ))
+}
+
+/// `PATCH`, `PUT`, `GET`, `DELETE /v2/<name>/blobs/uploads/<id>`
+pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerResult {
+    match req.method {
+        Method::GET | Method::HEAD => {
+            let status = app.storage.upload_status(&name, &id).await?;
+            Ok(response(
+                StatusCode::NO_CONTENT,
+                &upload_headers(&name, &id, status.offset),
+                crate::http::empty(),
+            ))
+        }
+        Method::PATCH => {
+            let start = chunk_start(&req)?;
+            let offset = app
+                .storage
+                .append_upload(&name, &id, start, body_stream(req.body))
+                .await?;
+            Ok(response(
+                StatusCode::ACCEPTED,
+                &upload_headers(&name, &id, offset),
+                crate::http::empty(),
+            ))
+        }
+        Method::PUT => {
+            let digest = digest_param(&req, "digest")?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    Code::DigestInvalid,
+                    "PUT to complete an upload needs ?digest=",
+                )
+            })?;
+            let start = chunk_start(&req)?;
+            app.storage
+                .complete_upload(&name, &id, &digest, start, Some(body_stream(req.body)))
+                .await?;
+            tracing::debug!(repository = %name, digest = %digest, "blob upload completed");
+            created(&name, &digest)
+        }
+        Method::DELETE => {
+            app.storage.cancel_upload(&name, &id).await?;
+            Ok(response(
+                StatusCode::NO_CONTENT,
+                &[(header::CONTENT_LENGTH, "0".into())],
+                crate::http::empty(),
+            ))
+        }
+        ref m => Err(method_not_allowed(m)),
+    }
+}
+
+/// The start offset a chunk claims in `Content-Range`, checked against its `Content-Length`.
+/// `None` when the header is absent (the chunk continues wherever the upload stands).
+fn chunk_start(req: &Req) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = req.header(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let range = parse_content_range(raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::RangeInvalid,
+            format!("Content-Range {raw:?} is not <start>-<end>"),
+        )
+    })?;
+    if let Some(len) = req.content_length()
+        && len != range.len()
+    {
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::RangeInvalid,
+            format!(
+                "Content-Range {raw:?} covers {} bytes but Content-Length is {len}",
+                range.len()
+            ),
+        ));
+    }
+    Ok(Some(range.start))
+}

@@ -1,0 +1,226 @@
+//! Request paths to routes, a pure function. Repository names hold any number of `/`, so the path is
+//! read from the right: the last segments say what is addressed (`manifests/<ref>`, `blobs/<digest>`,
+//! `blobs/uploads/<id>`, `tags/list`, `referrers/<digest>`) and everything before them is the name.
+//! Names, references and digests are parsed here, once, into their types.
+
+use uuid::Uuid;
+
+use crate::registry::reference::ReferenceError;
+use crate::registry::{Digest, Reference, RepoName};
+
+/// What a request path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`: API version check.
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, Uuid),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+    /// `/healthz`: the process answers.
+    Healthz,
+    /// `/readyz`: storage is usable.
+    Readyz,
+}
+
+/// Why a path is not a route; each becomes one OCI error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    NameInvalid(String),
+    DigestInvalid(String),
+    TagInvalid(String),
+    UploadUnknown,
+}
+
+fn name(segments: &[&str]) -> Result<RepoName, RouteError> {
+    let joined = segments.join("/");
+    joined
+        .parse()
+        .map_err(|e: crate::registry::name::NameError| RouteError::NameInvalid(e.to_string()))
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn digest(s: &str) -> Result<Digest, RouteError> {
+    decode(s)
+        .parse()
+        .map_err(|e: crate::registry::digest::DigestError| RouteError::DigestInvalid(e.to_string()))
+}
+
+/// Parses a request path (without query).
+pub fn parse(path: &str) -> Result<Route, RouteError> {
+    match path {
+        "/healthz" => return Ok(Route::Healthz),
+        "/readyz" => return Ok(Route::Readyz),
+        "/v2" | "/v2/" => return Ok(Route::Base),
+        "/v2/_catalog" => return Ok(Route::Catalog),
+        _ => {}
+    }
+    let rest = path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?;
+    let seg: Vec<&str> = rest.split('/').collect();
+    let n = seg.len();
+    let at = |i: usize| seg.get(n.wrapping_sub(i)).copied();
+
+    // /<name>/blobs/uploads/ and /<name>/blobs/uploads/<id>
+    if n >= 4 && at(3) == Some("blobs") && at(2) == Some("uploads") {
+        let name = name(&seg[..n - 3])?;
+        let last = seg[n - 1];
+        if last.is_empty() {
+            return Ok(Route::UploadStart(name));
+        }
+        let id = Uuid::try_parse(last).map_err(|_| RouteError::UploadUnknown)?;
+        return Ok(Route::Upload(name, id));
+    }
+    if n >= 3 && at(2) == Some("blobs") && at(1) == Some("uploads") {
+        return Ok(Route::UploadStart(name(&seg[..n - 2])?));
+    }
+    if n >= 3 && at(2) == Some("tags") && at(1) == Some("list") {
+        return Ok(Route::Tags(name(&seg[..n - 2])?));
+    }
+    if n >= 3 {
+        let target = seg[n - 1];
+        let repo = &seg[..n - 2];
+        match seg[n - 2] {
+            "manifests" => {
+                let name = name(repo)?;
+                let reference = decode(target).parse::<Reference>().map_err(|e| match e {
+                    ReferenceError::Digest(d) => RouteError::DigestInvalid(d.to_string()),
+                    ReferenceError::Tag(t) => RouteError::TagInvalid(t.to_string()),
+                })?;
+                return Ok(Route::Manifest(name, reference));
+            }
+            "blobs" => return Ok(Route::Blob(name(repo)?, digest(target)?)),
+            "referrers" => return Ok(Route::Referrers(name(repo)?, digest(target)?)),
+            _ => {}
+        }
+    }
+    Err(RouteError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn n(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        let d: Digest = D.parse().unwrap();
+        assert_eq!(parse("/v2/"), Ok(Route::Base));
+        assert_eq!(parse("/v2"), Ok(Route::Base));
+        assert_eq!(parse("/v2/_catalog"), Ok(Route::Catalog));
+        assert_eq!(parse("/v2/a/b/tags/list"), Ok(Route::Tags(n("a/b"))));
+        assert_eq!(
+            parse("/v2/a/manifests/latest"),
+            Ok(Route::Manifest(
+                n("a"),
+                Reference::Tag("latest".parse().unwrap())
+            ))
+        );
+        assert_eq!(
+            parse(&format!("/v2/a/manifests/{D}")),
+            Ok(Route::Manifest(n("a"), Reference::Digest(d.clone())))
+        );
+        assert_eq!(
+            parse(&format!("/v2/a/manifests/{}", D.replace(':', "%3A"))),
+            Ok(Route::Manifest(n("a"), Reference::Digest(d.clone())))
+        );
+        assert_eq!(
+            parse(&format!("/v2/x/y/z/blobs/{D}")),
+            Ok(Route::Blob(n("x/y/z"), d.clone()))
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/"),
+            Ok(Route::UploadStart(n("a")))
+        );
+        assert_eq!(parse("/v2/a/blobs/uploads"), Ok(Route::UploadStart(n("a"))));
+        let id = Uuid::new_v4();
+        assert_eq!(
+            parse(&format!("/v2/a/blobs/uploads/{id}")),
+            Ok(Route::Upload(n("a"), id))
+        );
+        assert_eq!(
+            parse(&format!("/v2/a/referrers/{D}")),
+            Ok(Route::Referrers(n("a"), d))
+        );
+        assert_eq!(parse("/healthz"), Ok(Route::Healthz));
+    }
+
+    #[test]
+    fn names_that_look_like_keywords_route_from_the_right() {
+        // A repository may be called "blobs" or "manifests"; the rightmost segments decide.
+        assert_eq!(
+            parse("/v2/blobs/manifests/manifests/latest"),
+            Ok(Route::Manifest(
+                n("blobs/manifests"),
+                Reference::Tag("latest".parse().unwrap())
+            ))
+        );
+        assert_eq!(
+            parse("/v2/tags/list/tags/list"),
+            Ok(Route::Tags(n("tags/list")))
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(parse("/v1/"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v2/a"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v2/a/unknown/x"), Err(RouteError::NotFound));
+        assert!(matches!(
+            parse("/v2/../x/tags/list"),
+            Err(RouteError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a//b/tags/list"),
+            Err(RouteError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/A/manifests/x"),
+            Err(RouteError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a%2F..%2Fb/tags/list"),
+            Err(RouteError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a/blobs/sha256:xyz"),
+            Err(RouteError::DigestInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a/manifests/-bad"),
+            Err(RouteError::TagInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a/manifests/..%2F..%2Fx"),
+            Err(RouteError::TagInvalid(_))
+        ));
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/../../x"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/not-a-uuid"),
+            Err(RouteError::UploadUnknown)
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! registryd: a per-node container registry daemon (OCI Distribution v1.1) on Distribution's
+//! storage layout, built for small clusters sharing a replicated mount.
+//!
+//! Module map (ARCHITECTURE.md): `registry` is the pure vocabulary (names, digests, manifests),
+//! `storage` the on-disk layout and durability, `http` the API edge, `daemon` the wiring.
+
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod registry;
+pub mod storage;

@@ -1,0 +1,138 @@
+//! Durable file publication on a shared, replicated mount (ARCHITECTURE.md, durability rules 1 and 6).
+//!
+//! A file becomes visible under its final name only by: write a temp file in the same directory,
+//! `fsync` it, `rename` it over the final name, `fsync` the directory. New directories are made
+//! durable the same way: `mkdir`, then `fsync` of the parent. No `O_TMPFILE` and no `renameat2`
+//! flags: GlusterFS refuses both.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use uuid::Uuid;
+
+/// `fsync` a directory so that entries created, renamed or removed in it survive a power cut.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `mkdir -p`, with every directory it creates made durable in its parent.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another node or request made it at the same moment: fine, it is there.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent() {
+        Some(parent) => fsync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+fn temp_name(path: &Path) -> io::Result<std::path::PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        Uuid::new_v4().simple()
+    );
+    Ok(path.with_file_name(tmp))
+}
+
+/// Writes `bytes` to `path` so that a reader (on any node) sees either the old file or the whole new
+/// one, and the new one survives a crash once this returns.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    create_dir_all_durable(dir)?;
+    let tmp = temp_name(path)?;
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fsync_dir(dir)
+}
+
+/// Moves an already-fsynced file to `dest` (same filesystem) and makes the rename durable.
+pub fn publish(src: &Path, dest: &Path) -> io::Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    create_dir_all_durable(dir)?;
+    fs::rename(src, dest)?;
+    fsync_dir(dir)
+}
+
+/// Removes a file or a whole directory, durably; absent is success.
+pub fn remove_durable(path: &Path) -> io::Result<bool> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map(|()| true),
+        Ok(_) => fs::remove_file(path).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    };
+    let removed = match removed {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        other => other?,
+    };
+    if removed && let Some(dir) = path.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// Reads a small file, retrying a bounded number of times when another node's rename races the
+/// read (`ESTALE` on GlusterFS and NFS).
+pub fn read_retrying(path: &Path) -> io::Result<Vec<u8>> {
+    let mut attempt = 0;
+    loop {
+        match fs::read(path) {
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_creates_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/c/link");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        // no temp files left behind
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn remove_durable_absent_is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!remove_durable(&dir.path().join("x")).unwrap());
+        write_atomic(&dir.path().join("d/f"), b"x").unwrap();
+        assert!(remove_durable(&dir.path().join("d")).unwrap());
+        assert!(!dir.path().join("d").exists());
+    }
+}

@@ -1,0 +1,136 @@
+//! Manifests and tags. A manifest is a blob (stored byte-exact) plus a revision link in its
+//! repository; a tag is a `current/link` naming a revision, with an index of every revision the tag
+//! has named. Publication order (durability rule 3): blob data, revision link, referrer entry, tag
+//! index, tag current link. A crash between any two leaves the old state or the new one.
+
+use std::io;
+
+use super::{Result, Storage, StorageError, atomic, blocking, layout::link_content, read_link};
+use crate::registry::{Digest, RepoName, Tag};
+
+/// A referrer entry to publish with a manifest that has a `subject`.
+pub struct ReferrerEntry {
+    pub subject: Digest,
+    /// The descriptor JSON the referrers API lists for this manifest.
+    pub descriptor: Vec<u8>,
+}
+
+impl Storage {
+    /// Stores a manifest whose digest (`digest`, of `bytes`) the caller computed and validated, and
+    /// points `tag` at it. Durable when this returns.
+    pub async fn put_manifest(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        bytes: Vec<u8>,
+        tag: Option<&Tag>,
+        referrer: Option<ReferrerEntry>,
+    ) -> Result<()> {
+        let l = self.layout().clone();
+        let (name, digest, tag) = (name.clone(), digest.clone(), tag.cloned());
+        blocking(move || {
+            Storage::put_small_blob_sync(&l, &digest, &bytes)?;
+            let link = link_content(&digest);
+            let rev = l.revision_link(&name, &digest);
+            if read_link(&rev)?.as_ref() != Some(&digest) {
+                atomic::write_atomic(&rev, link.as_bytes())?;
+            }
+            if let Some(r) = referrer {
+                atomic::write_atomic(&l.referrer_entry(&name, &r.subject, &digest), &r.descriptor)?;
+            }
+            if let Some(tag) = tag {
+                let index = l.tag_index_link(&name, &tag, &digest);
+                if read_link(&index)?.as_ref() != Some(&digest) {
+                    atomic::write_atomic(&index, link.as_bytes())?;
+                }
+                atomic::write_atomic(&l.tag_current_link(&name, &tag), link.as_bytes())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The digest `tag` points at in `name`.
+    pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Digest> {
+        let path = self.layout().tag_current_link(name, tag);
+        blocking(move || read_link(&path)?.ok_or(StorageError::ManifestUnknown)).await
+    }
+
+    /// Whether `name` holds the manifest `digest` (its revision link).
+    pub async fn manifest_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        let path = self.layout().revision_link(name, digest);
+        let d = digest.clone();
+        blocking(move || Ok(read_link(&path)?.as_ref() == Some(&d))).await
+    }
+
+    /// The bytes of manifest `digest` in `name`.
+    pub async fn get_manifest(&self, name: &RepoName, digest: &Digest) -> Result<Vec<u8>> {
+        if !self.manifest_linked(name, digest).await? {
+            return Err(StorageError::ManifestUnknown);
+        }
+        match self.read_blob(digest).await {
+            Err(StorageError::BlobUnknown) => Err(StorageError::ManifestUnknown),
+            other => other,
+        }
+    }
+
+    /// Deletes manifest `digest` from `name`, every tag currently pointing at it, and its referrer
+    /// entry (`subject` is the manifest's subject, if it had one).
+    pub async fn delete_manifest(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        subject: Option<Digest>,
+    ) -> Result<()> {
+        let l = self.layout().clone();
+        let (name, digest) = (name.clone(), digest.clone());
+        blocking(move || {
+            if read_link(&l.revision_link(&name, &digest))?.as_ref() != Some(&digest) {
+                return Err(StorageError::ManifestUnknown);
+            }
+            // Tags first: a tag must never name a revision that is gone.
+            for tag in list_tag_names(&l.tags_dir(&name))? {
+                if read_link(&l.tag_current_link(&name, &tag))?.as_ref() == Some(&digest) {
+                    atomic::remove_durable(&l.tag_dir(&name, &tag))?;
+                }
+            }
+            if let Some(s) = subject {
+                atomic::remove_durable(&l.referrer_entry(&name, &s, &digest))?;
+            }
+            atomic::remove_durable(&l.revision_dir(&name, &digest))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a tag (the manifest it named stays, addressable by digest).
+    pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {
+        let l = self.layout().clone();
+        let (name, tag) = (name.clone(), tag.clone());
+        blocking(move || {
+            if read_link(&l.tag_current_link(&name, &tag))?.is_none() {
+                return Err(StorageError::ManifestUnknown);
+            }
+            atomic::remove_durable(&l.tag_dir(&name, &tag))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The tags under a `_manifests/tags` directory whose names are valid tags, unsorted.
+pub(super) fn list_tag_names(dir: &std::path::Path) -> Result<Vec<Tag>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut tags = Vec::new();
+    for e in entries {
+        let e = e?;
+        if let Some(t) = e.file_name().to_str().and_then(|s| s.parse::<Tag>().ok()) {
+            tags.push(t);
+        }
+    }
+    Ok(tags)
+}

@@ -1,0 +1,147 @@
+//! Registry storage: blobs, uploads, manifests, tags, repositories and referrers, on Distribution's
+//! on-disk layout (see [`layout`]) with the durability rules of ARCHITECTURE.md (see [`atomic`]).
+//!
+//! This is the driver boundary: callers speak in registry terms (a repository, a digest, a tag, an
+//! upload id) and never see a path, so a second driver (S3) implements the same operations. Storage
+//! knows nothing of HTTP; request bodies arrive as streams of bytes.
+
+pub mod atomic;
+pub mod blobs;
+pub mod layout;
+pub mod manifests;
+pub mod repos;
+pub mod uploads;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use crate::registry::Digest;
+use layout::Layout;
+
+pub use blobs::BlobReader;
+pub use uploads::UploadStatus;
+
+/// Why a storage operation failed; the HTTP edge turns each into one OCI error.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob unknown to this repository")]
+    BlobUnknown,
+    #[error("upload unknown: it was completed, cancelled or never started")]
+    UploadUnknown,
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("repository name not known to this registry")]
+    NameUnknown,
+    #[error("chunk does not start at the upload's current offset {0}")]
+    RangeMismatch(u64),
+    #[error("content has digest {computed}, not the {expected} it was sent as")]
+    DigestMismatch { expected: Digest, computed: Digest },
+    #[error("request body ended early: {0}")]
+    Body(io::Error),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl StorageError {
+    /// The OS error behind an I/O failure, to tell a full disk or a lost mount from other faults.
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            StorageError::Io(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Io(io::Error::other(e)))?
+}
+
+/// Reads a link file and parses the digest it holds; `None` when the link does not exist.
+fn read_link(path: &Path) -> Result<Option<Digest>> {
+    match atomic::read_retrying(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let d = text.trim().parse::<Digest>().map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("corrupt link {}: {e}", path.display()),
+                )
+            })?;
+            Ok(Some(d))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn exists(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct Inner {
+    layout: Layout,
+    /// Hash state of uploads in progress on this node, so a chunk does not rehash what came before.
+    /// Authoritative state is on storage (the hashstates files); this is only a cache.
+    cursors: Mutex<HashMap<Uuid, uploads::Cursor>>,
+    /// One writer per upload on this node at a time.
+    upload_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The filesystem storage driver. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl Storage {
+    /// Opens (and creates if needed) a storage root.
+    pub fn open(root: impl AsRef<Path>) -> Result<Storage> {
+        let layout = Layout::new(root.as_ref());
+        atomic::create_dir_all_durable(&layout.repositories())?;
+        Ok(Storage {
+            inner: Arc::new(Inner {
+                layout,
+                cursors: Mutex::new(HashMap::new()),
+                upload_locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// A cheap end-to-end probe that the storage root is usable: a durable write and a read back.
+    pub async fn check(&self) -> Result<()> {
+        let layout = self.inner.layout.clone();
+        blocking(move || {
+            let probe = layout.root().join("registryd/health/probe");
+            let token = Uuid::new_v4().to_string();
+            atomic::write_atomic(&probe, token.as_bytes())?;
+            if std::fs::read(&probe)? != token.as_bytes() {
+                return Err(
+                    io::Error::other("storage read back different bytes than written").into(),
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+}

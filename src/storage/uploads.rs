@@ -1,0 +1,325 @@
+//! Blob uploads, resumable across requests, daemon restarts and nodes.
+//!
+//! An upload is a directory under the repository's `_uploads/` holding `data` (the one file registryd
+//! appends to in place) and `hashstates/<alg>/<offset>` files. A hashstate file is written, durably,
+//! only after the data up to its offset is fsynced, and only then is the chunk acknowledged: the
+//! largest hashstate offset is the acknowledged offset. Bytes past it in `data` (from a request that
+//! failed or a crash mid-chunk) are cut off before the next write, so the upload resumes exactly where
+//! the client was told it stands. The file holds the serialized sha256 state, so resuming never
+//! rehashes what came before (if it is unreadable, the data is rehashed instead).
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use sha2::{Digest as _, Sha256, Sha512};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use super::{Result, Storage, StorageError, atomic, blocking, exists};
+use crate::registry::{Algorithm, Digest, RepoName};
+
+/// Where an upload stands: bytes acknowledged so far, and the running sha256 over them.
+#[derive(Clone)]
+pub(super) struct Cursor {
+    offset: u64,
+    sha: Sha256,
+}
+
+/// What an upload status request reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub offset: u64,
+}
+
+impl Storage {
+    /// Starts an upload in `name`; it is durable (survives a restart) when this returns.
+    pub async fn start_upload(&self, name: &RepoName) -> Result<Uuid> {
+        let id = Uuid::new_v4();
+        let path = self.layout().upload_started_at(name, &id);
+        blocking(move || {
+            let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+            atomic::write_atomic(&path, now.as_bytes())?;
+            Ok(())
+        })
+        .await?;
+        Ok(id)
+    }
+
+    fn upload_lock(&self, id: &Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .upload_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        locks.entry(*id).or_default().clone()
+    }
+
+    fn forget_upload(&self, id: &Uuid) {
+        self.inner
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.inner
+            .upload_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// The acknowledged state of an upload, from this node's cache or from storage.
+    async fn cursor(&self, name: &RepoName, id: &Uuid) -> Result<Cursor> {
+        let cached = self
+            .inner
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        let l = self.layout().clone();
+        let (name, id) = (name.clone(), *id);
+        blocking(move || {
+            if !exists(&l.upload_started_at(&name, &id))? {
+                return Err(StorageError::UploadUnknown);
+            }
+            let acked = acknowledged_offset(&l.upload_hashstates(&name, &id, Algorithm::Sha256))?;
+            if let Some(c) = cached.filter(|c| c.offset == acked) {
+                return Ok(c);
+            }
+            if acked == 0 {
+                return Ok(Cursor {
+                    offset: 0,
+                    sha: Sha256::new(),
+                });
+            }
+            let state = std::fs::read(l.upload_hashstate(&name, &id, Algorithm::Sha256, acked))?;
+            if let Some(sha) = SerializedState::<Sha256>::try_from(state.as_slice())
+                .ok()
+                .and_then(|s| Sha256::deserialize(&s).ok())
+            {
+                return Ok(Cursor { offset: acked, sha });
+            }
+            // The state is unreadable (written by another implementation): rehash the data.
+            let sha = hash_prefix::<Sha256>(&l.upload_data(&name, &id), acked)?;
+            Ok(Cursor { offset: acked, sha })
+        })
+        .await
+    }
+
+    /// The acknowledged offset of an upload (for `GET` upload status).
+    pub async fn upload_status(&self, name: &RepoName, id: &Uuid) -> Result<UploadStatus> {
+        Ok(UploadStatus {
+            offset: self.cursor(name, id).await?.offset,
+        })
+    }
+
+    /// Appends a chunk. With `start`, the chunk must begin at the acknowledged offset (in-order
+    /// `Content-Range`), or this fails with `RangeMismatch` and writes nothing. Returns the new offset,
+    /// durable on return.
+    pub async fn append_upload<S>(
+        &self,
+        name: &RepoName,
+        id: &Uuid,
+        start: Option<u64>,
+        body: S,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Unpin,
+    {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let cursor = self.cursor(name, id).await?;
+        if let Some(s) = start
+            && s != cursor.offset
+        {
+            return Err(StorageError::RangeMismatch(cursor.offset));
+        }
+        let cursor = self.write_chunk(name, id, cursor, body).await?;
+        self.checkpoint(name, id, &cursor).await?;
+        Ok(cursor.offset)
+    }
+
+    /// Appends `body` after the acknowledged offset and fsyncs it; not yet acknowledged.
+    async fn write_chunk<S>(
+        &self,
+        name: &RepoName,
+        id: &Uuid,
+        mut cursor: Cursor,
+        mut body: S,
+    ) -> Result<Cursor>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Unpin,
+    {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.layout().upload_data(name, id))
+            .await?;
+        // Cut off anything past the acknowledged offset: a failed request or a crash left it.
+        if file.metadata().await?.len() != cursor.offset {
+            file.set_len(cursor.offset).await?;
+        }
+        file.seek(io::SeekFrom::Start(cursor.offset)).await?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Body)?;
+            file.write_all(&chunk).await?;
+            cursor.sha.update(&chunk);
+            cursor.offset += chunk.len() as u64;
+        }
+        file.flush().await?;
+        file.sync_data().await?;
+        Ok(cursor)
+    }
+
+    /// Records `cursor` as acknowledged: durable hash state at its offset, older states removed.
+    async fn checkpoint(&self, name: &RepoName, id: &Uuid, cursor: &Cursor) -> Result<()> {
+        let l = self.layout().clone();
+        let (name, id2, c) = (name.clone(), *id, cursor.clone());
+        blocking(move || {
+            let dir = l.upload_hashstates(&name, &id2, Algorithm::Sha256);
+            let state = c.sha.serialize();
+            atomic::write_atomic(&dir.join(c.offset.to_string()), state.as_slice())?;
+            // Older states are no longer needed; leaving one behind is harmless.
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let n = e.file_name();
+                    if n.to_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .is_some_and(|o| o < c.offset)
+                    {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.inner
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*id, cursor.clone());
+        Ok(())
+    }
+
+    /// Finishes an upload: appends the optional last chunk, verifies the digest, publishes the blob
+    /// and links it into `name`. On a digest mismatch nothing is published and the upload is dropped.
+    pub async fn complete_upload<S>(
+        &self,
+        name: &RepoName,
+        id: &Uuid,
+        expected: &Digest,
+        start: Option<u64>,
+        last: Option<S>,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Unpin,
+    {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let mut cursor = self.cursor(name, id).await?;
+        if let Some(s) = start
+            && s != cursor.offset
+        {
+            return Err(StorageError::RangeMismatch(cursor.offset));
+        }
+        if let Some(body) = last {
+            cursor = self.write_chunk(name, id, cursor, body).await?;
+        }
+        let l = self.layout().clone();
+        let (n, i, exp) = (name.clone(), *id, expected.clone());
+        let size = cursor.offset;
+        let result = blocking(move || {
+            let data = l.upload_data(&n, &i);
+            // An upload of zero bytes may never have created its data file.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&data)?;
+            if file.metadata()?.len() != size {
+                file.set_len(size)?;
+            }
+            file.sync_all()?;
+            let computed = match exp.algorithm() {
+                Algorithm::Sha256 => Digest::from_sha256_output(&cursor.sha.finalize()),
+                Algorithm::Sha512 => {
+                    Digest::from_sha512_output(&hash_prefix::<Sha512>(&data, size)?.finalize())
+                }
+            };
+            if computed != exp {
+                atomic::remove_durable(&l.upload_dir(&n, &i))?;
+                return Err(StorageError::DigestMismatch {
+                    expected: exp,
+                    computed,
+                });
+            }
+            let dest = l.blob_data(&exp);
+            // Blobs are immutable: if another push (on any node) published it first, keep theirs.
+            if !exists(&dest)? {
+                atomic::publish(&data, &dest)?;
+            }
+            atomic::write_atomic(
+                &l.layer_link(&n, &exp),
+                super::layout::link_content(&exp).as_bytes(),
+            )?;
+            atomic::remove_durable(&l.upload_dir(&n, &i))?;
+            Ok(size)
+        })
+        .await;
+        self.forget_upload(id);
+        result
+    }
+
+    /// Cancels an upload and removes its data.
+    pub async fn cancel_upload(&self, name: &RepoName, id: &Uuid) -> Result<()> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let dir = self.layout().upload_dir(name, id);
+        let removed = blocking(move || Ok(atomic::remove_durable(&dir)?)).await?;
+        self.forget_upload(id);
+        if removed {
+            Ok(())
+        } else {
+            Err(StorageError::UploadUnknown)
+        }
+    }
+}
+
+/// The largest offset with a hashstate file, 0 when there is none.
+fn acknowledged_offset(dir: &std::path::Path) -> Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut max = 0;
+    for e in entries {
+        let e = e?;
+        if let Some(o) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
+            max = max.max(o);
+        }
+    }
+    Ok(max)
+}
+
+/// Hashes the first `len` bytes of a file.
+fn hash_prefix<H: sha2::Digest>(path: &std::path::Path, len: u64) -> Result<H> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut reader = io::BufReader::with_capacity(1 << 20, file).take(len);
+    let mut h = H::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h)
+}

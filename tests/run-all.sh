@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs every test dependency, then runs formatting and
+# lint checks, the cargo test suite, and the system tests against real clients. Run as root on
+# Debian 12 / Ubuntu 24.04.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run-all.sh: run as root (system tests start dockerd and mount filesystems)" >&2
+  exit 1
+fi
+
+echo "== installing test dependencies"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  skopeo docker-registry docker.io strace curl jq python3 python3-venv ca-certificates openssl \
+  >/dev/null
+if ! command -v cargo >/dev/null; then
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
+echo "== cargo fmt / clippy"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test --release
+
+echo "== system tests"
+cargo build --release
+export REGISTRYD_BIN="$PWD/target/release/registryd"
+failed=0
+for t in tests/system/*.sh; do
+  echo "-- $t"
+  if ! bash "$t"; then
+    echo "FAILED: $t"
+    failed=1
+  fi
+done
+exit "$failed"
