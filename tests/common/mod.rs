@@ -1,0 +1,135 @@
+//! Shared helpers for in-process integration tests: a registry on 127.0.0.1 with its own storage.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use registryd::http::handlers::App;
+use registryd::http::server;
+use registryd::registry::Digest;
+use registryd::storage::Storage;
+use tokio::sync::watch;
+
+pub struct TestRegistry {
+    pub base: String,
+    pub root: PathBuf,
+    pub client: reqwest::Client,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestRegistry {
+    pub async fn start(root: &Path, delete_enabled: bool) -> TestRegistry {
+        let storage = Storage::open(root).unwrap();
+        let app = App::new(storage, delete_enabled, 4 * 1024 * 1024);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(server::serve(listener, app, rx, Duration::from_secs(5)));
+        TestRegistry {
+            base: format!("http://{addr}"),
+            root: root.to_path_buf(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            stop,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn req(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        self.client.request(m, self.url(path))
+    }
+
+    /// Pushes a blob monolithically and returns its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let d = Digest::sha256_of(bytes);
+        let r = self
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap());
+        d
+    }
+
+    /// Pushes a minimal image (config + one layer) and its manifest under `reference`.
+    pub async fn push_image(&self, repo: &str, reference: &str, seed: &str) -> (Digest, Vec<u8>) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        let layer = format!("layer-{seed}");
+        let c = self.push_blob(repo, config.as_bytes()).await;
+        let l = self.push_blob(repo, layer.as_bytes()).await;
+        let manifest = image_manifest(&c, config.len(), &[(&l, layer.len())], None, None);
+        let d = self
+            .put_manifest(repo, reference, OCI_MANIFEST, &manifest)
+            .await;
+        (d, manifest)
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Digest {
+        let r = self
+            .req("PUT", &format!("/v2/{repo}/manifests/{reference}"))
+            .header("Content-Type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let digest = r
+            .headers()
+            .get("docker-content-digest")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(status, 201, "put manifest: {}", r.text().await.unwrap());
+        digest.unwrap().parse().unwrap()
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+pub fn image_manifest(
+    config: &Digest,
+    config_size: usize,
+    layers: &[(&Digest, usize)],
+    artifact_type: Option<&str>,
+    subject: Option<(&Digest, usize)>,
+) -> Vec<u8> {
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": config_size},
+        "layers": layers.iter().map(|(d, s)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": s
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(a) = artifact_type {
+        m["artifactType"] = serde_json::json!(a);
+    }
+    if let Some((d, s)) = subject {
+        m["subject"] =
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": s});
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+/// The OCI error code of an error response body.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    v["errors"][0]["code"].as_str().unwrap().to_string()
+}

@@ -1,0 +1,943 @@
+//! Conformance tests written from the OCI Distribution Spec v1.1.1 text (`spec.md`): every endpoint
+//! (end-1 … end-13), the status codes and error codes the spec gives, chunked-upload rules,
+//! pagination, referrers and cross-repository mount. Runs the real server on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use registryd::registry::Digest;
+use serde_json::Value;
+
+async fn registry() -> (tempfile::TempDir, TestRegistry) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = TestRegistry::start(dir.path(), true).await;
+    (dir, r)
+}
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+async fn json(r: reqwest::Response) -> Value {
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn end_1_base() {
+    let (_d, reg) = registry().await;
+    let r = reg.req("GET", "/v2/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-distribution-api-version").as_deref(),
+        Some("registry/2.0")
+    );
+    assert_eq!(reg.req("HEAD", "/v2/").send().await.unwrap().status(), 200);
+    let r = reg.req("GET", "/v2/no/such/endpoint").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn end_2_blob_get_head_and_ranges() {
+    let (_d, reg) = registry().await;
+    let d = reg.push_blob("a/b", b"0123456789").await;
+    let r = reg
+        .req("HEAD", &format!("/v2/a/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-length").as_deref(), Some("10"));
+    assert_eq!(header(&r, "docker-content-digest"), Some(d.to_string()));
+    let r = reg
+        .req("GET", &format!("/v2/a/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], b"0123456789");
+    let r = reg
+        .req("GET", &format!("/v2/a/b/blobs/{d}"))
+        .header("Range", "bytes=2-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(header(&r, "content-range").as_deref(), Some("bytes 2-4/10"));
+    assert_eq!(&r.bytes().await.unwrap()[..], b"234");
+    let r = reg
+        .req("GET", &format!("/v2/a/b/blobs/{d}"))
+        .header("Range", "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(header(&r, "content-range").as_deref(), Some("bytes */10"));
+    // Unknown blob, and a blob that exists elsewhere but is not linked here.
+    let unknown = Digest::sha256_of(b"nope");
+    let r = reg
+        .req("GET", &format!("/v2/a/b/blobs/{unknown}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    let r = reg
+        .req("GET", &format!("/v2/other/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    let r = reg
+        .req("HEAD", &format!("/v2/other/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = reg
+        .req("GET", "/v2/a/b/blobs/sha256:1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn end_4_post_then_put_and_monolithic() {
+    let (_d, reg) = registry().await;
+    // end-4a: POST opens a session with Location; end-6: PUT with the whole body closes it.
+    let r = reg
+        .req("POST", "/v2/r/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = header(&r, "location").unwrap();
+    assert!(header(&r, "docker-upload-uuid").is_some());
+    let body = b"monolithic body";
+    let d = Digest::sha256_of(body);
+    let r = reg
+        .req("PUT", &format!("{loc}?digest={d}"))
+        .header("Content-Type", "application/octet-stream")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "location"), Some(format!("/v2/r/blobs/{d}")));
+    assert_eq!(header(&r, "docker-content-digest"), Some(d.to_string()));
+    // end-4b: POST ?digest= with the body.
+    let d2 = reg.push_blob("r", b"").await;
+    let r = reg
+        .req("GET", &format!("/v2/r/blobs/{d2}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+    // The upload session is gone once completed.
+    let r = reg.req("GET", &loc).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn end_5_chunked_upload_rules() {
+    let (_d, reg) = registry().await;
+    let r = reg
+        .req("POST", "/v2/c/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let loc = header(&r, "location").unwrap();
+    let patch = |range: Option<&str>, body: &'static [u8]| {
+        let mut b = reg
+            .req("PATCH", &loc)
+            .header("Content-Type", "application/octet-stream")
+            .body(body);
+        if let Some(range) = range {
+            b = b.header("Content-Range", range);
+        }
+        b.send()
+    };
+    let r = patch(Some("0-4"), b"hello").await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-4"));
+    assert_eq!(header(&r, "location").as_deref(), Some(loc.as_str()));
+    // Out of order (gap), overlap, and a malformed range: 416, nothing written.
+    for bad in ["6-7", "3-4", "x"] {
+        let r = patch(Some(bad), b"zz").await.unwrap();
+        assert_eq!(r.status(), 416, "range {bad}");
+        assert_eq!(
+            header(&r, "range").as_deref().filter(|_| bad != "x"),
+            if bad == "x" { None } else { Some("0-4") }
+        );
+    }
+    // Status: 204 with the acknowledged range.
+    let r = reg.req("GET", &loc).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-4"));
+    // A PATCH without Content-Range streams the next bytes (as Docker sends them).
+    let r = patch(None, b" wor").await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-8"));
+    // The final PUT may carry the last chunk.
+    let d = Digest::sha256_of(b"hello world");
+    let r = reg
+        .req("PUT", &format!("{loc}?digest={d}"))
+        .header("Content-Range", "9-10")
+        .body(&b"ld"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = reg
+        .req("GET", &format!("/v2/c/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&r.bytes().await.unwrap()[..], b"hello world");
+}
+
+#[tokio::test]
+async fn upload_errors_and_cancel() {
+    let (_d, reg) = registry().await;
+    // Digest mismatch: 400 DIGEST_INVALID and nothing stored.
+    let wrong = Digest::sha256_of(b"other");
+    let r = reg
+        .req("POST", &format!("/v2/e/blobs/uploads/?digest={wrong}"))
+        .body(&b"content"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let r = reg
+        .req("HEAD", &format!("/v2/e/blobs/{wrong}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        !reg.root
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&wrong.hex()[..2])
+            .exists()
+    );
+    // PUT without digest, with a bad digest.
+    let loc = header(
+        &reg.req("POST", "/v2/e/blobs/uploads/")
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let r = reg.req("PUT", &loc).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let r = reg
+        .req("PUT", &format!("{loc}?digest=sha256:abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    // end-13: DELETE cancels; the session is then unknown.
+    let r = reg.req("DELETE", &loc).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    for m in ["GET", "PATCH", "PUT", "DELETE"] {
+        let r = reg
+            .req(m, &format!("{loc}?digest={wrong}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{m}");
+        assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+    }
+    let r = reg
+        .req("GET", "/v2/e/blobs/uploads/not-a-uuid")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A session belongs to its repository.
+    let loc = header(
+        &reg.req("POST", "/v2/e/blobs/uploads/")
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let other = loc.replace("/v2/e/", "/v2/f/");
+    assert_eq!(reg.req("GET", &other).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn end_11_cross_repository_mount() {
+    let (_d, reg) = registry().await;
+    let d = reg.push_blob("src", b"shared layer").await;
+    let r = reg
+        .req(
+            "POST",
+            &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "location"), Some(format!("/v2/dst/blobs/{d}")));
+    assert_eq!(
+        reg.req("HEAD", &format!("/v2/dst/blobs/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // From a repository that lacks it: a regular upload session instead.
+    let missing = Digest::sha256_of(b"not here");
+    let r = reg
+        .req(
+            "POST",
+            &format!("/v2/dst/blobs/uploads/?mount={missing}&from=src"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(
+        header(&r, "location")
+            .unwrap()
+            .starts_with("/v2/dst/blobs/uploads/")
+    );
+    // A blob in src but not linked in `from` is not mountable from there.
+    let r = reg
+        .req(
+            "POST",
+            &format!("/v2/dst2/blobs/uploads/?mount={d}&from=elsewhere"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Automatic mount when `from` is absent and the blob exists.
+    let r = reg
+        .req("POST", &format!("/v2/auto/blobs/uploads/?mount={d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        reg.req("HEAD", &format!("/v2/auto/blobs/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = reg
+        .req(
+            "POST",
+            &format!("/v2/dst/blobs/uploads/?mount={d}&from=Bad..Name"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "NAME_INVALID");
+}
+
+#[tokio::test]
+async fn end_3_7_manifests() {
+    let (_d, reg) = registry().await;
+    let (d, body) = reg.push_image("app", "v1", "one").await;
+    for reference in ["v1".to_string(), d.to_string()] {
+        let r = reg
+            .req("GET", &format!("/v2/app/manifests/{reference}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_MANIFEST));
+        assert_eq!(header(&r, "docker-content-digest"), Some(d.to_string()));
+        assert_eq!(r.bytes().await.unwrap().to_vec(), body, "byte-exact");
+        let r = reg
+            .req("HEAD", &format!("/v2/app/manifests/{reference}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-length"), Some(body.len().to_string()));
+    }
+    // Conditional GET.
+    let r = reg
+        .req("GET", "/v2/app/manifests/v1")
+        .header("If-None-Match", format!("\"{d}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    // Unknown tag / digest / repository.
+    for p in [
+        "/v2/app/manifests/nope",
+        &format!("/v2/app/manifests/{}", Digest::sha256_of(b"x")),
+        "/v2/nobody/manifests/v1",
+    ] {
+        let r = reg.req("GET", p).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{p}");
+        assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    }
+    // The manifest is not reachable from a repository that never received it.
+    let r = reg
+        .req("GET", &format!("/v2/other/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn manifest_push_validation() {
+    let (_d, reg) = registry().await;
+    let c = reg.push_blob("v", b"{}").await;
+    let missing = Digest::sha256_of(b"missing layer");
+    let m = image_manifest(&c, 2, &[(&missing, 13)], None, None);
+    let r = reg
+        .req("PUT", "/v2/v/manifests/t")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    // A blob pushed to another repository does not count.
+    let elsewhere = reg.push_blob("w", b"layer elsewhere").await;
+    let m = image_manifest(&c, 2, &[(&elsewhere, 15)], None, None);
+    let r = reg
+        .req("PUT", "/v2/v/manifests/t")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    // Index whose child is missing.
+    let idx = serde_json::json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[
+        {"mediaType":OCI_MANIFEST,"digest":missing.to_string(),"size":10}]});
+    let r = reg
+        .req("PUT", "/v2/v/manifests/idx")
+        .header("Content-Type", OCI_INDEX)
+        .body(idx.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    // Invalid JSON, wrong schema version, mismatched media type.
+    for (ct, body) in [
+        (OCI_MANIFEST, "{not json".to_string()),
+        (OCI_MANIFEST, r#"{"schemaVersion":1}"#.to_string()),
+        (
+            OCI_INDEX,
+            String::from_utf8(image_manifest(&c, 2, &[], None, None)).unwrap(),
+        ),
+    ] {
+        let r = reg
+            .req("PUT", "/v2/v/manifests/t")
+            .header("Content-Type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    }
+    // Digest reference that does not match the body.
+    let m = image_manifest(&c, 2, &[], None, None);
+    let r = reg
+        .req("PUT", &format!("/v2/v/manifests/{missing}"))
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    // Bad tag, bad name.
+    let r = reg
+        .req("PUT", "/v2/v/manifests/-bad")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = reg
+        .req("PUT", "/v2/V/manifests/t")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "NAME_INVALID");
+    // Over 4 MiB: 413.
+    let big = vec![b' '; 4 * 1024 * 1024 + 1];
+    let r = reg
+        .req("PUT", "/v2/v/manifests/big")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_code(r).await, "SIZE_INVALID");
+    // By digest: fine.
+    let d = Digest::sha256_of(&m);
+    let r = reg
+        .req("PUT", &format!("/v2/v/manifests/{d}"))
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "location"), Some(format!("/v2/v/manifests/{d}")));
+}
+
+#[tokio::test]
+async fn multi_arch_index_and_docker_types() {
+    let (_d, reg) = registry().await;
+    let (a, _) = reg.push_image("m", "amd64", "a").await;
+    let (b, _) = reg.push_image("m", "arm64", "b").await;
+    let idx = serde_json::json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[
+        {"mediaType":OCI_MANIFEST,"digest":a.to_string(),"size":1,"platform":{"os":"linux","architecture":"amd64"}},
+        {"mediaType":OCI_MANIFEST,"digest":b.to_string(),"size":1,"platform":{"os":"linux","architecture":"arm64"}}]})
+    .to_string();
+    reg.put_manifest("m", "latest", OCI_INDEX, idx.as_bytes())
+        .await;
+    let r = reg
+        .req("GET", "/v2/m/manifests/latest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_INDEX));
+    // Docker schema 2.
+    let c = reg.push_blob("d", b"{\"os\":\"linux\"}").await;
+    let l = reg.push_blob("d", b"dlayer").await;
+    let dm = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+        "config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":c.to_string(),"size":15},
+        "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":l.to_string(),"size":6}]})
+    .to_string();
+    reg.put_manifest(
+        "d",
+        "latest",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        dm.as_bytes(),
+    )
+    .await;
+    let r = reg
+        .req("GET", "/v2/d/manifests/latest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/vnd.docker.distribution.manifest.v2+json")
+    );
+}
+
+#[tokio::test]
+async fn end_8_tags_and_catalog_pagination() {
+    let (_d, reg) = registry().await;
+    for t in ["b", "a", "d", "c", "e"] {
+        reg.push_image("p/q", t, t).await;
+    }
+    reg.push_image("z", "1", "z").await;
+    reg.push_image("a", "1", "a").await;
+    let r = reg.req("GET", "/v2/p/q/tags/list").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json(r).await,
+        serde_json::json!({"name":"p/q","tags":["a","b","c","d","e"]})
+    );
+    let r = reg
+        .req("GET", "/v2/p/q/tags/list?n=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "link").as_deref(),
+        Some("</v2/p/q/tags/list?n=2&last=b>; rel=\"next\"")
+    );
+    assert_eq!(json(r).await["tags"], serde_json::json!(["a", "b"]));
+    let r = reg
+        .req("GET", "/v2/p/q/tags/list?n=2&last=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["tags"], serde_json::json!(["c", "d"]));
+    let r = reg
+        .req("GET", "/v2/p/q/tags/list?n=2&last=d")
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&r, "link").is_none());
+    assert_eq!(json(r).await["tags"], serde_json::json!(["e"]));
+    let r = reg
+        .req("GET", "/v2/p/q/tags/list?n=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = reg
+        .req("GET", "/v2/nothing/tags/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+    let r = reg.req("GET", "/v2/_catalog").send().await.unwrap();
+    assert_eq!(
+        json(r).await,
+        serde_json::json!({"repositories":["a","p/q","z"]})
+    );
+    let r = reg
+        .req("GET", "/v2/_catalog?n=1&last=a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "link").as_deref(),
+        Some("</v2/_catalog?n=1&last=p%2Fq>; rel=\"next\"")
+    );
+    assert_eq!(json(r).await["repositories"], serde_json::json!(["p/q"]));
+}
+
+#[tokio::test]
+async fn end_12_referrers() {
+    let (_d, reg) = registry().await;
+    let (subject, sbody) = reg.push_image("s", "v1", "subject").await;
+    // Unknown digest: an empty index, never 404.
+    let unknown = Digest::sha256_of(b"unknown");
+    let r = reg
+        .req("GET", &format!("/v2/s/referrers/{unknown}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_INDEX));
+    let v = json(r).await;
+    assert_eq!(v["manifests"], serde_json::json!([]));
+    assert_eq!(v["schemaVersion"], 2);
+    // Two artifacts of different types refer to it.
+    let cfg = reg.push_blob("s", b"{}").await;
+    let mut referrers = Vec::new();
+    for t in [
+        "application/vnd.example.sig",
+        "application/vnd.example.sbom",
+    ] {
+        let m = image_manifest(&cfg, 2, &[], Some(t), Some((&subject, sbody.len())));
+        let r = reg
+            .req("PUT", &format!("/v2/s/manifests/{}", Digest::sha256_of(&m)))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(m.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(header(&r, "oci-subject"), Some(subject.to_string()));
+        referrers.push(Digest::sha256_of(&m));
+    }
+    let v = json(
+        reg.req("GET", &format!("/v2/s/referrers/{subject}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+    let r = reg
+        .req(
+            "GET",
+            &format!("/v2/s/referrers/{subject}?artifactType=application/vnd.example.sbom"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "oci-filters-applied").as_deref(),
+        Some("artifactType")
+    );
+    let v = json(r).await;
+    let list = v["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["artifactType"], "application/vnd.example.sbom");
+    assert_eq!(list[0]["mediaType"], OCI_MANIFEST);
+    // A referrer may arrive before its subject exists.
+    let ghost = Digest::sha256_of(b"ghost subject");
+    let m = image_manifest(&cfg, 2, &[], Some("application/x"), Some((&ghost, 5)));
+    let r = reg
+        .req("PUT", "/v2/s/manifests/early")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v = json(
+        reg.req("GET", &format!("/v2/s/referrers/{ghost}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+    // Deleting a referrer removes it from the list.
+    let r = reg
+        .req("DELETE", &format!("/v2/s/manifests/{}", referrers[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v = json(
+        reg.req("GET", &format!("/v2/s/referrers/{subject}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+    let r = reg
+        .req("GET", "/v2/s/referrers/sha256:bad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn end_9_10_deletes() {
+    let (_d, reg) = registry().await;
+    let (d, _) = reg.push_image("del", "v1", "x").await;
+    reg.put_manifest(
+        "del",
+        "v2",
+        OCI_MANIFEST,
+        &reg.client
+            .get(reg.url("/v2/del/manifests/v1"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // Delete a tag: the manifest stays.
+    let r = reg
+        .req("DELETE", "/v2/del/manifests/v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        reg.req("GET", "/v2/del/manifests/v2")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        reg.req("GET", &format!("/v2/del/manifests/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Delete by digest: manifest and the tags naming it go.
+    let r = reg
+        .req("DELETE", &format!("/v2/del/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        reg.req("GET", &format!("/v2/del/manifests/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        reg.req("GET", "/v2/del/manifests/v1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = reg
+        .req("DELETE", &format!("/v2/del/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    // Blob delete unlinks it from the repository.
+    let b = reg.push_blob("del", b"blob to delete").await;
+    assert_eq!(
+        reg.req("DELETE", &format!("/v2/del/blobs/{b}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let r = reg
+        .req("GET", &format!("/v2/del/blobs/{b}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    let r = reg
+        .req("DELETE", &format!("/v2/del/blobs/{b}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn deletes_can_be_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), false).await;
+    let (d, _) = reg.push_image("nd", "v1", "x").await;
+    let b = reg.push_blob("nd", b"b").await;
+    for p in [
+        format!("/v2/nd/manifests/{d}"),
+        "/v2/nd/manifests/v1".into(),
+        format!("/v2/nd/blobs/{b}"),
+    ] {
+        let r = reg.req("DELETE", &p).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{p}");
+        assert_eq!(error_code(r).await, "UNSUPPORTED");
+    }
+    assert_eq!(
+        reg.req("GET", &format!("/v2/nd/manifests/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn hostile_paths_never_leave_the_root() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("root");
+    let reg = TestRegistry::start(&root, true).await;
+    for p in [
+        "/v2/../../escape/blobs/uploads/",
+        "/v2/..%2F..%2Fescape/blobs/uploads/",
+        "/v2/a/%2E%2E/blobs/uploads/",
+        "/v2/a/manifests/..%2F..%2F..%2Fescape",
+        "/v2/a/blobs/uploads/..%2F..%2F..",
+    ] {
+        for m in ["POST", "PUT", "PATCH", "GET", "DELETE"] {
+            let r = reg.req(m, p).body("x").send().await.unwrap();
+            assert!(r.status().is_client_error(), "{m} {p}: {}", r.status());
+        }
+    }
+    let entries: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("root")]);
+    let r = reg.req("PATCH", "/v2/").send().await.unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test]
+async fn upload_resumes_after_restart_and_cuts_unacknowledged_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let loc = header(
+        &reg.req("POST", "/v2/res/blobs/uploads/")
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let r = reg
+        .req("PATCH", &loc)
+        .header("Content-Range", "0-5")
+        .body(&b"first "[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    reg.stop().await;
+    // A crash mid-chunk left bytes past the acknowledged offset.
+    let id = loc.rsplit('/').next().unwrap();
+    let data = dir.path().join(format!(
+        "docker/registry/v2/repositories/res/_uploads/{id}/data"
+    ));
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&data)
+        .unwrap()
+        .write_all(b"GARBAGE")
+        .unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let r = reg.req("GET", &loc).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-5"));
+    let r = reg
+        .req("PATCH", &loc)
+        .header("Content-Range", "6-11")
+        .body(&b"second"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let d = Digest::sha256_of(b"first second");
+    let r = reg
+        .req("PUT", &format!("{loc}?digest={d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = reg
+        .req("GET", &format!("/v2/res/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&r.bytes().await.unwrap()[..], b"first second");
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge() {
+    let (_d, reg) = registry().await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = client.get(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+}
