@@ -1,0 +1,47 @@
+# Shared helpers for system tests. Source it; it sets up a temp dir and a cleanup trap that stops
+# every process the test started (by PID) and removes what it made.
+set -euo pipefail
+
+SYS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_DIR=$(cd "$SYS_DIR/../.." && pwd)
+REGISTRYD_BIN=${REGISTRYD_BIN:-$REPO_DIR/target/release/registryd}
+[ -x "$REGISTRYD_BIN" ] || { echo "build first: cargo build --release (REGISTRYD_BIN=$REGISTRYD_BIN)" >&2; exit 1; }
+WORK=$(mktemp -d /tmp/registryd-test.XXXXXX)
+PIDS=()
+CLEANUPS=()
+
+cleanup() {
+  local rc=$?
+  for ((i=${#CLEANUPS[@]}-1; i>=0; i--)); do eval "${CLEANUPS[$i]}" || true; done
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_registryd NAME PORT STORAGE [extra args]: starts registryd in the background on
+# 127.0.0.1:PORT (plain HTTP); sets REG_PID; logs to $WORK/NAME.log.
+start_registryd() {
+  local name=$1 port=$2 storage=$3; shift 3
+  "$REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$port" --storage "$storage" "$@" \
+    >"$WORK/$name.log" 2>&1 &
+  REG_PID=$!
+  PIDS+=("$REG_PID")
+  wait_http "http://127.0.0.1:$port/v2/" || { cat "$WORK/$name.log"; fail "registryd $name did not start"; }
+}
+
+wait_http() {
+  for _ in $(seq 1 100); do
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
