@@ -98,7 +98,7 @@ impl ApiError {
         if let Some(d) = self.detail {
             err["detail"] = d;
         }
-        let body = json!({"errors": [err]}).to_string();
+        let body = format!("{}\n", json!({"errors": [err]}));
         let len = body.len();
         let mut resp = Response::new(if head_only {
             super::empty()
