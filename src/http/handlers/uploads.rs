@@ -76,9 +76,15 @@ pub async fn start(app: &App, name: RepoName, req: Req) -> HandlerResult {
     }
     if let Some(digest) = digest_param(&req, "digest")? {
         let id = app.storage.start_upload(&name).await?;
-        app.storage
+        let done = app
+            .storage
             .complete_upload(&name, &id, &digest, None, Some(body_stream(req.body)))
-            .await?;
+            .await;
+        if let Err(e) = done {
+            // The client never saw this session: leave nothing behind (a full disk, a cut body).
+            let _ = app.storage.cancel_upload(&name, &id).await;
+            return Err(e.into());
+        }
         return created(&name, &digest);
     }
     let id = app.storage.start_upload(&name).await?;
