@@ -25,6 +25,9 @@ pub struct Config {
     pub node: Node,
     pub limits: Limits,
     pub log: Log,
+    /// Things worth telling the operator that do not stop start-up (printed once logging starts).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +170,7 @@ impl Config {
         let mut merged = schema.clone();
         let mut origins: HashMap<String, String> = HashMap::new();
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
 
         if let Some((fname, text)) = file {
             match toml::from_str::<Table>(text) {
@@ -231,11 +235,22 @@ impl Config {
                     .map(|default| (section.clone(), key, default.clone()))
             });
             let Some((section, key, default)) = found else {
-                errors.push(ConfigError {
-                    key: var.clone(),
-                    origin,
-                    message: "no such configuration key (REGISTRYD_<SECTION>_<KEY>, e.g. REGISTRYD_STORAGE_ROOT)".into(),
-                });
+                // A known section with an unknown key is a typo worth stopping for; a variable
+                // outside every section (REGISTRYD_HOME, say) may belong to someone else.
+                let in_section = schema
+                    .keys()
+                    .any(|s| rest.starts_with(&format!("{}_", s.to_uppercase())));
+                if in_section {
+                    errors.push(ConfigError {
+                        key: var.clone(),
+                        origin,
+                        message: "no such configuration key (REGISTRYD_<SECTION>_<KEY>, e.g. REGISTRYD_STORAGE_ROOT)".into(),
+                    });
+                } else {
+                    warnings.push(format!(
+                        "ignoring environment variable {var}: not a configuration key"
+                    ));
+                }
                 continue;
             };
             let full = format!("{section}.{key}");
@@ -281,16 +296,18 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let config: Config = Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                ConfigErrors(vec![ConfigError {
-                    key: "-".into(),
-                    origin: "merged configuration".into(),
-                    message: e.to_string(),
-                }])
-            })?;
+        let mut config: Config =
+            Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ConfigErrors(vec![ConfigError {
+                        key: "-".into(),
+                        origin: "merged configuration".into(),
+                        message: e.to_string(),
+                    }])
+                })?;
         let origin = |k: &str| origins.get(k).cloned().unwrap_or_else(|| "default".into());
+        config.warnings = warnings;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -578,9 +595,8 @@ mod tests {
     #[test]
     fn reports_every_error_with_key_and_line() {
         let file = "[server]\nlisten = [\"nope\"]\nbogus = 1\n\n[storage]\ndelete_enabled = \"yes\"\n[extra]\nx=1\n";
-        let errs = load(file, &[("REGISTRYD_TLS_NOPE", "1")], &Overrides::default())
-            .unwrap_err()
-            .0;
+        let env = [("REGISTRYD_TLS_NOPE", "1"), ("REGISTRYD_BIN", "/x")];
+        let errs = load(file, &env, &Overrides::default()).unwrap_err().0;
         let keys: Vec<_> = errs
             .iter()
             .map(|e| (e.key.as_str(), e.origin.as_str()))
@@ -598,6 +614,10 @@ mod tests {
             keys.iter().any(|(k, _)| *k == "REGISTRYD_TLS_NOPE"),
             "{keys:?}"
         );
+        // Outside every section: someone else's variable, a warning and no error.
+        assert!(!keys.iter().any(|(k, _)| *k == "REGISTRYD_BIN"), "{keys:?}");
+        let c = load("", &[("REGISTRYD_BIN", "/x")], &Overrides::default()).unwrap();
+        assert_eq!(c.warnings.len(), 1);
         // semantic errors come after type errors are fixed, still with their origin
         let errs = load(
             "[server]\nlisten = [\"nope\"]\n[log]\nlevel = \"loud!\"\n",

@@ -111,6 +111,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

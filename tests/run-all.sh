@@ -31,7 +31,7 @@ cargo test --release
 
 echo "== system tests"
 cargo build --release
-export REGISTRYD_BIN="$PWD/target/release/registryd"
+export TEST_REGISTRYD_BIN="$PWD/target/release/registryd"
 failed=0
 for t in tests/system/*.sh; do
   echo "-- $t"

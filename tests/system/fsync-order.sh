@@ -7,7 +7,7 @@ command -v strace >/dev/null || fail "strace missing: apt-get install strace"
 PORT=$(free_port)
 strace -f -y -s 80 -o "$WORK/trace" \
   -e trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,sendto,sendmsg \
-  "$REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PORT" --storage "$WORK/data" >"$WORK/reg.log" 2>&1 &
+  "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PORT" --storage "$WORK/data" >"$WORK/reg.log" 2>&1 &
 REG_PID=$!
 PIDS+=("$REG_PID")
 wait_http "http://127.0.0.1:$PORT/v2/" || fail "registryd under strace did not start"

@@ -4,8 +4,8 @@ set -euo pipefail
 
 SYS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPO_DIR=$(cd "$SYS_DIR/../.." && pwd)
-REGISTRYD_BIN=${REGISTRYD_BIN:-$REPO_DIR/target/release/registryd}
-[ -x "$REGISTRYD_BIN" ] || { echo "build first: cargo build --release (REGISTRYD_BIN=$REGISTRYD_BIN)" >&2; exit 1; }
+TEST_REGISTRYD_BIN=${TEST_REGISTRYD_BIN:-$REPO_DIR/target/release/registryd}
+[ -x "$TEST_REGISTRYD_BIN" ] || { echo "build first: cargo build --release (TEST_REGISTRYD_BIN=$TEST_REGISTRYD_BIN)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/registryd-test.XXXXXX)
 PIDS=()
 CLEANUPS=()
@@ -29,7 +29,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # 127.0.0.1:PORT (plain HTTP); sets REG_PID; logs to $WORK/NAME.log.
 start_registryd() {
   local name=$1 port=$2 storage=$3; shift 3
-  "$REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$port" --storage "$storage" "$@" \
+  "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$port" --storage "$storage" "$@" \
     >"$WORK/$name.log" 2>&1 &
   REG_PID=$!
   PIDS+=("$REG_PID")
