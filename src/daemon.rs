@@ -1,124 +1,374 @@
-//! Start-up order, the storage health loop and graceful shutdown. The only place that wires the
-//! parts together.
+//! Start-up order, reload, the storage health loop and graceful shutdown: the only place that wires
+//! the parts together.
+//!
+//! Start: certificate (a bad pair stops start-up), link-local address, hosts entries, storage health
+//! (an unusable storage does not stop start-up: requests get 503 with the reason until it heals),
+//! listeners, then `READY=1`. SIGHUP re-reads the config and applies what can change live. SIGTERM
+//! sends `STOPPING=1` and drains in-flight requests for `server.shutdown_grace_secs`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::http::handlers::App;
+use crate::config::{Config, parse_cidr};
+use crate::health::Health;
+use crate::http::handlers::{App, Settings};
 use crate::http::server;
+use crate::node::mount::MountGuard;
+use crate::node::tls::{Reload, Tls};
+use crate::node::{hosts, netif, systemd};
 use crate::storage::Storage;
 
-/// Runs the registry until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    if !config.tls.enabled {
-        tracing::warn!(
-            "TLS is OFF (--plain-http / tls.enabled = false): traffic and credentials travel in clear text. \
-             Use this only for development on loopback."
-        );
-    }
-    let root = &config.storage.root;
-    let storage = Storage::open(root).with_context(|| {
-        format!(
-            "cannot open storage root {} (storage.root): check it exists and is writable",
-            root.display()
-        )
-    })?;
-    storage.check().await.with_context(|| {
-        format!(
-            "storage root {} failed its write/read check",
-            root.display()
-        )
-    })?;
-    let app = App::new(
-        storage.clone(),
-        config.storage.delete_enabled,
-        config.limits.max_manifest_bytes,
-    );
+/// Re-reads the configuration (file, environment, the flags the daemon started with).
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+/// Changes the log filter live.
+pub type LevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-    let mut listeners = Vec::new();
-    for addr in config.listen_addrs() {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (server.listen / --listen)"))?;
-        listeners.push((addr, l));
+fn node_ip(config: &Config) -> anyhow::Result<(IpAddr, u8)> {
+    parse_cidr(&config.node.address).with_context(|| {
+        format!(
+            "node.address {:?} is not ADDRESS/PREFIX",
+            config.node.address
+        )
+    })
+}
+
+fn hosts_entries(config: &Config, ip: IpAddr) -> Vec<(IpAddr, String)> {
+    config
+        .node
+        .hostnames
+        .iter()
+        .map(|h| (ip, h.clone()))
+        .collect()
+}
+
+fn apply_hosts(config: &Config, ip: IpAddr) {
+    let path = &config.node.hosts_file;
+    match hosts::apply(path, &hosts_entries(config, ip)) {
+        Ok(hosts::Written::Unchanged) => {}
+        Ok(hosts::Written::Replaced) => {
+            tracing::info!(hosts_file = %path.display(), hostnames = ?config.node.hostnames, "hosts entries updated")
+        }
+        Ok(hosts::Written::InPlace) => tracing::info!(
+            hosts_file = %path.display(),
+            "hosts file is a bind mount (rename refused with EBUSY): rewrote it in place"
+        ),
+        Err(e) => {
+            tracing::warn!(hosts_file = %path.display(), error = %e, "cannot update the hosts file; clients must resolve the registry name another way")
+        }
     }
-    let (tx, rx) = watch::channel(false);
+}
+
+fn log_certificate(tls: &Tls, config: &Config) {
+    let info = tls.info();
+    tracing::info!(names = ?info.names, expires = %info.expiry_date(), days_left = info.days_left(), "certificate loaded");
+    if info.days_left() <= config.tls.expiry_warning_days as i64 {
+        tracing::warn!(expires = %info.expiry_date(), days_left = info.days_left(), "certificate expires soon: renew it (the new files are picked up without a restart)");
+    }
+    for h in &config.node.hostnames {
+        if !info.covers(h) {
+            tracing::warn!(hostname = %h, names = ?info.names, "certificate does not cover this hostname: clients using it will fail TLS verification");
+        }
+    }
+}
+
+fn status_line(listen: &[SocketAddr], tls: Option<&Tls>, health: &Health) -> String {
+    let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+    let mut s = format!("serving on {}", addrs.join(", "));
+    match tls {
+        Some(t) => {
+            let i = t.info();
+            s.push_str(&format!(
+                "; certificate expires {} ({} days)",
+                i.expiry_date(),
+                i.days_left()
+            ));
+            if let Some(e) = t.last_error() {
+                s.push_str(&format!(
+                    "; certificate reload REFUSED: {e} (previous certificate in service)"
+                ));
+            }
+        }
+        None => s.push_str("; TLS OFF"),
+    }
+    if health.is_ready() {
+        s.push_str("; storage ok");
+    } else {
+        s.push_str(&format!("; storage UNAVAILABLE: {}", health.reason()));
+    }
+    s
+}
+
+/// Runs the registry until SIGTERM or SIGINT.
+pub async fn run(
+    config: Config,
+    reload_config: ConfigLoader,
+    set_level: LevelSetter,
+) -> anyhow::Result<()> {
+    let (ip, prefix) = node_ip(&config)?;
+    let listen = config.listen_addrs();
+
+    // 1. Certificate: refuse to start on a bad pair, with the reason.
+    let tls = if config.tls.enabled {
+        let t = Tls::load(&config.tls.certificate, &config.tls.key).map_err(|e| {
+            anyhow::anyhow!(
+                "TLS: {e}. Set tls.certificate and tls.key, make a pair with `registryd cert init`, or use --plain-http on loopback"
+            )
+        })?;
+        log_certificate(&t, &config);
+        Some(t)
+    } else {
+        tracing::warn!(
+            "TLS is OFF (--plain-http / tls.enabled = false): traffic and credentials travel in clear text. Use this only for development on loopback."
+        );
+        None
+    };
+
+    // 2. The link-local address, when a listener uses it.
+    let mut created_link = false;
+    if listen.iter().any(|a| a.ip() == ip) {
+        match netif::ensure(
+            ip,
+            prefix,
+            &config.node.interface,
+            config.node.create_interface,
+        )
+        .await
+        {
+            Ok(netif::Outcome::Existing { interface }) => {
+                tracing::info!(address = %config.node.address, interface = %interface, "link-local address already present, using it")
+            }
+            Ok(netif::Outcome::Created { interface }) => {
+                created_link = true;
+                tracing::info!(address = %config.node.address, interface = %interface, "created dummy interface with the link-local address");
+            }
+            Err(e) => bail!("{e}"),
+        }
+    }
+
+    // 3. Hosts entries.
+    apply_hosts(&config, ip);
+
+    // 4. Storage and its health; an unusable storage answers 503 rather than stopping the node.
+    let root = config.storage.root.clone();
+    let storage =
+        Storage::open(&root).with_context(|| format!("storage root {}", root.display()))?;
+    let guard = (!config.storage.require_mount.is_empty()).then(|| {
+        MountGuard::new(
+            &config.storage.require_mount,
+            Some(config.storage.require_fstype.clone()),
+        )
+    });
+    let check_every = Duration::from_secs(config.storage.check_interval_secs);
+    let app = App::with_health(
+        storage.clone(),
+        Health::new(guard),
+        Settings {
+            delete_enabled: config.storage.delete_enabled,
+            max_manifest_bytes: config.limits.max_manifest_bytes,
+        },
+    );
+    app.health.verify(&storage, check_every, 1).await;
+    if !app.health.is_ready() {
+        tracing::warn!(reason = %app.health.reason(), "storage unavailable at start: answering 503 until it is usable");
+    }
+
+    // 5. Listeners.
+    let acceptor = match &tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            t.server_config().context("TLS configuration")?,
+        )),
+        None => None,
+    };
+    let mut listeners = Vec::new();
+    for addr in &listen {
+        let l = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (server.listen / --listen): is another registry running, or the address missing?")
+        })?;
+        listeners.push((*addr, l));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let mut tasks = Vec::new();
     for (addr, l) in listeners {
-        tracing::info!(address = %addr, tls = config.tls.enabled, storage = %root.display(), "listening");
+        tracing::info!(address = %addr, tls = tls.is_some(), storage = %root.display(), "listening");
         tasks.push(tokio::spawn(server::serve(
             l,
             app.clone(),
-            rx.clone(),
+            acceptor.clone(),
+            stop_rx.clone(),
             grace,
         )));
     }
-    tokio::spawn(health_loop(
-        app.clone(),
-        Duration::from_secs(config.storage.check_interval_secs),
-        config.storage.check_failures,
-        rx.clone(),
-    ));
 
+    // 6. Tell systemd, then keep telling it.
+    let status = {
+        let (tls, app, listen) = (tls.clone(), app.clone(), listen.clone());
+        Arc::new(move || status_line(&listen, tls.as_deref(), &app.health))
+    };
+    systemd::ready(&status());
+    if let Some(every) = systemd::watchdog_interval() {
+        tracing::info!(
+            interval_ms = every.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+        tokio::spawn(async move {
+            loop {
+                systemd::watchdog();
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+    let _watcher = match &tls {
+        Some(t) => {
+            let status = status.clone();
+            let w = t.watch(move |outcome| {
+                match outcome {
+                    Ok(Reload::Replaced(info)) => tracing::info!(names = ?info.names, expires = %info.expiry_date(), "certificate reloaded"),
+                    Ok(Reload::Unchanged) => {}
+                    Err(e) => tracing::error!(error = %e, "new certificate refused, previous one stays in service"),
+                }
+                systemd::status(&status());
+            });
+            match w {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the certificate directory; reload with SIGHUP");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    {
+        let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
+        let threshold = config.storage.check_failures;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(check_every) => {}
+                    _ = stop.changed() => return,
+                }
+                if app.health.verify(&storage, check_every, threshold).await {
+                    if app.health.is_ready() {
+                        tracing::info!("storage is usable again, serving");
+                    } else {
+                        tracing::error!(reason = %app.health.reason(), "storage unavailable, answering 503");
+                    }
+                    systemd::status(&status());
+                }
+            }
+        });
+    }
+
+    // 7. Signals.
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining in-flight requests"),
-        _ = int.recv() => tracing::info!("SIGINT: draining in-flight requests"),
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining in-flight requests"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining in-flight requests"); break; }
+            _ = hup.recv() => {
+                systemd::reloading();
+                current = reload(current, &reload_config, &set_level, &app, tls.as_deref(), ip);
+                systemd::ready(&status());
+            }
+        }
     }
-    let _ = tx.send(true);
+    systemd::stopping(&format!(
+        "draining in-flight requests (up to {}s)",
+        grace.as_secs()
+    ));
+    let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
+    }
+    if created_link && current.node.remove_interface_on_stop {
+        match netif::remove(&current.node.interface).await {
+            Ok(()) => {
+                tracing::info!(interface = %current.node.interface, "removed the dummy interface")
+            }
+            Err(e) => {
+                tracing::warn!(interface = %current.node.interface, error = %e, "cannot remove the dummy interface")
+            }
+        }
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Periodically proves storage is usable; after `threshold` failures in a row, requests get 503
-/// until a check passes again.
-async fn health_loop(
-    app: Arc<App>,
-    every: Duration,
-    threshold: u64,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut failures = 0u64;
-    let stop = server::wait_for(shutdown);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = &mut stop => return,
+/// SIGHUP: re-read the config, apply what can change live, report what needs a restart.
+fn reload(
+    current: Config,
+    loader: &ConfigLoader,
+    set_level: &LevelSetter,
+    app: &App,
+    tls: Option<&Tls>,
+    ip: IpAddr,
+) -> Config {
+    tracing::info!("SIGHUP: reloading configuration and certificate");
+    let new = match loader() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(errors = %e.replace('\n', "; "), "configuration has errors: keeping the running one");
+            if let Some(t) = tls {
+                reload_certificate(t);
+            }
+            return current;
         }
-        match tokio::time::timeout(every, app.storage.check()).await {
-            Ok(Ok(())) => {
-                if !app.storage_ready.swap(true, Ordering::Relaxed) {
-                    tracing::info!("storage is healthy again, serving");
-                }
-                failures = 0;
-            }
-            result => {
-                failures += 1;
-                let reason = match result {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "storage check timed out".to_string(),
-                };
-                tracing::warn!(failures, reason = %reason, "storage check failed");
-                if failures >= threshold {
-                    if let Ok(mut r) = app.storage_reason.lock() {
-                        *r = reason;
-                    }
-                    app.storage_ready.store(false, Ordering::Relaxed);
-                }
-            }
+    };
+    if let Err(e) = set_level(&new.log.level) {
+        tracing::warn!(error = %e, "cannot change the log level");
+    }
+    app.settings.store(Arc::new(Settings {
+        delete_enabled: new.storage.delete_enabled,
+        max_manifest_bytes: new.limits.max_manifest_bytes,
+    }));
+    apply_hosts(&new, ip);
+    if let Some(t) = tls {
+        t.set_paths(new.tls.certificate.clone(), new.tls.key.clone());
+        reload_certificate(t);
+    }
+    let needs_restart: Vec<&str> = [
+        ("server.listen", current.server.listen != new.server.listen),
+        ("storage.root", current.storage.root != new.storage.root),
+        (
+            "storage.require_mount",
+            current.storage.require_mount != new.storage.require_mount,
+        ),
+        ("tls.enabled", current.tls.enabled != new.tls.enabled),
+        ("node.address", current.node.address != new.node.address),
+        (
+            "node.interface",
+            current.node.interface != new.node.interface,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(keys = ?needs_restart, "these settings changed but only take effect after a restart");
+    }
+    tracing::info!("configuration reloaded");
+    new
+}
+
+fn reload_certificate(t: &Tls) {
+    match t.reload() {
+        Ok(Reload::Replaced(info)) => {
+            tracing::info!(names = ?info.names, expires = %info.expiry_date(), "certificate reloaded")
+        }
+        Ok(Reload::Unchanged) => tracing::info!("certificate unchanged"),
+        Err(e) => {
+            tracing::error!(error = %e, "new certificate refused, previous one stays in service")
         }
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod http;
+pub mod node;
 pub mod registry;
 pub mod storage;

@@ -1,11 +1,18 @@
-//! The `registryd` command: `serve`, `check-config`, `--version`.
+//! The `registryd` command: `serve`, `check-config`, `hosts`, `cert init`, `--version`.
 
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, reload};
 
-use registryd::config::{Config, Overrides};
+use registryd::config::{Config, Overrides, parse_cidr};
+use registryd::daemon::LevelSetter;
+use registryd::node::{certgen, hosts};
 
 /// Where the package installs the config file; read when present and no --config is given.
 const DEFAULT_CONFIG: &str = "/etc/registryd/config.toml";
@@ -27,9 +34,41 @@ enum Command {
     Serve(ConfigArgs),
     /// Print the effective configuration, or every error with its key and where it was set.
     CheckConfig(ConfigArgs),
+    /// Write the registry's hostnames into the hosts file (node.hosts_file), or remove them.
+    Hosts {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Remove registryd's block instead (the package runs this before removing the binary).
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Certificates for users without a PKI.
+    #[command(subcommand)]
+    Cert(CertCommand),
 }
 
-#[derive(Args)]
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Make (or reuse) a cluster CA and a server certificate for this node, at tls.certificate/tls.key.
+    Init {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Hostnames the certificate covers (default: node.hostnames), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Where the CA lives; put it on the shared mount so every node reuses it.
+        #[arg(long, value_name = "DIR", default_value = "/etc/registryd/ca")]
+        ca_dir: PathBuf,
+        /// Validity of the server certificate in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Also install the CA for docker, podman/skopeo, containerd and the system store here.
+        #[arg(long)]
+        install_trust: bool,
+    },
+}
+
+#[derive(Args, Clone)]
 struct ConfigArgs {
     /// Config file (default: /etc/registryd/config.toml when it exists, else built-in defaults).
     #[arg(long, value_name = "PATH")]
@@ -72,66 +111,255 @@ impl ConfigArgs {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::builder()
-        .parse(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal, never in files or the journal.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if config.log.format == "json" {
-        builder.json().init();
+/// Is stderr the journal? systemd sets JOURNAL_STREAM to the device and inode of the stream it gave.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let v = v.to_string_lossy();
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
+}
+
+fn filter(level: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder().parse(level).map_err(|e| e.to_string())
+}
+
+/// Sets up logging: journald with structured fields when stderr is the journal, else text or JSON
+/// lines on stderr. Returns how to change the level on reload.
+fn init_logging(config: &Config) -> LevelSetter {
+    let (filter_layer, handle) =
+        reload::Layer::new(filter(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info")));
+    let registry = tracing_subscriber::registry().with(filter_layer);
+    let journald = match config.log.format.as_str() {
+        "journald" => true,
+        "auto" => stderr_is_journal(),
+        _ => false,
+    };
+    let journal_layer = if journald {
+        match tracing_journald::layer() {
+            Ok(l) => Some(l.with_field_prefix(None)),
+            Err(e) => {
+                eprintln!("registryd: cannot reach journald ({e}); logging to stderr");
+                None
+            }
+        }
     } else {
-        builder.init();
+        None
+    };
+    if let Some(l) = journal_layer {
+        registry.with(l).init();
+    } else if config.log.format == "json" {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        // Colour codes only for a person at a terminal, never in files or the journal.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .init();
     }
+    Box::new(move |level: &str| handle.reload(filter(level)?).map_err(|e| e.to_string()))
+}
+
+fn config_or_exit(args: &ConfigArgs) -> Result<Config, ExitCode> {
+    args.load().map_err(|e| {
+        eprintln!("registryd: configuration errors:\n{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn node_ip(config: &Config) -> IpAddr {
+    // Validated by Config::load.
+    parse_cidr(&config.node.address)
+        .map(|(ip, _)| ip)
+        .unwrap_or(IpAddr::from([169, 254, 254, 254]))
+}
+
+fn serve(args: ConfigArgs) -> ExitCode {
+    let config = match config_or_exit(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let set_level = init_logging(&config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("registryd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loader = Box::new(move || args.load());
+    match rt.block_on(registryd::daemon::run(config, loader, set_level)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("registryd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cert_init(
+    config: &Config,
+    hosts: Vec<String>,
+    ca_dir: PathBuf,
+    days: u32,
+    install: bool,
+) -> ExitCode {
+    let hosts = if hosts.is_empty() {
+        config.node.hostnames.clone()
+    } else {
+        hosts
+    };
+    let ip = node_ip(config);
+    let made = match certgen::init(
+        &ca_dir,
+        &hosts,
+        &[ip],
+        &config.tls.certificate,
+        &config.tls.key,
+        days,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("registryd: cert init: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let port = config
+        .listen_addrs()
+        .first()
+        .map(|a| a.port())
+        .unwrap_or(8443);
+    let hostports: Vec<String> = hosts
+        .iter()
+        .filter(|h| !h.starts_with('*'))
+        .map(|h| format!("{h}:{port}"))
+        .chain([format!("{ip}:{port}")])
+        .collect();
+    println!(
+        "{} CA:      {}",
+        if made.ca_created {
+            "created"
+        } else {
+            "reused "
+        },
+        made.ca_cert.display()
+    );
+    println!(
+        "certificate: {} (covers {} and {ip})",
+        made.cert.display(),
+        hosts.join(", ")
+    );
+    println!("key:         {} (mode 0600)", made.key.display());
+    println!("\nOn other nodes, run the same command with the same --ca-dir to reuse this CA.");
+    println!("\nTrust the CA on every client machine:");
+    for hp in &hostports {
+        for (who, path) in certgen::trust_locations(hp) {
+            println!("  {who}: cp {} {}", made.ca_cert.display(), path.display());
+        }
+    }
+    println!(
+        "  containerd also needs hosts.toml beside ca.crt:\n{}",
+        certgen::containerd_hosts_toml(&hostports[0])
+            .lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!(
+        "  system store: cp {} /usr/local/share/ca-certificates/registryd-ca.crt && update-ca-certificates",
+        made.ca_cert.display()
+    );
+    println!("Or run with --install-trust to do all of this on this node.");
+    if install {
+        match certgen::install_trust(&made.ca_cert, &hostports) {
+            Ok(paths) => println!("\ninstalled the CA at {} places", paths.len()),
+            Err(e) => {
+                eprintln!("registryd: --install-trust: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig(args) => match args.load() {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig(args) => match config_or_exit(&args) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("registryd: warning: {w}");
+                }
                 print!("{}", c.to_toml());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("registryd: configuration errors:\n{e}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
-        Command::Serve(args) => {
-            let config = match args.load() {
+        Command::Hosts { config, remove } => {
+            let config = match config_or_exit(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("registryd: configuration errors:\n{e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            init_logging(&config);
-            for w in &config.warnings {
-                tracing::warn!("{w}");
-            }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("registryd: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let path = &config.node.hosts_file;
+            let result = if remove {
+                hosts::remove(path)
+            } else {
+                let ip = node_ip(&config);
+                hosts::apply(
+                    path,
+                    &config
+                        .node
+                        .hostnames
+                        .iter()
+                        .map(|h| (ip, h.clone()))
+                        .collect::<Vec<_>>(),
+                )
             };
-            match rt.block_on(registryd::daemon::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
+            match result {
+                Ok(w) => {
+                    println!("{}: {w:?}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) if remove && e.kind() == std::io::ErrorKind::NotFound => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("registryd: {e:#}");
+                    eprintln!("registryd: cannot update {}: {e}", path.display());
                     ExitCode::FAILURE
                 }
             }
         }
+        Command::Cert(CertCommand::Init {
+            config,
+            hosts,
+            ca_dir,
+            days,
+            install_trust,
+        }) => match config_or_exit(&config) {
+            Ok(c) => cert_init(&c, hosts, ca_dir, days, install_trust),
+            Err(code) => code,
+        },
     }
 }

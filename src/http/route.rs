@@ -33,6 +33,31 @@ pub enum Route {
     Readyz,
 }
 
+impl Route {
+    /// The repository addressed, for logs.
+    pub fn repository(&self) -> Option<&RepoName> {
+        match self {
+            Route::Tags(n)
+            | Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::UploadStart(n)
+            | Route::Upload(n, _)
+            | Route::Referrers(n, _) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The digest addressed, if the path names one, for logs.
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            Route::Blob(_, d)
+            | Route::Referrers(_, d)
+            | Route::Manifest(_, Reference::Digest(d)) => Some(d),
+            _ => None,
+        }
+    }
+}
+
 /// Why a path is not a route; each becomes one OCI error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {

@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use super::handlers::{self, App};
 
@@ -30,6 +31,18 @@ async fn logged(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    // Parsing the path again is cheap and keeps the handlers free of logging concerns.
+    let route = super::route::parse(&path).ok();
+    let repository = route
+        .as_ref()
+        .and_then(|r| r.repository())
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    let digest = route
+        .as_ref()
+        .and_then(|r| r.digest())
+        .map(|d| d.to_string())
+        .unwrap_or_default();
     tracing::info!(
         method = %method,
         path = %path,
@@ -37,20 +50,26 @@ async fn logged(
         bytes,
         duration_ms = started.elapsed().as_millis() as u64,
         client = %client,
+        repository = %repository,
+        digest = %digest,
         "request"
     );
     resp
 }
 
-/// Serves `listener` until `shutdown` flips to true, then lets open connections finish for up to
-/// `grace`.
+/// How long a client gets to finish the TLS handshake before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` (over TLS when `tls` is given) until `shutdown` flips to true, then lets open
+/// connections finish for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -70,10 +89,30 @@ pub async fn serve(
                     let app = app.clone();
                     async move { Ok::<_, std::convert::Infallible>(logged(app, req, peer).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let result = match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            watcher.watch(conn).await
+                        }
+                        Some(acceptor) => {
+                            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, client = %peer, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(client = %peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            watcher.watch(conn).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, client = %peer, "connection ended with error");
                     }
                 });

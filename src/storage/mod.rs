@@ -111,10 +111,10 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens (and creates if needed) a storage root.
+    /// A storage root. Nothing is written until a request (or `check`) needs it, so a root on a
+    /// missing mount stays untouched while the mount guard says no.
     pub fn open(root: impl AsRef<Path>) -> Result<Storage> {
         let layout = Layout::new(root.as_ref());
-        atomic::create_dir_all_durable(&layout.repositories())?;
         Ok(Storage {
             inner: Arc::new(Inner {
                 layout,

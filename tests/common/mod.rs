@@ -26,7 +26,13 @@ impl TestRegistry {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(server::serve(listener, app, rx, Duration::from_secs(5)));
+        let task = tokio::spawn(server::serve(
+            listener,
+            app,
+            None,
+            rx,
+            Duration::from_secs(5),
+        ));
         TestRegistry {
             base: format!("http://{addr}"),
             root: root.to_path_buf(),

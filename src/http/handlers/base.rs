@@ -1,7 +1,5 @@
 //! `GET /v2/` (end-1): the API version check, plus `/healthz` and `/readyz` for load balancers.
 
-use std::sync::atomic::Ordering;
-
 use http::{StatusCode, header};
 
 use super::{App, HandlerResult, Req, method_not_allowed, response};
@@ -41,21 +39,16 @@ pub fn healthz() -> HandlerResult {
 }
 
 pub fn readyz(app: &App) -> HandlerResult {
-    if app.storage_ready.load(Ordering::Relaxed) {
+    if app.health.is_ready() {
         return Ok(response(
             StatusCode::OK,
             &[(header::CONTENT_TYPE, "text/plain".into())],
             full("ready\n"),
         ));
     }
-    let reason = app
-        .storage_reason
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
     Err(ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         Code::Unavailable,
-        format!("storage unavailable: {reason}"),
+        format!("storage unavailable: {}", app.health.reason()),
     ))
 }

@@ -17,7 +17,7 @@ pub async fn handle(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> H
     match req.method {
         Method::GET | Method::HEAD => get(app, name, digest, req).await,
         Method::DELETE => {
-            if !app.delete_enabled {
+            if !app.settings().delete_enabled {
                 return Err(deletes_disabled());
             }
             app.storage.unlink_blob(name, digest).await?;

@@ -63,7 +63,7 @@ async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> Ha
 }
 
 async fn put(app: &App, name: RepoName, reference: Reference, req: Req) -> HandlerResult {
-    let limit = app.max_manifest_bytes;
+    let limit = app.settings().max_manifest_bytes;
     if req.content_length().is_some_and(|l| l > limit) {
         return Err(too_large(limit));
     }
@@ -163,7 +163,7 @@ fn referrer_descriptor(m: &Manifest, digest: &Digest, size: usize) -> Vec<u8> {
 }
 
 async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerResult {
-    if !app.delete_enabled {
+    if !app.settings().delete_enabled {
         return Err(deletes_disabled());
     }
     match reference {

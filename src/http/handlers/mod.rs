@@ -12,7 +12,6 @@ mod uploads;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -23,43 +22,56 @@ use hyper::body::Incoming;
 use super::Body;
 use super::error::{ApiError, Code};
 use super::route::{self, Route};
+use crate::health::Health;
 use crate::storage::Storage;
+use arc_swap::ArcSwap;
 
-/// What every handler may use: storage and the request-path settings.
-pub struct App {
-    pub storage: Storage,
+/// Settings a reload may change while requests are in flight.
+#[derive(Debug, Clone)]
+pub struct Settings {
     pub delete_enabled: bool,
     pub max_manifest_bytes: u64,
-    /// False while storage fails its health check: requests answer 503 instead of touching it.
-    pub storage_ready: AtomicBool,
-    pub storage_reason: std::sync::Mutex<String>,
+}
+
+/// What every handler may use: storage, its health, and the request-path settings.
+pub struct App {
+    pub storage: Storage,
+    pub health: Health,
+    pub settings: ArcSwap<Settings>,
 }
 
 impl App {
     pub fn new(storage: Storage, delete_enabled: bool, max_manifest_bytes: u64) -> Arc<App> {
+        App::with_health(
+            storage,
+            Health::always(),
+            Settings {
+                delete_enabled,
+                max_manifest_bytes,
+            },
+        )
+    }
+
+    pub fn with_health(storage: Storage, health: Health, settings: Settings) -> Arc<App> {
         Arc::new(App {
             storage,
-            delete_enabled,
-            max_manifest_bytes,
-            storage_ready: AtomicBool::new(true),
-            storage_reason: std::sync::Mutex::new(String::new()),
+            health,
+            settings: ArcSwap::from_pointee(settings),
         })
     }
 
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
     fn unavailable(&self) -> Option<ApiError> {
-        if self.storage_ready.load(Ordering::Relaxed) {
-            return None;
-        }
-        let reason = self
-            .storage_reason
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default();
-        Some(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Code::Unavailable,
-            format!("storage unavailable: {reason}"),
-        ))
+        self.health.admit().err().map(|reason| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                format!("storage unavailable: {reason}"),
+            )
+        })
     }
 }
 

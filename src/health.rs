@@ -1,0 +1,116 @@
+//! Storage health as the HTTP edge and the daemon share it: whether storage may be used, why not,
+//! and the mount guard. While storage is unhealthy every registry request answers 503 with the
+//! reason, and nothing is written.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::node::mount::MountGuard;
+use crate::storage::Storage;
+
+pub struct Health {
+    ready: AtomicBool,
+    reason: Mutex<String>,
+    guard: Option<MountGuard>,
+    /// Device of the guarded mount when the guard last passed; 0 = not passed.
+    guard_dev: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Health {
+    pub fn new(guard: Option<MountGuard>) -> Health {
+        let h = Health {
+            ready: AtomicBool::new(guard.is_none()),
+            reason: Mutex::new(String::new()),
+            guard,
+            guard_dev: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        };
+        if let Some(g) = &h.guard {
+            h.set_unready(format!("{} not checked yet", g.mount().display()));
+        }
+        h
+    }
+
+    /// Always ready (tests, and deployments without a guard before the first check).
+    pub fn always() -> Health {
+        Health::new(None)
+    }
+
+    pub fn reason(&self) -> String {
+        self.reason.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn set_unready(&self, reason: String) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = reason;
+        }
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    fn set_ready(&self) {
+        self.failures.store(0, Ordering::SeqCst);
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// `/readyz`: the last verdict, without touching storage.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Before a request touches storage: `Err(reason)` when it must not. One `stat` with a guard.
+    pub fn admit(&self) -> Result<(), String> {
+        if let Some(g) = &self.guard {
+            let dev = self.guard_dev.load(Ordering::SeqCst);
+            if dev != 0 && !g.still_mounted(dev) {
+                self.guard_dev.store(0, Ordering::SeqCst);
+                self.set_unready(format!(
+                    "{} is no longer mounted (storage.require_mount); nothing is written until it is back",
+                    g.mount().display()
+                ));
+            }
+        }
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(self.reason())
+        }
+    }
+
+    /// One health check: the guard (an absent mount is unhealthy at once, since writing would land
+    /// on the local disk), then a durable write and read under `timeout`. I/O failures count toward
+    /// `threshold` before storage is declared unhealthy. Returns whether the verdict changed.
+    pub async fn verify(&self, storage: &Storage, timeout: Duration, threshold: u64) -> bool {
+        let was = self.is_ready();
+        if let Some(g) = &self.guard {
+            match g.check() {
+                Ok(dev) => self.guard_dev.store(dev, Ordering::SeqCst),
+                Err(reason) => {
+                    self.guard_dev.store(0, Ordering::SeqCst);
+                    self.set_unready(reason);
+                    return was;
+                }
+            }
+        }
+        let result = match tokio::time::timeout(timeout, storage.check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("storage check failed: {e}")),
+            Err(_) => Err(format!(
+                "storage check did not finish within {}s",
+                timeout.as_secs()
+            )),
+        };
+        match result {
+            Ok(()) => self.set_ready(),
+            Err(reason) => {
+                let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+                tracing::warn!(failures = n, reason = %reason, "storage check failed");
+                if n >= threshold || !was {
+                    self.set_unready(reason);
+                }
+            }
+        }
+        was != self.is_ready()
+    }
+}

@@ -1,0 +1,117 @@
+//! The storage mount guard (`storage.require_mount`): the storage root must be on the configured
+//! mount, optionally of a given filesystem type, or registryd writes nothing. This keeps data off the
+//! local disk when the shared volume is not mounted at `/mnt/...`.
+//!
+//! The full check reads `/proc/self/mountinfo`; the per-request check is one `stat` comparing the
+//! mount point's device with the one recorded when the check passed (a lazy unmount, or a mount that
+//! never happened, shows the parent filesystem's device).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct MountGuard {
+    mount: PathBuf,
+    fstype: Option<String>,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let code = std::str::from_utf8(&b[i + 1..i + 4])
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok());
+            if let Some(v) = code {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The filesystem type mounted at `point` according to a mountinfo text (last mount wins).
+pub fn fstype_at(mountinfo: &str, point: &Path) -> Option<String> {
+    let mut found = None;
+    for line in mountinfo.lines() {
+        let (pre, post) = line.split_once(" - ")?;
+        let mp = pre.split(' ').nth(4)?;
+        if Path::new(&unescape(mp)) == point {
+            found = post.split(' ').next().map(str::to_string);
+        }
+    }
+    found
+}
+
+impl MountGuard {
+    pub fn new(mount: impl Into<PathBuf>, fstype: Option<String>) -> MountGuard {
+        MountGuard {
+            mount: mount.into(),
+            fstype: fstype.filter(|f| !f.is_empty()),
+        }
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The full check; on success, the device of the mount to compare against per request.
+    pub fn check(&self) -> Result<u64, String> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+        let Some(fstype) = fstype_at(&info, &self.mount) else {
+            return Err(format!(
+                "{} is not mounted (storage.require_mount); nothing is written until it is",
+                self.mount.display()
+            ));
+        };
+        if let Some(want) = &self.fstype
+            && *want != fstype
+        {
+            return Err(format!(
+                "{} is a {fstype} mount, not {want} (storage.require_fstype); nothing is written until it is",
+                self.mount.display()
+            ));
+        }
+        std::fs::metadata(&self.mount)
+            .map(|m| m.dev())
+            .map_err(|e| format!("cannot stat {}: {e}", self.mount.display()))
+    }
+
+    /// The cheap per-request check: is the mount point still the device that passed `check`?
+    pub fn still_mounted(&self, dev: u64) -> bool {
+        std::fs::metadata(&self.mount)
+            .map(|m| m.dev() == dev)
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+        90 22 0:50 / /mnt/vagabond rw,relatime shared:40 - fuse.glusterfs node1:/vol rw\n\
+        91 22 0:51 / /mnt/with\\040space rw - tmpfs tmpfs rw\n";
+
+    #[test]
+    fn finds_mounts() {
+        assert_eq!(
+            fstype_at(INFO, Path::new("/mnt/vagabond")).as_deref(),
+            Some("fuse.glusterfs")
+        );
+        assert_eq!(
+            fstype_at(INFO, Path::new("/mnt/with space")).as_deref(),
+            Some("tmpfs")
+        );
+        assert_eq!(fstype_at(INFO, Path::new("/mnt")), None);
+        assert_eq!(fstype_at(INFO, Path::new("/")).as_deref(), Some("ext4"));
+    }
+}
