@@ -45,3 +45,13 @@ wait_http() {
 }
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# A Python venv with the test-side libraries (oras SDK, cryptography for test certificates).
+ensure_venv() {
+  VENV=${TEST_VENV:-/var/cache/registryd-tests/venv}
+  if ! "$VENV/bin/python" -c 'import oras, cryptography, requests' 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q 'oras==0.2.43' requests 'cryptography>=42'
+  fi
+  PY=$VENV/bin/python
+}
