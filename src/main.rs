@@ -213,8 +213,8 @@ fn serve(args: ConfigArgs) -> ExitCode {
     match rt.block_on(registryd::daemon::run(config, loader, set_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Logging is up (stderr or the journal): one line, not two.
             tracing::error!("{e:#}");
-            eprintln!("registryd: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -157,12 +157,50 @@ fn update(path: &Path, f: impl Fn(&str) -> String) -> io::Result<Written> {
             return Ok(Written::InPlace);
         }
         File::open(dir)?.sync_all()?;
+        // Writers that opened the file just before our rename are appending to the old inode, which
+        // we still hold open. Move what they add to the new file, whole lines only (a read can catch
+        // an append half done), until the old inode has been quiet for a few milliseconds.
+        let mut moved = on_disk.len();
         let mut after = String::new();
-        old.seek(io::SeekFrom::Start(0))?;
-        old.read_to_string(&mut after)?;
-        if after == on_disk {
+        let mut appended_only = true;
+        let mut quiet_rounds = 0;
+        let mut last_len = on_disk.len();
+        for _ in 0..200 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            after.clear();
+            old.seek(io::SeekFrom::Start(0))?;
+            old.read_to_string(&mut after)?;
+            if !after.starts_with(on_disk.as_str()) {
+                appended_only = false;
+                break;
+            }
+            quiet_rounds = if after.len() == last_len {
+                quiet_rounds + 1
+            } else {
+                0
+            };
+            last_len = after.len();
+            let pending = &after[moved..];
+            // Whole lines now; a partial last line only once the writer has gone quiet.
+            let take = if quiet_rounds >= 3 {
+                pending.len()
+            } else {
+                pending.rfind('\n').map_or(0, |p| p + 1)
+            };
+            if take > 0 {
+                let mut f = OpenOptions::new().append(true).open(path)?;
+                f.write_all(&pending.as_bytes()[..take])?;
+                f.sync_all()?;
+                moved += take;
+            }
+            if quiet_rounds >= 3 && moved == after.len() {
+                break;
+            }
+        }
+        if appended_only {
             return Ok(Written::Replaced);
         }
+        // Rewritten in place meanwhile: their version wins, and our block goes on top of it.
         base = Some(after);
     }
     Err(io::Error::other(

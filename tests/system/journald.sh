@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# When JOURNAL_STREAM says stderr is the journal, registryd logs to journald natively with
+# structured, unprefixed fields (METHOD, STATUS, REPOSITORY, DIGEST, ...): checked against a stand-in
+# journald socket bind-mounted over /run/systemd/journal in a private mount namespace, so the
+# machine's real journal (if any) is never touched.
+source "$(dirname "$0")/lib/common.sh"
+
+J=$WORK/journal
+mkdir -p "$J"
+python3 "$SYS_DIR/lib/journal_listen.py" "$J/socket" "$WORK/entries.jsonl" &
+PIDS+=("$!")
+for _ in $(seq 1 50); do [ -e "$J/socket.bound" ] && break; sleep 0.1; done
+PORT=$(free_port)
+: >"$WORK/hosts"
+cat >"$WORK/run.sh" <<SH
+mkdir -p /run/systemd/journal
+mount --bind "$J" /run/systemd/journal
+exec 2>"$WORK/stderr"
+export JOURNAL_STREAM=\$(stat -L -c '%d:%i' /proc/self/fd/2)
+export REGISTRYD_NODE_HOSTS_FILE="$WORK/hosts"
+exec "$TEST_REGISTRYD_BIN" serve --plain-http --listen 127.0.0.1:$PORT --storage "$WORK/data"
+SH
+unshare -m --propagation private bash "$WORK/run.sh" &
+REG_PID=$!
+PIDS+=("$REG_PID")
+wait_http "http://127.0.0.1:$PORT/v2/" || { cat "$WORK/stderr"; fail "registryd did not start"; }
+b="journald test blob"
+D=sha256:$(printf '%s' "$b" | sha256sum | cut -d' ' -f1)
+curl -fs -X POST --data-binary "$b" "http://127.0.0.1:$PORT/v2/jtest/app/blobs/uploads/?digest=$D" >/dev/null
+curl -fs "http://127.0.0.1:$PORT/v2/jtest/app/blobs/$D" >/dev/null
+sleep 0.5
+kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true
+
+python3 - "$WORK/entries.jsonl" "$D" <<'PY' || fail "journal entries"
+import json, sys
+entries = [json.loads(l) for l in open(sys.argv[1])]
+assert entries, "nothing reached the journal socket"
+reqs = [e for e in entries if e.get("MESSAGE") == "request" and e.get("METHOD") == "GET" and e.get("REPOSITORY") == "jtest/app"]
+assert reqs, f"no access-log entry with structured fields: {entries[-3:]}"
+r = reqs[-1]
+for k in ("METHOD", "STATUS", "BYTES", "DURATION_MS", "CLIENT", "REPOSITORY", "DIGEST", "PRIORITY"):
+    assert k in r, f"field {k} missing: {r}"
+assert r["STATUS"] == "200" and r["DIGEST"] == sys.argv[2], r
+assert not any(k.startswith("F_") for e in entries for k in e), "F_ field prefix present"
+print(f"{len(entries)} journal entries; access log: " + " ".join(f"{k}={r[k]}" for k in ("METHOD","STATUS","REPOSITORY","BYTES")))
+PY
+[ ! -s "$WORK/stderr" ] || ! grep -q "request" "$WORK/stderr" || fail "logs went to stderr as well as the journal"
+pass "journald: native entries with unprefixed structured fields"
