@@ -55,6 +55,7 @@ pub struct StorageConfig {
     pub require_fstype: String,
     pub check_interval_secs: u64,
     pub check_failures: u64,
+    pub operation_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -408,6 +409,12 @@ impl Config {
         if self.storage.check_interval_secs == 0 {
             p.push((
                 "storage.check_interval_secs",
+                "must be greater than 0".to_string(),
+            ));
+        }
+        if self.storage.operation_timeout_secs == 0 {
+            p.push((
+                "storage.operation_timeout_secs",
                 "must be greater than 0".to_string(),
             ));
         }

@@ -156,8 +156,12 @@ pub async fn run(
 
     // 4. Storage and its health; an unusable storage answers 503 rather than stopping the node.
     let root = config.storage.root.clone();
-    let storage =
-        Storage::open(&root).with_context(|| format!("storage root {}", root.display()))?;
+    let storage = Storage::open_with(
+        &root,
+        Duration::from_secs(config.storage.operation_timeout_secs),
+        256,
+    )
+    .with_context(|| format!("storage root {}", root.display()))?;
     let guard = (!config.storage.require_mount.is_empty()).then(|| {
         MountGuard::new(
             &config.storage.require_mount,

@@ -194,6 +194,11 @@ impl From<StorageError> for ApiError {
                         format!("storage is unavailable, retry later ({io})"),
                     )
                 }
+                _ if io.kind() == std::io::ErrorKind::TimedOut => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Code::Unavailable,
+                    format!("storage is unavailable, retry later ({io})"),
+                ),
                 _ => {
                     tracing::error!(error = %io, "storage error");
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown, msg)

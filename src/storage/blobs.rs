@@ -5,7 +5,7 @@ use std::io::{self, SeekFrom};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{Result, Storage, StorageError, atomic, blocking, exists, layout, read_link};
+use super::{Result, Storage, StorageError, atomic, exists, layout, read_link};
 use crate::registry::{Digest, RepoName};
 
 /// An open blob: a file positioned at the requested start, and how many bytes to send.
@@ -19,7 +19,7 @@ impl Storage {
     pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let l = self.layout().clone();
         let (name, digest) = (name.clone(), digest.clone());
-        blocking(move || {
+        self.blocking(move || {
             let linked = read_link(&l.layer_link(&name, &digest))?.as_ref() == Some(&digest)
                 || read_link(&l.revision_link(&name, &digest))?.as_ref() == Some(&digest);
             if !linked {
@@ -33,7 +33,7 @@ impl Storage {
     /// Size of `digest` anywhere in the registry, regardless of repository links.
     pub async fn blob_size_global(&self, digest: &Digest) -> Result<Option<u64>> {
         let path = self.layout().blob_data(digest);
-        blocking(move || data_size(&path)).await
+        self.blocking(move || data_size(&path)).await
     }
 
     /// Opens a linked blob for reading `len` bytes from `start` (the caller validated the range).
@@ -48,9 +48,11 @@ impl Storage {
             .blob_size(name, digest)
             .await?
             .ok_or(StorageError::BlobUnknown)?;
-        let mut file = tokio::fs::File::open(self.layout().blob_data(digest)).await?;
+        let mut file = self
+            .timed(tokio::fs::File::open(self.layout().blob_data(digest)))
+            .await?;
         if start > 0 {
-            file.seek(SeekFrom::Start(start)).await?;
+            self.timed(file.seek(SeekFrom::Start(start))).await?;
         }
         Ok(BlobReader {
             reader: file.take(len),
@@ -61,7 +63,7 @@ impl Storage {
     /// Reads a whole small blob (a manifest) into memory.
     pub async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.layout().blob_data(digest);
-        blocking(move || match atomic::read_retrying(&path) {
+        self.blocking(move || match atomic::read_retrying(&path) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::BlobUnknown),
             Err(e) => Err(e.into()),
@@ -73,7 +75,7 @@ impl Storage {
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
         let l = self.layout().clone();
         let (name, digest) = (name.clone(), digest.clone());
-        blocking(move || {
+        self.blocking(move || {
             let link = l.layer_link(&name, &digest);
             if read_link(&link)?.as_ref() == Some(&digest) {
                 return Ok(());
@@ -88,14 +90,15 @@ impl Storage {
     pub async fn blob_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         let link = self.layout().layer_link(name, digest);
         let d = digest.clone();
-        blocking(move || Ok(read_link(&link)?.as_ref() == Some(&d))).await
+        self.blocking(move || Ok(read_link(&link)?.as_ref() == Some(&d)))
+            .await
     }
 
     /// Removes `name`'s link to a blob. The bytes stay until garbage collection, since other
     /// repositories may link them.
     pub async fn unlink_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
         let dir = self.layout().layer_link(name, digest);
-        blocking(move || {
+        self.blocking(move || {
             let dir = dir.parent().map(|p| p.to_path_buf()).unwrap_or(dir);
             if !exists(&dir.join("link"))? {
                 return Err(StorageError::BlobUnknown);

@@ -5,7 +5,7 @@
 
 use std::io;
 
-use super::{Result, Storage, StorageError, atomic, blocking, layout::link_content, read_link};
+use super::{Result, Storage, StorageError, atomic, layout::link_content, read_link};
 use crate::registry::{Digest, RepoName, Tag};
 
 /// A referrer entry to publish with a manifest that has a `subject`.
@@ -28,7 +28,7 @@ impl Storage {
     ) -> Result<()> {
         let l = self.layout().clone();
         let (name, digest, tag) = (name.clone(), digest.clone(), tag.cloned());
-        blocking(move || {
+        self.blocking(move || {
             Storage::put_small_blob_sync(&l, &digest, &bytes)?;
             let link = link_content(&digest);
             let rev = l.revision_link(&name, &digest);
@@ -53,14 +53,16 @@ impl Storage {
     /// The digest `tag` points at in `name`.
     pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Digest> {
         let path = self.layout().tag_current_link(name, tag);
-        blocking(move || read_link(&path)?.ok_or(StorageError::ManifestUnknown)).await
+        self.blocking(move || read_link(&path)?.ok_or(StorageError::ManifestUnknown))
+            .await
     }
 
     /// Whether `name` holds the manifest `digest` (its revision link).
     pub async fn manifest_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         let path = self.layout().revision_link(name, digest);
         let d = digest.clone();
-        blocking(move || Ok(read_link(&path)?.as_ref() == Some(&d))).await
+        self.blocking(move || Ok(read_link(&path)?.as_ref() == Some(&d)))
+            .await
     }
 
     /// The bytes of manifest `digest` in `name`.
@@ -84,7 +86,7 @@ impl Storage {
     ) -> Result<()> {
         let l = self.layout().clone();
         let (name, digest) = (name.clone(), digest.clone());
-        blocking(move || {
+        self.blocking(move || {
             if read_link(&l.revision_link(&name, &digest))?.as_ref() != Some(&digest) {
                 return Err(StorageError::ManifestUnknown);
             }
@@ -107,7 +109,7 @@ impl Storage {
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {
         let l = self.layout().clone();
         let (name, tag) = (name.clone(), tag.clone());
-        blocking(move || {
+        self.blocking(move || {
             if read_link(&l.tag_current_link(&name, &tag))?.is_none() {
                 return Err(StorageError::ManifestUnknown);
             }

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -58,15 +59,14 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// Runs blocking filesystem work off the async threads.
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::Io(io::Error::other(e)))?
+fn timed_out(limit: Duration) -> StorageError {
+    StorageError::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "storage did not answer within {}s (a hung mount?)",
+            limit.as_secs()
+        ),
+    ))
 }
 
 /// Reads a link file and parses the digest it holds; `None` when the link does not exist.
@@ -97,6 +97,11 @@ fn exists(path: &Path) -> Result<bool> {
 
 struct Inner {
     layout: Layout,
+    /// Bound on every storage call, so a hung mount turns into 503s instead of stuck requests.
+    timeout: Duration,
+    /// Blocking storage calls in flight. A call stuck on a hung mount keeps its permit, so hung
+    /// threads stay bounded and later calls wait here (and time out) instead of piling up.
+    slots: Arc<tokio::sync::Semaphore>,
     /// Hash state of uploads in progress on this node, so a chunk does not rehash what came before.
     /// Authoritative state is on storage (the hashstates files); this is only a cache.
     cursors: Mutex<HashMap<Uuid, uploads::Cursor>>,
@@ -114,10 +119,21 @@ impl Storage {
     /// A storage root. Nothing is written until a request (or `check`) needs it, so a root on a
     /// missing mount stays untouched while the mount guard says no.
     pub fn open(root: impl AsRef<Path>) -> Result<Storage> {
+        Storage::open_with(root, Duration::from_secs(30), 256)
+    }
+
+    /// Like `open`, with the per-call timeout and the bound on concurrent blocking calls.
+    pub fn open_with(
+        root: impl AsRef<Path>,
+        timeout: Duration,
+        max_blocking: usize,
+    ) -> Result<Storage> {
         let layout = Layout::new(root.as_ref());
         Ok(Storage {
             inner: Arc::new(Inner {
                 layout,
+                timeout,
+                slots: Arc::new(tokio::sync::Semaphore::new(max_blocking.max(1))),
                 cursors: Mutex::new(HashMap::new()),
                 upload_locks: Mutex::new(HashMap::new()),
             }),
@@ -128,10 +144,40 @@ impl Storage {
         &self.inner.layout
     }
 
+    /// Runs blocking filesystem work off the async threads, bounded in time and in number.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let limit = self.inner.timeout;
+        let permit = tokio::time::timeout(limit, self.inner.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| timed_out(limit))?
+            .map_err(|e| StorageError::Io(io::Error::other(e)))?;
+        let task = tokio::task::spawn_blocking(move || {
+            let _held_until_the_call_returns = permit;
+            f()
+        });
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(StorageError::Io(io::Error::other(e))),
+            Err(_) => Err(timed_out(limit)),
+        }
+    }
+
+    /// Bounds one async file operation (tokio::fs) in time.
+    async fn timed<T>(&self, fut: impl std::future::Future<Output = io::Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.inner.timeout, fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(timed_out(self.inner.timeout)),
+        }
+    }
+
     /// A cheap end-to-end probe that the storage root is usable: a durable write and a read back.
     pub async fn check(&self) -> Result<()> {
         let layout = self.inner.layout.clone();
-        blocking(move || {
+        self.blocking(move || {
             let probe = layout.root().join("registryd/health/probe");
             let token = Uuid::new_v4().to_string();
             atomic::write_atomic(&probe, token.as_bytes())?;

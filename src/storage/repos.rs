@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
 
-use super::{
-    Result, Storage, StorageError, blocking, exists, manifests::list_tag_names, read_link,
-};
+use super::{Result, Storage, StorageError, exists, manifests::list_tag_names, read_link};
 use crate::registry::{Digest, RepoName};
 
 impl Storage {
@@ -15,7 +13,7 @@ impl Storage {
     /// `_manifests`, as Distribution's catalog walk decides; other `_` directories are not entered.
     pub async fn list_repositories(&self) -> Result<Vec<String>> {
         let root = self.layout().repositories();
-        blocking(move || {
+        self.blocking(move || {
             let mut found = BTreeSet::new();
             walk_repos(&root, "", &mut found)?;
             Ok(found.into_iter().collect())
@@ -27,7 +25,7 @@ impl Storage {
     pub async fn list_tags(&self, name: &RepoName) -> Result<Vec<String>> {
         let l = self.layout().clone();
         let name = name.clone();
-        blocking(move || {
+        self.blocking(move || {
             if !exists(&l.manifests_dir(&name))? && !exists(&l.layers_dir(&name))? {
                 return Err(StorageError::NameUnknown);
             }
@@ -52,7 +50,7 @@ impl Storage {
     ) -> Result<Vec<serde_json::Value>> {
         let l = self.layout().clone();
         let (name, subject) = (name.clone(), subject.clone());
-        blocking(move || {
+        self.blocking(move || {
             let dir = l.referrers_dir(&name, &subject);
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::{Result, Storage, StorageError, atomic, blocking, exists};
+use super::{Result, Storage, StorageError, atomic, exists};
 use crate::registry::{Algorithm, Digest, RepoName};
 
 /// Where an upload stands: bytes acknowledged so far, and the running sha256 over them.
@@ -39,7 +39,7 @@ impl Storage {
     pub async fn start_upload(&self, name: &RepoName) -> Result<Uuid> {
         let id = Uuid::new_v4();
         let path = self.layout().upload_started_at(name, &id);
-        blocking(move || {
+        self.blocking(move || {
             let now = httpdate::fmt_http_date(std::time::SystemTime::now());
             atomic::write_atomic(&path, now.as_bytes())?;
             Ok(())
@@ -81,7 +81,7 @@ impl Storage {
             .cloned();
         let l = self.layout().clone();
         let (name, id) = (name.clone(), *id);
-        blocking(move || {
+        self.blocking(move || {
             if !exists(&l.upload_started_at(&name, &id))? {
                 return Err(StorageError::UploadUnknown);
             }
@@ -153,25 +153,29 @@ impl Storage {
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(self.layout().upload_data(name, id))
+        let mut file = self
+            .timed(
+                tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(self.layout().upload_data(name, id)),
+            )
             .await?;
         // Cut off anything past the acknowledged offset: a failed request or a crash left it.
-        if file.metadata().await?.len() != cursor.offset {
-            file.set_len(cursor.offset).await?;
+        if self.timed(file.metadata()).await?.len() != cursor.offset {
+            self.timed(file.set_len(cursor.offset)).await?;
         }
-        file.seek(io::SeekFrom::Start(cursor.offset)).await?;
+        self.timed(file.seek(io::SeekFrom::Start(cursor.offset)))
+            .await?;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StorageError::Body)?;
-            file.write_all(&chunk).await?;
+            self.timed(file.write_all(&chunk)).await?;
             cursor.sha.update(&chunk);
             cursor.offset += chunk.len() as u64;
         }
-        file.flush().await?;
-        file.sync_data().await?;
+        self.timed(file.flush()).await?;
+        self.timed(file.sync_data()).await?;
         Ok(cursor)
     }
 
@@ -179,7 +183,7 @@ impl Storage {
     async fn checkpoint(&self, name: &RepoName, id: &Uuid, cursor: &Cursor) -> Result<()> {
         let l = self.layout().clone();
         let (name, id2, c) = (name.clone(), *id, cursor.clone());
-        blocking(move || {
+        self.blocking(move || {
             let dir = l.upload_hashstates(&name, &id2, Algorithm::Sha256);
             let state = c.sha.serialize();
             atomic::write_atomic(&dir.join(c.offset.to_string()), state.as_slice())?;
@@ -233,44 +237,45 @@ impl Storage {
         let l = self.layout().clone();
         let (n, i, exp) = (name.clone(), *id, expected.clone());
         let size = cursor.offset;
-        let result = blocking(move || {
-            let data = l.upload_data(&n, &i);
-            // An upload of zero bytes may never have created its data file.
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&data)?;
-            if file.metadata()?.len() != size {
-                file.set_len(size)?;
-            }
-            file.sync_all()?;
-            let computed = match exp.algorithm() {
-                Algorithm::Sha256 => Digest::from_sha256_output(&cursor.sha.finalize()),
-                Algorithm::Sha512 => {
-                    Digest::from_sha512_output(&hash_prefix::<Sha512>(&data, size)?.finalize())
+        let result = self
+            .blocking(move || {
+                let data = l.upload_data(&n, &i);
+                // An upload of zero bytes may never have created its data file.
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&data)?;
+                if file.metadata()?.len() != size {
+                    file.set_len(size)?;
                 }
-            };
-            if computed != exp {
+                file.sync_all()?;
+                let computed = match exp.algorithm() {
+                    Algorithm::Sha256 => Digest::from_sha256_output(&cursor.sha.finalize()),
+                    Algorithm::Sha512 => {
+                        Digest::from_sha512_output(&hash_prefix::<Sha512>(&data, size)?.finalize())
+                    }
+                };
+                if computed != exp {
+                    atomic::remove_durable(&l.upload_dir(&n, &i))?;
+                    return Err(StorageError::DigestMismatch {
+                        expected: exp,
+                        computed,
+                    });
+                }
+                let dest = l.blob_data(&exp);
+                // Blobs are immutable: if another push (on any node) published it first, keep theirs.
+                if !exists(&dest)? {
+                    atomic::publish(&data, &dest)?;
+                }
+                atomic::write_atomic(
+                    &l.layer_link(&n, &exp),
+                    super::layout::link_content(&exp).as_bytes(),
+                )?;
                 atomic::remove_durable(&l.upload_dir(&n, &i))?;
-                return Err(StorageError::DigestMismatch {
-                    expected: exp,
-                    computed,
-                });
-            }
-            let dest = l.blob_data(&exp);
-            // Blobs are immutable: if another push (on any node) published it first, keep theirs.
-            if !exists(&dest)? {
-                atomic::publish(&data, &dest)?;
-            }
-            atomic::write_atomic(
-                &l.layer_link(&n, &exp),
-                super::layout::link_content(&exp).as_bytes(),
-            )?;
-            atomic::remove_durable(&l.upload_dir(&n, &i))?;
-            Ok(size)
-        })
-        .await;
+                Ok(size)
+            })
+            .await;
         self.forget_upload(id);
         result
     }
@@ -280,7 +285,9 @@ impl Storage {
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let dir = self.layout().upload_dir(name, id);
-        let removed = blocking(move || Ok(atomic::remove_durable(&dir)?)).await?;
+        let removed = self
+            .blocking(move || Ok(atomic::remove_durable(&dir)?))
+            .await?;
         self.forget_upload(id);
         if removed {
             Ok(())

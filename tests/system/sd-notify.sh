@@ -9,14 +9,29 @@ PIDS+=("$!")
 for _ in $(seq 1 50); do [ -e "$SOCK.bound" ] && break; sleep 0.1; done
 PORT=$(free_port)
 : >"$WORK/hosts"
-REGISTRYD_NODE_HOSTS_FILE=$WORK/hosts NOTIFY_SOCKET=$SOCK WATCHDOG_USEC=2000000 \
-  "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PORT" --storage "$WORK/data" >"$WORK/reg.log" 2>&1 &
+cat >"$WORK/config.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$PORT"]
+[storage]
+root = "$WORK/data"
+[node]
+hostnames = ["before.home"]
+hosts_file = "$WORK/hosts"
+TOML
+NOTIFY_SOCKET=$SOCK WATCHDOG_USEC=2000000 \
+  "$TEST_REGISTRYD_BIN" serve --plain-http --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
 REG_PID=$!
 PIDS+=("$REG_PID")
 wait_http "http://127.0.0.1:$PORT/v2/" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
 sleep 4.5
+grep -q "before.home" "$WORK/hosts" || fail "hosts entry from the config missing"
+# Reload: hostnames change live; a listener change is reported as needing a restart.
+sed -i 's/before.home/after.home/; s/listen = .*/listen = ["127.0.0.1:1"]/' "$WORK/config.toml"
 kill -HUP "$REG_PID"
 sleep 1
+grep -q "after.home" "$WORK/hosts" && ! grep -q "before.home" "$WORK/hosts" || fail "reload did not update the hosts entries"
+grep -q 'only take effect after a restart keys=\["server.listen"\]' "$WORK/reg.log" || fail "reload did not report the listener change"
+curl -fs -o /dev/null "http://127.0.0.1:$PORT/v2/" || fail "listener changed live (it must wait for a restart)"
 kill -TERM "$REG_PID"
 wait "$REG_PID" || fail "registryd exited non-zero after SIGTERM"
 
@@ -36,4 +51,4 @@ mean = sum(gaps) / len(gaps)
 assert 0.7 <= mean <= 1.3 and max(gaps) < 2.0, f"watchdog gaps {gaps}"
 print(f"watchdog: {len(t)} pings, mean gap {mean:.2f} s (WATCHDOG_USEC=2 s)")
 PY
-pass "sd_notify: READY, STATUS, RELOADING(+MONOTONIC_USEC), READY, STOPPING in order; watchdog at half the interval"
+pass "sd_notify: READY, STATUS, RELOADING(+MONOTONIC_USEC), READY, STOPPING in order; watchdog at half the interval; reload applied hostnames live and reported the listener change"
