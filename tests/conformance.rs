@@ -27,14 +27,14 @@ async fn json(r: reqwest::Response) -> Value {
 #[tokio::test]
 async fn end_1_base() {
     let (_d, reg) = registry().await;
-    let r = reg.req("GET", "/v2/").send().await.unwrap();
+    let r = reg.send("GET", "/v2/").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         header(&r, "docker-distribution-api-version").as_deref(),
         Some("registry/2.0")
     );
-    assert_eq!(reg.req("HEAD", "/v2/").send().await.unwrap().status(), 200);
-    let r = reg.req("GET", "/v2/no/such/endpoint").send().await.unwrap();
+    assert_eq!(reg.send("HEAD", "/v2/").await.status(), 200);
+    let r = reg.send("GET", "/v2/no/such/endpoint").await;
     assert_eq!(r.status(), 404);
 }
 
@@ -42,19 +42,11 @@ async fn end_1_base() {
 async fn end_2_blob_get_head_and_ranges() {
     let (_d, reg) = registry().await;
     let d = reg.push_blob("a/b", b"0123456789").await;
-    let r = reg
-        .req("HEAD", &format!("/v2/a/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("HEAD", &format!("/v2/a/b/blobs/{d}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-length").as_deref(), Some("10"));
     assert_eq!(header(&r, "docker-content-digest"), Some(d.to_string()));
-    let r = reg
-        .req("GET", &format!("/v2/a/b/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/a/b/blobs/{d}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(&r.bytes().await.unwrap()[..], b"0123456789");
     let r = reg
@@ -76,31 +68,15 @@ async fn end_2_blob_get_head_and_ranges() {
     assert_eq!(header(&r, "content-range").as_deref(), Some("bytes */10"));
     // Unknown blob, and a blob that exists elsewhere but is not linked here.
     let unknown = Digest::sha256_of(b"nope");
-    let r = reg
-        .req("GET", &format!("/v2/a/b/blobs/{unknown}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/a/b/blobs/{unknown}")).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
-    let r = reg
-        .req("GET", &format!("/v2/other/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/other/blobs/{d}")).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
-    let r = reg
-        .req("HEAD", &format!("/v2/other/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("HEAD", &format!("/v2/other/blobs/{d}")).await;
     assert_eq!(r.status(), 404);
-    let r = reg
-        .req("GET", "/v2/a/b/blobs/sha256:1234")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/a/b/blobs/sha256:1234").await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 }
@@ -109,11 +85,7 @@ async fn end_2_blob_get_head_and_ranges() {
 async fn end_4_post_then_put_and_monolithic() {
     let (_d, reg) = registry().await;
     // end-4a: POST opens a session with Location; end-6: PUT with the whole body closes it.
-    let r = reg
-        .req("POST", "/v2/r/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("POST", "/v2/r/blobs/uploads/").await;
     assert_eq!(r.status(), 202);
     let loc = header(&r, "location").unwrap();
     assert!(header(&r, "docker-upload-uuid").is_some());
@@ -131,15 +103,11 @@ async fn end_4_post_then_put_and_monolithic() {
     assert_eq!(header(&r, "docker-content-digest"), Some(d.to_string()));
     // end-4b: POST ?digest= with the body.
     let d2 = reg.push_blob("r", b"").await;
-    let r = reg
-        .req("GET", &format!("/v2/r/blobs/{d2}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/r/blobs/{d2}")).await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap().is_empty());
     // The upload session is gone once completed.
-    let r = reg.req("GET", &loc).send().await.unwrap();
+    let r = reg.send("GET", &loc).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
 }
@@ -147,11 +115,7 @@ async fn end_4_post_then_put_and_monolithic() {
 #[tokio::test]
 async fn end_5_chunked_upload_rules() {
     let (_d, reg) = registry().await;
-    let r = reg
-        .req("POST", "/v2/c/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("POST", "/v2/c/blobs/uploads/").await;
     let loc = header(&r, "location").unwrap();
     let patch = |range: Option<&str>, body: &'static [u8]| {
         let mut b = reg
@@ -177,7 +141,7 @@ async fn end_5_chunked_upload_rules() {
         );
     }
     // Status: 204 with the acknowledged range.
-    let r = reg.req("GET", &loc).send().await.unwrap();
+    let r = reg.send("GET", &loc).await;
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "range").as_deref(), Some("0-4"));
     // A PATCH without Content-Range streams the next bytes (as Docker sends them).
@@ -194,11 +158,7 @@ async fn end_5_chunked_upload_rules() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = reg
-        .req("GET", &format!("/v2/c/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/c/blobs/{d}")).await;
     assert_eq!(&r.bytes().await.unwrap()[..], b"hello world");
 }
 
@@ -215,11 +175,7 @@ async fn upload_errors_and_cancel() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    let r = reg
-        .req("HEAD", &format!("/v2/e/blobs/{wrong}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("HEAD", &format!("/v2/e/blobs/{wrong}")).await;
     assert_eq!(r.status(), 404);
     assert!(
         !reg.root
@@ -228,52 +184,26 @@ async fn upload_errors_and_cancel() {
             .exists()
     );
     // PUT without digest, with a bad digest.
-    let loc = header(
-        &reg.req("POST", "/v2/e/blobs/uploads/")
-            .send()
-            .await
-            .unwrap(),
-        "location",
-    )
-    .unwrap();
-    let r = reg.req("PUT", &loc).send().await.unwrap();
+    let loc = reg.start_upload("e").await;
+    let r = reg.send("PUT", &loc).await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    let r = reg
-        .req("PUT", &format!("{loc}?digest=sha256:abc"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("PUT", &format!("{loc}?digest=sha256:abc")).await;
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     // end-13: DELETE cancels; the session is then unknown.
-    let r = reg.req("DELETE", &loc).send().await.unwrap();
+    let r = reg.send("DELETE", &loc).await;
     assert_eq!(r.status(), 204);
     for m in ["GET", "PATCH", "PUT", "DELETE"] {
-        let r = reg
-            .req(m, &format!("{loc}?digest={wrong}"))
-            .send()
-            .await
-            .unwrap();
+        let r = reg.send(m, &format!("{loc}?digest={wrong}")).await;
         assert_eq!(r.status(), 404, "{m}");
         assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
     }
-    let r = reg
-        .req("GET", "/v2/e/blobs/uploads/not-a-uuid")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/e/blobs/uploads/not-a-uuid").await;
     assert_eq!(r.status(), 404);
     // A session belongs to its repository.
-    let loc = header(
-        &reg.req("POST", "/v2/e/blobs/uploads/")
-            .send()
-            .await
-            .unwrap(),
-        "location",
-    )
-    .unwrap();
+    let loc = reg.start_upload("e").await;
     let other = loc.replace("/v2/e/", "/v2/f/");
-    assert_eq!(reg.req("GET", &other).send().await.unwrap().status(), 404);
+    assert_eq!(reg.send("GET", &other).await.status(), 404);
 }
 
 #[tokio::test]
@@ -281,33 +211,27 @@ async fn end_11_cross_repository_mount() {
     let (_d, reg) = registry().await;
     let d = reg.push_blob("src", b"shared layer").await;
     let r = reg
-        .req(
+        .send(
             "POST",
             &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
     assert_eq!(header(&r, "location"), Some(format!("/v2/dst/blobs/{d}")));
     assert_eq!(
-        reg.req("HEAD", &format!("/v2/dst/blobs/{d}"))
-            .send()
+        reg.send("HEAD", &format!("/v2/dst/blobs/{d}"))
             .await
-            .unwrap()
             .status(),
         200
     );
     // From a repository that lacks it: a regular upload session instead.
     let missing = Digest::sha256_of(b"not here");
     let r = reg
-        .req(
+        .send(
             "POST",
             &format!("/v2/dst/blobs/uploads/?mount={missing}&from=src"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     assert!(
         header(&r, "location")
@@ -316,37 +240,29 @@ async fn end_11_cross_repository_mount() {
     );
     // A blob in src but not linked in `from` is not mountable from there.
     let r = reg
-        .req(
+        .send(
             "POST",
             &format!("/v2/dst2/blobs/uploads/?mount={d}&from=elsewhere"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     // Automatic mount when `from` is absent and the blob exists.
     let r = reg
-        .req("POST", &format!("/v2/auto/blobs/uploads/?mount={d}"))
-        .send()
-        .await
-        .unwrap();
+        .send("POST", &format!("/v2/auto/blobs/uploads/?mount={d}"))
+        .await;
     assert_eq!(r.status(), 201);
     assert_eq!(
-        reg.req("HEAD", &format!("/v2/auto/blobs/{d}"))
-            .send()
+        reg.send("HEAD", &format!("/v2/auto/blobs/{d}"))
             .await
-            .unwrap()
             .status(),
         200
     );
     let r = reg
-        .req(
+        .send(
             "POST",
             &format!("/v2/dst/blobs/uploads/?mount={d}&from=Bad..Name"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "NAME_INVALID");
 }
@@ -357,19 +273,15 @@ async fn end_3_7_manifests() {
     let (d, body) = reg.push_image("app", "v1", "one").await;
     for reference in ["v1".to_string(), d.to_string()] {
         let r = reg
-            .req("GET", &format!("/v2/app/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
+            .send("GET", &format!("/v2/app/manifests/{reference}"))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_MANIFEST));
         assert_eq!(header(&r, "docker-content-digest"), Some(d.to_string()));
         assert_eq!(r.bytes().await.unwrap().to_vec(), body, "byte-exact");
         let r = reg
-            .req("HEAD", &format!("/v2/app/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
+            .send("HEAD", &format!("/v2/app/manifests/{reference}"))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "content-length"), Some(body.len().to_string()));
     }
@@ -387,16 +299,12 @@ async fn end_3_7_manifests() {
         &format!("/v2/app/manifests/{}", Digest::sha256_of(b"x")),
         "/v2/nobody/manifests/v1",
     ] {
-        let r = reg.req("GET", p).send().await.unwrap();
+        let r = reg.send("GET", p).await;
         assert_eq!(r.status(), 404, "{p}");
         assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
     }
     // The manifest is not reachable from a repository that never received it.
-    let r = reg
-        .req("GET", &format!("/v2/other/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/other/manifests/{d}")).await;
     assert_eq!(r.status(), 404);
 }
 
@@ -521,11 +429,7 @@ async fn multi_arch_index_and_docker_types() {
     .to_string();
     reg.put_manifest("m", "latest", OCI_INDEX, idx.as_bytes())
         .await;
-    let r = reg
-        .req("GET", "/v2/m/manifests/latest")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/m/manifests/latest").await;
     assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_INDEX));
     // Docker schema 2.
     let c = reg.push_blob("d", b"{\"os\":\"linux\"}").await;
@@ -541,11 +445,7 @@ async fn multi_arch_index_and_docker_types() {
         dm.as_bytes(),
     )
     .await;
-    let r = reg
-        .req("GET", "/v2/d/manifests/latest")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/d/manifests/latest").await;
     assert_eq!(
         header(&r, "content-type").as_deref(),
         Some("application/vnd.docker.distribution.manifest.v2+json")
@@ -560,58 +460,34 @@ async fn end_8_tags_and_catalog_pagination() {
     }
     reg.push_image("z", "1", "z").await;
     reg.push_image("a", "1", "a").await;
-    let r = reg.req("GET", "/v2/p/q/tags/list").send().await.unwrap();
+    let r = reg.send("GET", "/v2/p/q/tags/list").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         json(r).await,
         serde_json::json!({"name":"p/q","tags":["a","b","c","d","e"]})
     );
-    let r = reg
-        .req("GET", "/v2/p/q/tags/list?n=2")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/p/q/tags/list?n=2").await;
     assert_eq!(
         header(&r, "link").as_deref(),
         Some("</v2/p/q/tags/list?n=2&last=b>; rel=\"next\"")
     );
     assert_eq!(json(r).await["tags"], serde_json::json!(["a", "b"]));
-    let r = reg
-        .req("GET", "/v2/p/q/tags/list?n=2&last=b")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/p/q/tags/list?n=2&last=b").await;
     assert_eq!(json(r).await["tags"], serde_json::json!(["c", "d"]));
-    let r = reg
-        .req("GET", "/v2/p/q/tags/list?n=2&last=d")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/p/q/tags/list?n=2&last=d").await;
     assert!(header(&r, "link").is_none());
     assert_eq!(json(r).await["tags"], serde_json::json!(["e"]));
-    let r = reg
-        .req("GET", "/v2/p/q/tags/list?n=x")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/p/q/tags/list?n=x").await;
     assert_eq!(r.status(), 400);
-    let r = reg
-        .req("GET", "/v2/nothing/tags/list")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/nothing/tags/list").await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "NAME_UNKNOWN");
-    let r = reg.req("GET", "/v2/_catalog").send().await.unwrap();
+    let r = reg.send("GET", "/v2/_catalog").await;
     assert_eq!(
         json(r).await,
         serde_json::json!({"repositories":["a","p/q","z"]})
     );
-    let r = reg
-        .req("GET", "/v2/_catalog?n=1&last=a")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/_catalog?n=1&last=a").await;
     assert_eq!(
         header(&r, "link").as_deref(),
         Some("</v2/_catalog?n=1&last=p%2Fq>; rel=\"next\"")
@@ -625,11 +501,7 @@ async fn end_12_referrers() {
     let (subject, sbody) = reg.push_image("s", "v1", "subject").await;
     // Unknown digest: an empty index, never 404.
     let unknown = Digest::sha256_of(b"unknown");
-    let r = reg
-        .req("GET", &format!("/v2/s/referrers/{unknown}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/s/referrers/{unknown}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_INDEX));
     let v = json(r).await;
@@ -654,22 +526,14 @@ async fn end_12_referrers() {
         assert_eq!(header(&r, "oci-subject"), Some(subject.to_string()));
         referrers.push(Digest::sha256_of(&m));
     }
-    let v = json(
-        reg.req("GET", &format!("/v2/s/referrers/{subject}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let v = json(reg.send("GET", &format!("/v2/s/referrers/{subject}")).await).await;
     assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
     let r = reg
-        .req(
+        .send(
             "GET",
             &format!("/v2/s/referrers/{subject}?artifactType=application/vnd.example.sbom"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         header(&r, "oci-filters-applied").as_deref(),
         Some("artifactType")
@@ -690,34 +554,16 @@ async fn end_12_referrers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let v = json(
-        reg.req("GET", &format!("/v2/s/referrers/{ghost}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let v = json(reg.send("GET", &format!("/v2/s/referrers/{ghost}")).await).await;
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
     // Deleting a referrer removes it from the list.
     let r = reg
-        .req("DELETE", &format!("/v2/s/manifests/{}", referrers[0]))
-        .send()
-        .await
-        .unwrap();
+        .send("DELETE", &format!("/v2/s/manifests/{}", referrers[0]))
+        .await;
     assert_eq!(r.status(), 202);
-    let v = json(
-        reg.req("GET", &format!("/v2/s/referrers/{subject}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let v = json(reg.send("GET", &format!("/v2/s/referrers/{subject}")).await).await;
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
-    let r = reg
-        .req("GET", "/v2/s/referrers/sha256:bad")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", "/v2/s/referrers/sha256:bad").await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 }
@@ -741,80 +587,40 @@ async fn end_9_10_deletes() {
     )
     .await;
     // Delete a tag: the manifest stays.
-    let r = reg
-        .req("DELETE", "/v2/del/manifests/v2")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("DELETE", "/v2/del/manifests/v2").await;
     assert_eq!(r.status(), 202);
+    assert_eq!(reg.send("GET", "/v2/del/manifests/v2").await.status(), 404);
     assert_eq!(
-        reg.req("GET", "/v2/del/manifests/v2")
-            .send()
+        reg.send("GET", &format!("/v2/del/manifests/{d}"))
             .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        reg.req("GET", &format!("/v2/del/manifests/{d}"))
-            .send()
-            .await
-            .unwrap()
             .status(),
         200
     );
     // Delete by digest: manifest and the tags naming it go.
-    let r = reg
-        .req("DELETE", &format!("/v2/del/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("DELETE", &format!("/v2/del/manifests/{d}")).await;
     assert_eq!(r.status(), 202);
     assert_eq!(
-        reg.req("GET", &format!("/v2/del/manifests/{d}"))
-            .send()
+        reg.send("GET", &format!("/v2/del/manifests/{d}"))
             .await
-            .unwrap()
             .status(),
         404
     );
-    assert_eq!(
-        reg.req("GET", "/v2/del/manifests/v1")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    let r = reg
-        .req("DELETE", &format!("/v2/del/manifests/{d}"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(reg.send("GET", "/v2/del/manifests/v1").await.status(), 404);
+    let r = reg.send("DELETE", &format!("/v2/del/manifests/{d}")).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
     // Blob delete unlinks it from the repository.
     let b = reg.push_blob("del", b"blob to delete").await;
     assert_eq!(
-        reg.req("DELETE", &format!("/v2/del/blobs/{b}"))
-            .send()
+        reg.send("DELETE", &format!("/v2/del/blobs/{b}"))
             .await
-            .unwrap()
             .status(),
         202
     );
-    let r = reg
-        .req("GET", &format!("/v2/del/blobs/{b}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/del/blobs/{b}")).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
-    let r = reg
-        .req("DELETE", &format!("/v2/del/blobs/{b}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("DELETE", &format!("/v2/del/blobs/{b}")).await;
     assert_eq!(r.status(), 404);
 }
 
@@ -829,15 +635,13 @@ async fn deletes_can_be_disabled() {
         "/v2/nd/manifests/v1".into(),
         format!("/v2/nd/blobs/{b}"),
     ] {
-        let r = reg.req("DELETE", &p).send().await.unwrap();
+        let r = reg.send("DELETE", &p).await;
         assert_eq!(r.status(), 405, "{p}");
         assert_eq!(error_code(r).await, "UNSUPPORTED");
     }
     assert_eq!(
-        reg.req("GET", &format!("/v2/nd/manifests/{d}"))
-            .send()
+        reg.send("GET", &format!("/v2/nd/manifests/{d}"))
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -867,7 +671,7 @@ async fn hostile_paths_never_leave_the_root() {
         .filter(|n| n != "root")
         .collect();
     assert!(outside.is_empty(), "written outside the root: {outside:?}");
-    let r = reg.req("PATCH", "/v2/").send().await.unwrap();
+    let r = reg.send("PATCH", "/v2/").await;
     assert_eq!(r.status(), 405);
 }
 
@@ -876,10 +680,7 @@ async fn upload_resumes_after_restart_and_cuts_unacknowledged_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let reg = TestRegistry::start(dir.path(), true).await;
     let loc = header(
-        &reg.req("POST", "/v2/res/blobs/uploads/")
-            .send()
-            .await
-            .unwrap(),
+        &reg.send("POST", "/v2/res/blobs/uploads/").await,
         "location",
     )
     .unwrap();
@@ -905,7 +706,7 @@ async fn upload_resumes_after_restart_and_cuts_unacknowledged_bytes() {
         .write_all(b"GARBAGE")
         .unwrap();
     let reg = TestRegistry::start(dir.path(), true).await;
-    let r = reg.req("GET", &loc).send().await.unwrap();
+    let r = reg.send("GET", &loc).await;
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "range").as_deref(), Some("0-5"));
     let r = reg
@@ -917,17 +718,9 @@ async fn upload_resumes_after_restart_and_cuts_unacknowledged_bytes() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let d = Digest::sha256_of(b"first second");
-    let r = reg
-        .req("PUT", &format!("{loc}?digest={d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("PUT", &format!("{loc}?digest={d}")).await;
     assert_eq!(r.status(), 201);
-    let r = reg
-        .req("GET", &format!("/v2/res/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.send("GET", &format!("/v2/res/blobs/{d}")).await;
     assert_eq!(&r.bytes().await.unwrap()[..], b"first second");
 }
 

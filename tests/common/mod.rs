@@ -56,6 +56,20 @@ impl TestRegistry {
         self.client.request(m, self.url(path))
     }
 
+    /// Sends a request without headers or body.
+    pub async fn send(&self, method: &str, path: &str) -> reqwest::Response {
+        self.req(method, path).send().await.unwrap()
+    }
+
+    /// Opens an upload session in `repo` and returns its Location.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let r = self
+            .send("POST", &format!("/v2/{repo}/blobs/uploads/"))
+            .await;
+        assert_eq!(r.status(), 202);
+        r.headers()["location"].to_str().unwrap().to_string()
+    }
+
     /// Pushes a blob monolithically and returns its digest.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
         let d = Digest::sha256_of(bytes);

@@ -9,7 +9,7 @@ J=$WORK/journal
 mkdir -p "$J"
 python3 "$SYS_DIR/lib/journal_listen.py" "$J/socket" "$WORK/entries.jsonl" &
 PIDS+=("$!")
-for _ in $(seq 1 50); do [ -e "$J/socket.bound" ] && break; sleep 0.1; done
+wait_file "$J/socket.bound" || fail "test listener did not start"
 PORT=$(free_port)
 : >"$WORK/hosts"
 cat >"$WORK/run.sh" <<SH

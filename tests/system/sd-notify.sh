@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib/common.sh"
 SOCK=$WORK/notify.sock
 python3 "$SYS_DIR/lib/notify_listen.py" "$SOCK" "$WORK/notify.log" &
 PIDS+=("$!")
-for _ in $(seq 1 50); do [ -e "$SOCK.bound" ] && break; sleep 0.1; done
+wait_file "$SOCK.bound" || fail "test listener did not start"
 PORT=$(free_port)
 : >"$WORK/hosts"
 cat >"$WORK/config.toml" <<TOML

@@ -44,6 +44,8 @@ wait_http() {
   return 1
 }
 
+wait_file() { for _ in $(seq 1 50); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
+
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # A Python venv with the test-side libraries (oras SDK, cryptography for test certificates).
