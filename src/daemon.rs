@@ -104,13 +104,64 @@ fn status_line(listen: &[SocketAddr], tls: Option<&Tls>, health: &Health) -> Str
     s
 }
 
+/// The node set-up: the link-local address (when a listener uses it) and the hosts entries.
+/// `registryd setup` runs this alone with full privileges (systemd `ExecStartPre=+`), so the
+/// long-running process only finds the address present. Returns whether it created the link.
+pub async fn node_setup(config: &Config) -> anyhow::Result<bool> {
+    let (ip, prefix) = node_ip(config)?;
+    let mut created = false;
+    if config.listen_addrs().iter().any(|a| a.ip() == ip) {
+        match netif::ensure(
+            ip,
+            prefix,
+            &config.node.interface,
+            config.node.create_interface,
+        )
+        .await
+        {
+            Ok(netif::Outcome::Existing { interface }) => {
+                tracing::info!(address = %config.node.address, interface = %interface, "link-local address already present, using it")
+            }
+            Ok(netif::Outcome::Created { interface }) => {
+                created = true;
+                tracing::info!(address = %config.node.address, interface = %interface, "created dummy interface with the link-local address");
+            }
+            Err(e) => bail!("{e}"),
+        }
+    }
+    apply_hosts(config, ip);
+    Ok(created)
+}
+
+/// Whether the configuration can run: it parsed (the caller loaded it) and, with TLS, the
+/// certificate pair loads. `Err` says what to do.
+pub fn preflight(config: &Config) -> Result<String, String> {
+    if !config.tls.enabled {
+        return Ok("configuration ok (TLS off)".into());
+    }
+    let t = Tls::load(&config.tls.certificate, &config.tls.key).map_err(|e| {
+        format!(
+            "no usable TLS certificate: {e}. Put a certificate chain and key at {} and {} (or run `registryd cert init --hosts {}`), then `systemctl start registryd`",
+            config.tls.certificate.display(),
+            config.tls.key.display(),
+            config.node.hostnames.join(",")
+        )
+    })?;
+    let i = t.info();
+    Ok(format!(
+        "configuration ok; certificate for {} expires {}",
+        i.names.join(", "),
+        i.expiry_date()
+    ))
+}
+
 /// Runs the registry until SIGTERM or SIGINT.
 pub async fn run(
     config: Config,
     reload_config: ConfigLoader,
     set_level: LevelSetter,
 ) -> anyhow::Result<()> {
-    let (ip, prefix) = node_ip(&config)?;
+    let (ip, _) = node_ip(&config)?;
     let listen = config.listen_addrs();
 
     // 1. Certificate: refuse to start on a bad pair, with the reason.
@@ -129,30 +180,8 @@ pub async fn run(
         None
     };
 
-    // 2. The link-local address, when a listener uses it.
-    let mut created_link = false;
-    if listen.iter().any(|a| a.ip() == ip) {
-        match netif::ensure(
-            ip,
-            prefix,
-            &config.node.interface,
-            config.node.create_interface,
-        )
-        .await
-        {
-            Ok(netif::Outcome::Existing { interface }) => {
-                tracing::info!(address = %config.node.address, interface = %interface, "link-local address already present, using it")
-            }
-            Ok(netif::Outcome::Created { interface }) => {
-                created_link = true;
-                tracing::info!(address = %config.node.address, interface = %interface, "created dummy interface with the link-local address");
-            }
-            Err(e) => bail!("{e}"),
-        }
-    }
-
-    // 3. Hosts entries.
-    apply_hosts(&config, ip);
+    // 2-3. The link-local address and the hosts entries.
+    let created_link = node_setup(&config).await?;
 
     // 4. Storage and its health; an unusable storage answers 503 rather than stopping the node.
     let root = config.storage.root.clone();

@@ -45,6 +45,16 @@ enum Command {
     /// Certificates for users without a PKI.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Set up the node and exit: the link-local address and the hosts entries. The systemd unit runs
+    /// this as root before `serve` (ExecStartPre=+), so the service itself needs no CAP_NET_ADMIN.
+    Setup(ConfigArgs),
+    /// Check that `serve` can start (configuration valid, certificate usable) and say what to fix if
+    /// not. The systemd unit runs it as ExecCondition: a node without a certificate yet is skipped
+    /// with this message in `systemctl status` and the journal, instead of failing.
+    Preflight(ConfigArgs),
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -347,6 +357,58 @@ fn main() -> ExitCode {
                 Err(e) if remove && e.kind() == std::io::ErrorKind::NotFound => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("registryd: cannot update {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Setup(args) => {
+            let config = match config_or_exit(&args) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let _ = init_logging(&config);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("registryd: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(registryd::daemon::node_setup(&config)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Preflight(args) => {
+            let Ok(config) = config_or_exit(&args) else {
+                return ExitCode::FAILURE;
+            };
+            match registryd::daemon::preflight(&config) {
+                Ok(msg) => {
+                    println!("registryd: {msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(msg) => {
+                    eprintln!("registryd: {msg}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd)
+                .section("8")
+                .render(&mut std::io::stdout())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("registryd: {e}");
                     ExitCode::FAILURE
                 }
             }

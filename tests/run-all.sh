@@ -10,12 +10,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-echo "== installing test dependencies"
+T0=$(date +%s)
+stage() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
+
+stage "installing test dependencies"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   skopeo docker-registry docker.io strace curl jq python3 python3-venv ca-certificates openssl \
-  iproute2 util-linux e2fsprogs bindfs fuse3 \
+  iproute2 util-linux e2fsprogs bindfs fuse3 lintian debootstrap \
   >/dev/null
 if ! command -v cargo >/dev/null; then
   curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
@@ -23,22 +26,25 @@ if ! command -v cargo >/dev/null; then
   . "$HOME/.cargo/env"
 fi
 
-echo "== cargo fmt / clippy"
+stage "cargo fmt / clippy"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 
-echo "== cargo test"
+stage "cargo test"
 cargo test --release
 
-echo "== system tests"
+stage "system tests"
 cargo build --release
 export TEST_REGISTRYD_BIN="$PWD/target/release/registryd"
 failed=0
 for t in tests/system/*.sh; do
+  t1=$(date +%s)
   echo "-- $t"
   if ! bash "$t"; then
     echo "FAILED: $t"
     failed=1
   fi
+  echo "   ($(( $(date +%s) - t1 ))s)"
 done
+stage "done (total under the 45-minute budget: $(( ($(date +%s) - T0) / 60 )) min)"
 exit "$failed"

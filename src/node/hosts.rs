@@ -145,10 +145,11 @@ fn update(path: &Path, f: impl Fn(&str) -> String) -> io::Result<Written> {
         })();
         if let Err(e) = renamed {
             let _ = fs::remove_file(&tmp);
-            if e.raw_os_error() != Some(libc::EBUSY) {
+            // A bind-mounted file cannot be renamed over (EBUSY), and under ProtectSystem=strict with
+            // ReadWritePaths=/etc/hosts its directory is read-only (EROFS): rewrite it in place.
+            if !matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EROFS)) {
                 return Err(e);
             }
-            // A bind-mounted file cannot be renamed over: rewrite it in place.
             let mut f = OpenOptions::new().write(true).open(path)?;
             f.set_len(0)?;
             f.seek(io::SeekFrom::Start(0))?;

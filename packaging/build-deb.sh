@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds target/debian/registryd_<version>_amd64.deb (release binary, man page rendered from the
+# CLI definition, unit, conffile) and checks it with lintian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+cargo build --release
+mkdir -p target/man
+./target/release/registryd man | gzip -9n >target/man/registryd.8.gz
+cargo deb --no-build --quiet >/dev/null
+deb=$(ls -t target/debian/registryd_*_amd64.deb | head -1)
+echo "$deb"
+if command -v lintian >/dev/null; then
+  lintian --fail-on error "$deb" >&2 || { echo "lintian found errors" >&2; exit 1; }
+fi

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The .deb on a real Debian node: a bookworm VM with systemd under user-mode-linux (no network
+# device) installs the package, runs registryd from its unit, and goes through install, enable,
+# push/pull by docker and skopeo, certificate rotation, reload, SIGKILL restart, stop and purge
+# (tests/vm/guest-test.sh). The rootfs is cached in /var/cache/registryd-tests/vm.
+source "$(dirname "$0")/lib/common.sh"
+VM=$REPO_DIR/tests/vm/vm.sh
+t0=$(date +%s)
+bash "$VM" tools >"$WORK/vm-tools.log" 2>&1 || { tail -20 "$WORK/vm-tools.log"; fail "vm tools"; }
+bash "$VM" rootfs >"$WORK/vm-rootfs.log" 2>&1 || { tail -20 "$WORK/vm-rootfs.log"; fail "vm rootfs"; }
+bash "$VM" image || fail "vm image"
+echo "vm: tools, rootfs, image in $(( $(date +%s) - t0 ))s"
+
+deb=$(bash "$REPO_DIR/packaging/build-deb.sh" | tail -1) || fail "building the .deb"
+SHARE=$WORK/share
+mkdir -p "$SHARE"
+cp "$deb" "$SHARE/registryd.deb"
+cp "$REPO_DIR/tests/vm/guest-test.sh" "$SHARE/run.sh"
+# a wildcard certificate for *.home signed by a test CA, and a second one for the rotation
+for n in 1 2; do
+  REGISTRYD_TLS_CERTIFICATE=$SHARE/tls$n/tls.crt REGISTRYD_TLS_KEY=$SHARE/tls$n/tls.key \
+    "$TEST_REGISTRYD_BIN" cert init --ca-dir "$SHARE/ca" --hosts '*.home,registry.home' >/dev/null
+done
+python3 "$SYS_DIR/lib/mkimage.py" "$SHARE/img" v1 --layer-bytes 100000 >/dev/null
+openssl x509 -noout -serial -in "$SHARE/tls2/tls.crt" | sed 's/^serial=//' | tr 'A-F' 'a-f' >"$SHARE/tls2/serial"
+t1=$(date +%s)
+bash "$VM" run "$SHARE"
+echo "vm: boot + guest test in $(( $(date +%s) - t1 ))s"
+cp "$SHARE/out/run.log" /var/cache/registryd-tests/vm/last-guest.log 2>/dev/null || true
+grep -E "^(==|FAIL)" "$SHARE/out/run.log" 2>/dev/null || true
+[ "$(cat "$SHARE/out/rc" 2>/dev/null)" = 0 ] || { cat "$SHARE/out/run.log" 2>/dev/null | tail -40; tail -30 /var/cache/registryd-tests/vm/console.log; fail "guest test"; }
+pass "VM: .deb install, unit, link, hosts, skopeo+docker, rotation, reload, SIGKILL restart, purge ($(cat "$SHARE/out/security.txt" 2>/dev/null))"

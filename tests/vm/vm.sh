@@ -1,0 +1,97 @@
+#!/bin/bash
+# A throwaway Debian bookworm VM with real systemd, to test the .deb end to end (issue 5).
+# Usage: vm.sh tools | rootfs | image | run SHARE_DIR [uml|qemu]
+#   tools   what the VM needs on the host (user-mode-linux and QEMU unpacked with dpkg -x, debootstrap)
+#   rootfs  debootstrap + configure + the guest's test packages, cached in $V (about 5 minutes once)
+#   image   an ext4 image from the rootfs, without mounting (seconds)
+#   run     boot; the guest runs SHARE_DIR/run.sh as root after multi-user.target, writes
+#           SHARE_DIR/out/run.log and SHARE_DIR/out/rc, then powers off. The image stays clean.
+# The VM has no network device: everything the guest needs is in the rootfs or the share.
+set -euo pipefail
+V=${V:-/var/cache/registryd-tests/vm}; mkdir -p "$V"
+GUEST_PKGS="docker.io skopeo curl jq ca-certificates iproute2 procps"
+MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+[ -n "$MIRROR" ] || MIRROR=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list)
+
+tools() {
+  [ -x "$V/uml/usr/bin/linux.uml" ] && command -v debootstrap >/dev/null && return 0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends debootstrap
+  mkdir -p "$V/debs" "$V/uml"
+  (cd "$V/debs" && apt-get download user-mode-linux)
+  dpkg -x "$V"/debs/user-mode-linux_*.deb "$V/uml"
+}
+
+rootfs() {
+  local R=$V/rootfs stamp="$V/rootfs.stamp" want
+  want=$(sed -n '/^rootfs()/,/^}/p' "$0" | sha256sum | cut -c1-16)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$R/bin/systemctl" ] && return 0
+  rm -rf "$R"
+  debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,udev,dbus,iproute2,kmod,ca-certificates,curl,zstd \
+    bookworm "$R" "$MIRROR"
+  echo vmtest >"$R/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tvmtest\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$R/etc/hosts"
+  printf '/dev/ubda / ext4 rw,errors=remount-ro 0 1\n' >"$R/etc/fstab"
+  echo "deb $MIRROR bookworm main" >"$R/etc/apt/sources.list"
+  chroot "$R" passwd -d root >/dev/null
+  chroot "$R" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+    getty@tty1.service e2scrub_reap.service systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+  # The guest's test tools, installed once into the cached rootfs (the VM has no network).
+  cp /etc/resolv.conf "$R/etc/resolv.conf"
+  mount --bind /proc "$R/proc"
+  trap 'umount "$R/proc" 2>/dev/null || true' RETURN
+  chroot "$R" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get install -y -q --no-install-recommends $GUEST_PKGS
+  umount "$R/proc"
+  # Docker in a VM without network and without iptables: as on this host's tests.
+  mkdir -p "$R/etc/docker"
+  echo '{"iptables": false, "ip-masq": false, "bridge": "none", "storage-driver": "vfs"}' >"$R/etc/docker/daemon.json"
+  rm -f "$R"/var/cache/apt/archives/*.deb "$R/etc/resolv.conf"
+  echo "$want" >"$stamp"
+}
+
+# The guest's test hooks: written on every image build, so changing them needs no new rootfs.
+configure() {
+  local R=$V/rootfs
+  mkdir -p "$R/mnt/host"
+  cat >"$R/usr/local/sbin/vmtest-mount" <<SH
+#!/bin/sh
+# host share and kernel modules over hostfs (user-mode-linux)
+mount -t hostfs -o \$(tr ' ' '\n' </proc/cmdline | sed -n 's/^share=//p') none /mnt/host
+mkdir -p /lib/modules
+mount -t hostfs -o $V/uml/usr/lib/uml/modules none /lib/modules
+SH
+  chmod 755 "$R/usr/local/sbin/vmtest-mount"
+  cat >"$R/etc/systemd/system/vmtest.service" <<'UNIT'
+[Unit]
+Description=Run the host's test script, then power off
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStartPre=/usr/local/sbin/vmtest-mount
+ExecStart=/bin/sh -c 'mkdir -p /mnt/host/out; /bin/bash /mnt/host/run.sh > /mnt/host/out/run.log 2>&1; echo $? > /mnt/host/out/rc'
+ExecStopPost=/bin/sync
+ExecStopPost=/bin/systemctl --no-block poweroff
+TimeoutStartSec=900
+[Install]
+WantedBy=multi-user.target
+UNIT
+  ln -sf /etc/systemd/system/vmtest.service "$R/etc/systemd/system/multi-user.target.wants/vmtest.service"
+}
+
+image() { configure; rm -f "$V/rootfs.img"; truncate -s 4G "$V/rootfs.img"; mkfs.ext4 -q -F -L root -d "$V/rootfs" "$V/rootfs.img"; }
+
+run() {
+  local share; share=$(realpath "$1")
+  rm -rf "$share/out"; mkdir -p "$share/out"
+  rm -f "$V/uml.cow"
+  timeout 900 "$V/uml/usr/bin/linux.uml" mem=2G ubd0="$V/uml.cow,$V/rootfs.img" root=/dev/ubda rw share="$share" \
+    con=null con0=null,fd:1 quiet >"$V/console.log" 2>&1 </dev/null || true
+  rm -f "$V/uml.cow"
+  echo "guest script exit code: $(cat "$share/out/rc" 2>/dev/null || echo none)"
+}
+
+case "${1:-}" in
+  tools) tools ;; rootfs) rootfs ;; image) image ;; run) shift; run "$@" ;;
+  *) echo "usage: $0 tools | rootfs | image | run SHARE_DIR" >&2; exit 2 ;;
+esac
