@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::registry::Digest;
+use crate::registry::{Digest, Reference, RepoName};
 use layout::Layout;
 
 pub use blobs::BlobReader;
@@ -107,6 +107,7 @@ struct Inner {
     cursors: Mutex<HashMap<Uuid, uploads::Cursor>>,
     /// One writer per upload on this node at a time.
     upload_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    manifests: Mutex<ManifestCache>,
 }
 
 /// The filesystem storage driver. Cheap to clone; clones share state.
@@ -136,6 +137,7 @@ impl Storage {
                 slots: Arc::new(tokio::sync::Semaphore::new(max_blocking.max(1))),
                 cursors: Mutex::new(HashMap::new()),
                 upload_locks: Mutex::new(HashMap::new()),
+                manifests: Mutex::new(ManifestCache::default()),
             }),
         })
     }
@@ -187,6 +189,78 @@ impl Storage {
                 );
             }
             Ok(())
+        })
+        .await
+    }
+}
+
+/// A manifest's bytes and the media type it is served with. Content-addressed, so a cached copy is
+/// never stale; whether the repository still holds it is checked on storage every time.
+pub struct CachedManifest {
+    pub bytes: bytes::Bytes,
+    pub media_type: String,
+}
+
+/// Manifest bytes by digest, bounded in total size (cleared when full: simple and bounded).
+#[derive(Default)]
+pub(super) struct ManifestCache {
+    entries: HashMap<Digest, Arc<CachedManifest>>,
+    bytes: usize,
+}
+
+const MANIFEST_CACHE_BYTES: usize = 32 << 20;
+
+impl Storage {
+    /// Resolves a tag or digest in `name` and returns the manifest, in one storage round trip: the
+    /// tag's link and the revision link are read from storage (they change, possibly on another
+    /// node); the bytes come from the cache when this node has seen them.
+    pub async fn resolve_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<(Digest, Arc<CachedManifest>)> {
+        let me = self.clone();
+        let (name, reference) = (name.clone(), reference.clone());
+        self.blocking(move || {
+            let l = me.layout();
+            let digest = match &reference {
+                Reference::Digest(d) => d.clone(),
+                Reference::Tag(t) => read_link(&l.tag_current_link(&name, t))?
+                    .ok_or(StorageError::ManifestUnknown)?,
+            };
+            if read_link(&l.revision_link(&name, &digest))?.as_ref() != Some(&digest) {
+                return Err(StorageError::ManifestUnknown);
+            }
+            let cached = me
+                .inner
+                .manifests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entries
+                .get(&digest)
+                .cloned();
+            if let Some(m) = cached {
+                return Ok((digest, m));
+            }
+            let bytes = match atomic::read_retrying(&l.blob_data(&digest)) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StorageError::ManifestUnknown);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let m = Arc::new(CachedManifest {
+                media_type: crate::registry::manifest::detect_media_type(&bytes),
+                bytes: bytes::Bytes::from(bytes),
+            });
+            let mut cache = me.inner.manifests.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.bytes + m.bytes.len() > MANIFEST_CACHE_BYTES {
+                cache.entries.clear();
+                cache.bytes = 0;
+            }
+            cache.bytes += m.bytes.len();
+            cache.entries.insert(digest.clone(), m.clone());
+            Ok((digest, m))
         })
         .await
     }

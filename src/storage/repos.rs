@@ -29,12 +29,13 @@ impl Storage {
             if !exists(&l.manifests_dir(&name))? && !exists(&l.layers_dir(&name))? {
                 return Err(StorageError::NameUnknown);
             }
-            let mut tags = Vec::new();
-            for t in list_tag_names(&l.tags_dir(&name))? {
-                if read_link(&l.tag_current_link(&name, &t))?.is_some() {
-                    tags.push(t.as_str().to_string());
-                }
-            }
+            // Directory names only, as Distribution lists them: a stat per tag made a 5,000-tag list
+            // slower than Distribution's. A tag directory without `current/link` (left only by a crash
+            // between two durable writes of a tag's first push) resolves to MANIFEST_UNKNOWN.
+            let mut tags: Vec<String> = list_tag_names(&l.tags_dir(&name))?
+                .into_iter()
+                .map(|t| t.as_str().to_string())
+                .collect();
             tags.sort();
             Ok(tags)
         })

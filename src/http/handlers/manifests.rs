@@ -24,23 +24,15 @@ pub async fn handle(app: &App, name: RepoName, reference: Reference, req: Req) -
     }
 }
 
-async fn resolve(app: &App, name: &RepoName, reference: &Reference) -> Result<Digest, ApiError> {
-    Ok(match reference {
-        Reference::Digest(d) => d.clone(),
-        Reference::Tag(t) => app.storage.resolve_tag(name, t).await?,
-    })
-}
-
 async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> HandlerResult {
-    let digest = resolve(app, name, reference).await?;
-    let bytes = app.storage.get_manifest(name, &digest).await?;
+    let (digest, manifest) = app.storage.resolve_manifest(name, reference).await?;
     let etag = format!("\"{digest}\"");
     let mut headers = vec![
         (
             header::HeaderName::from_static("docker-content-digest"),
             digest.to_string(),
         ),
-        (header::CONTENT_TYPE, manifest::detect_media_type(&bytes)),
+        (header::CONTENT_TYPE, manifest.media_type.clone()),
         (header::ETAG, etag.clone()),
     ];
     let not_modified = req
@@ -53,11 +45,11 @@ async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> Ha
             crate::http::empty(),
         ));
     }
-    headers.push((header::CONTENT_LENGTH, bytes.len().to_string()));
+    headers.push((header::CONTENT_LENGTH, manifest.bytes.len().to_string()));
     let body = if req.method == Method::HEAD {
         crate::http::empty()
     } else {
-        crate::http::full(bytes)
+        crate::http::full(manifest.bytes.clone())
     };
     Ok(response(StatusCode::OK, &headers, body))
 }
