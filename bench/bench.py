@@ -86,14 +86,15 @@ def upload(reg, repo, path, digest, chunk=None):
         loc = reg.url + loc
     sep = "&" if "?" in loc else "?"
     if chunk is None:
-        sh(curl(reg, f"-X PUT -H 'Content-Type: application/octet-stream' --data-binary @{path} '{loc}{sep}digest={digest}' -o /dev/null"))
+        # -T streams the file; --data-binary @file would read all of it into curl's memory first.
+        sh(curl(reg, f"-X PUT -H 'Content-Type: application/octet-stream' -T {path} '{loc}{sep}digest={digest}' -o /dev/null"))
         return
     size, off = os.path.getsize(path), 0
     while off < size:
         n = min(chunk, size - off)
         out = sh(f"dd if={path} bs=1M skip={off >> 20} count={n >> 20} status=none | " +
                  curl(reg, f"-X PATCH -D - -o /dev/null -H 'Content-Type: application/octet-stream' "
-                           f"-H 'Content-Range: {off}-{off + n - 1}' --data-binary @- '{loc}'"))
+                           f"-H 'Content-Range: {off}-{off + n - 1}' -H 'Content-Length: {n}' -T - '{loc}'"))
         loc = re.search(r"(?im)^location: (\S+)", out).group(1)
         if not loc.startswith("http"):
             loc = reg.url + loc
