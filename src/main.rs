@@ -200,6 +200,14 @@ fn node_ip(config: &Config) -> IpAddr {
         .unwrap_or(IpAddr::from([169, 254, 254, 254]))
 }
 
+/// Builds the async runtime, or says why it cannot.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("registryd: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn serve(args: ConfigArgs) -> ExitCode {
     let config = match config_or_exit(&args) {
         Ok(c) => c,
@@ -209,15 +217,9 @@ fn serve(args: ConfigArgs) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("registryd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let loader = Box::new(move || args.load());
     match rt.block_on(registryd::daemon::run(config, loader, set_level)) {
@@ -367,15 +369,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let _ = init_logging(&config);
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("registryd: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(registryd::daemon::node_setup(&config)) {
                 Ok(_) => ExitCode::SUCCESS,
