@@ -60,17 +60,6 @@ impl Storage {
         })
     }
 
-    /// Reads a whole small blob (a manifest) into memory.
-    pub async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
-        let path = self.layout().blob_data(digest);
-        self.blocking(move || match atomic::read_retrying(&path) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::BlobUnknown),
-            Err(e) => Err(e.into()),
-        })
-        .await
-    }
-
     /// Links an existing blob into `name` (cross-repository mount, completed upload).
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
         let l = self.layout().clone();

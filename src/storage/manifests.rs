@@ -50,30 +50,12 @@ impl Storage {
         .await
     }
 
-    /// The digest `tag` points at in `name`.
-    pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Digest> {
-        let path = self.layout().tag_current_link(name, tag);
-        self.blocking(move || read_link(&path)?.ok_or(StorageError::ManifestUnknown))
-            .await
-    }
-
     /// Whether `name` holds the manifest `digest` (its revision link).
     pub async fn manifest_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         let path = self.layout().revision_link(name, digest);
         let d = digest.clone();
         self.blocking(move || Ok(read_link(&path)?.as_ref() == Some(&d)))
             .await
-    }
-
-    /// The bytes of manifest `digest` in `name`.
-    pub async fn get_manifest(&self, name: &RepoName, digest: &Digest) -> Result<Vec<u8>> {
-        if !self.manifest_linked(name, digest).await? {
-            return Err(StorageError::ManifestUnknown);
-        }
-        match self.read_blob(digest).await {
-            Err(StorageError::BlobUnknown) => Err(StorageError::ManifestUnknown),
-            other => other,
-        }
     }
 
     /// Deletes manifest `digest` from `name`, every tag currently pointing at it, and its referrer

@@ -161,13 +161,12 @@ async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerRes
     match reference {
         Reference::Tag(t) => app.storage.delete_tag(name, t).await?,
         Reference::Digest(d) => {
-            let subject = match app.storage.get_manifest(name, d).await {
-                Ok(bytes) => manifest::parse(None, &bytes)
-                    .ok()
-                    .and_then(|m| m.subject)
-                    .map(|s| s.digest),
-                Err(e) => return Err(e.into()),
-            };
+            // Its subject, if any, names the referrer entry to remove with it.
+            let (_, stored) = app.storage.resolve_manifest(name, reference).await?;
+            let subject = manifest::parse(None, &stored.bytes)
+                .ok()
+                .and_then(|m| m.subject)
+                .map(|s| s.digest);
             app.storage.delete_manifest(name, d, subject).await?;
         }
     }
