@@ -29,7 +29,8 @@ pub type ConfigLoader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 /// Changes the log filter live.
 pub type LevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-fn node_ip(config: &Config) -> anyhow::Result<(IpAddr, u8)> {
+/// The node's registry address and prefix (`node.address`).
+pub fn node_ip(config: &Config) -> anyhow::Result<(IpAddr, u8)> {
     parse_cidr(&config.node.address).with_context(|| {
         format!(
             "node.address {:?} is not ADDRESS/PREFIX",
@@ -38,7 +39,8 @@ fn node_ip(config: &Config) -> anyhow::Result<(IpAddr, u8)> {
     })
 }
 
-fn hosts_entries(config: &Config, ip: IpAddr) -> Vec<(IpAddr, String)> {
+/// The hosts-file entries for the configured hostnames.
+pub fn hosts_entries(config: &Config, ip: IpAddr) -> Vec<(IpAddr, String)> {
     config
         .node
         .hostnames

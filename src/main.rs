@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 
-use registryd::config::{Config, Overrides, parse_cidr};
+use registryd::config::{Config, Overrides};
 use registryd::daemon::LevelSetter;
 use registryd::node::{certgen, hosts};
 
@@ -193,11 +193,14 @@ fn config_or_exit(args: &ConfigArgs) -> Result<Config, ExitCode> {
     })
 }
 
-fn node_ip(config: &Config) -> IpAddr {
-    // Validated by Config::load.
-    parse_cidr(&config.node.address)
+/// The node's registry address, or the reason it has none.
+fn node_ip(config: &Config) -> Result<IpAddr, ExitCode> {
+    registryd::daemon::node_ip(config)
         .map(|(ip, _)| ip)
-        .unwrap_or(IpAddr::from([169, 254, 254, 254]))
+        .map_err(|e| {
+            eprintln!("registryd: {e:#}");
+            ExitCode::from(2)
+        })
 }
 
 /// Builds the async runtime, or says why it cannot.
@@ -244,7 +247,10 @@ fn cert_init(
     } else {
         hosts
     };
-    let ip = node_ip(config);
+    let ip = match node_ip(config) {
+        Ok(ip) => ip,
+        Err(code) => return code,
+    };
     let made = match certgen::init(
         &ca_dir,
         &hosts,
@@ -340,16 +346,11 @@ fn main() -> ExitCode {
             let result = if remove {
                 hosts::remove(path)
             } else {
-                let ip = node_ip(&config);
-                hosts::apply(
-                    path,
-                    &config
-                        .node
-                        .hostnames
-                        .iter()
-                        .map(|h| (ip, h.clone()))
-                        .collect::<Vec<_>>(),
-                )
+                let ip = match node_ip(&config) {
+                    Ok(ip) => ip,
+                    Err(code) => return code,
+                };
+                hosts::apply(path, &registryd::daemon::hosts_entries(&config, ip))
             };
             match result {
                 Ok(w) => {

@@ -37,6 +37,8 @@ stage "system tests"
 cargo build --release
 export TEST_REGISTRYD_BIN="$PWD/target/release/registryd"
 failed=0
+# Tests must never touch the machine's real /etc/hosts (they use a scratch file, lib/common.sh).
+hosts_before=$(sha256sum /etc/hosts)
 for t in tests/system/*.sh; do
   t1=$(date +%s)
   echo "-- $t"
@@ -46,5 +48,9 @@ for t in tests/system/*.sh; do
   fi
   echo "   ($(( $(date +%s) - t1 ))s)"
 done
+if [ "$(sha256sum /etc/hosts)" != "$hosts_before" ]; then
+  echo "FAILED: the system tests changed the machine's /etc/hosts"
+  failed=1
+fi
 stage "done (total under the 45-minute budget: $(( ($(date +%s) - T0) / 60 )) min)"
 exit "$failed"

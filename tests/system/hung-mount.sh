@@ -11,8 +11,7 @@ FUSE_PID=$(pgrep -n -f "bindfs --no-allow-other $WORK/backing") || fail "bindfs 
 CLEANUPS+=("kill -CONT $FUSE_PID 2>/dev/null; fusermount3 -u '$WORK/fuse' 2>/dev/null || fusermount -u '$WORK/fuse' 2>/dev/null || umount -l '$WORK/fuse'")
 PORT=$(free_port)
 R=http://127.0.0.1:$PORT
-: >"$WORK/hosts"
-REGISTRYD_NODE_HOSTS_FILE=$WORK/hosts REGISTRYD_STORAGE_OPERATION_TIMEOUT_SECS=2 \
+REGISTRYD_STORAGE_OPERATION_TIMEOUT_SECS=2 \
 REGISTRYD_STORAGE_CHECK_INTERVAL_SECS=1 REGISTRYD_STORAGE_CHECK_FAILURES=1 \
   "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PORT" --storage "$WORK/fuse/registry" >"$WORK/reg.log" 2>&1 &
 REG_PID=$!

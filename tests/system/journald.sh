@@ -11,13 +11,11 @@ python3 "$SYS_DIR/lib/journal_listen.py" "$J/socket" "$WORK/entries.jsonl" &
 PIDS+=("$!")
 wait_file "$J/socket.bound" || fail "test listener did not start"
 PORT=$(free_port)
-: >"$WORK/hosts"
 cat >"$WORK/run.sh" <<SH
 mkdir -p /run/systemd/journal
 mount --bind "$J" /run/systemd/journal
 exec 2>"$WORK/stderr"
 export JOURNAL_STREAM=\$(stat -L -c '%d:%i' /proc/self/fd/2)
-export REGISTRYD_NODE_HOSTS_FILE="$WORK/hosts"
 exec "$TEST_REGISTRYD_BIN" serve --plain-http --listen 127.0.0.1:$PORT --storage "$WORK/data"
 SH
 unshare -m --propagation private bash "$WORK/run.sh" &

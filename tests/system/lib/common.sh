@@ -7,6 +7,9 @@ REPO_DIR=$(cd "$SYS_DIR/../.." && pwd)
 TEST_REGISTRYD_BIN=${TEST_REGISTRYD_BIN:-$REPO_DIR/target/release/registryd}
 [ -x "$TEST_REGISTRYD_BIN" ] || { echo "build first: cargo build --release (TEST_REGISTRYD_BIN=$TEST_REGISTRYD_BIN)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/registryd-test.XXXXXX)
+# Every daemon a test starts keeps its hosts entries here, never in the machine's /etc/hosts.
+export REGISTRYD_NODE_HOSTS_FILE=$WORK/hosts
+: >"$REGISTRYD_NODE_HOSTS_FILE"
 PIDS=()
 CLEANUPS=()
 
