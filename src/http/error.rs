@@ -89,6 +89,15 @@ impl ApiError {
         self
     }
 
+    /// 503: storage must not be used now, and why.
+    pub fn storage_unavailable(reason: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            format!("storage unavailable: {reason}"),
+        )
+    }
+
     pub fn unsupported(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Code::Unsupported, message)
     }

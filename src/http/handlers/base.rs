@@ -3,7 +3,7 @@
 use http::{StatusCode, header};
 
 use super::{App, HandlerResult, Req, method_not_allowed, response};
-use crate::http::error::{ApiError, Code};
+use crate::http::error::ApiError;
 use crate::http::{empty, full};
 
 pub fn version(req: &Req) -> HandlerResult {
@@ -46,9 +46,5 @@ pub fn readyz(app: &App) -> HandlerResult {
             full("ready\n"),
         ));
     }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        Code::Unavailable,
-        format!("storage unavailable: {}", app.health.reason()),
-    ))
+    Err(ApiError::storage_unavailable(&app.health.reason()))
 }

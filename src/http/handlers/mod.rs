@@ -65,13 +65,10 @@ impl App {
     }
 
     fn unavailable(&self) -> Option<ApiError> {
-        self.health.admit().err().map(|reason| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Code::Unavailable,
-                format!("storage unavailable: {reason}"),
-            )
-        })
+        self.health
+            .admit()
+            .err()
+            .map(|reason| ApiError::storage_unavailable(&reason))
     }
 }
 
