@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod blobs;
 pub mod layout;
+mod listing;
 pub mod manifests;
 pub mod repos;
 pub mod uploads;
@@ -108,6 +109,8 @@ struct Inner {
     /// One writer per upload on this node at a time.
     upload_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     manifests: Mutex<ManifestCache>,
+    /// Catalog and tag lists, reused while their directories are unchanged.
+    listings: Mutex<listing::Listings>,
 }
 
 /// The filesystem storage driver. Cheap to clone; clones share state.
@@ -138,12 +141,20 @@ impl Storage {
                 cursors: Mutex::new(HashMap::new()),
                 upload_locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(ManifestCache::default()),
+                listings: Mutex::new(listing::Listings::default()),
             }),
         })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    fn listings(&self) -> std::sync::MutexGuard<'_, listing::Listings> {
+        self.inner
+            .listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs blocking filesystem work off the async threads, bounded in time and in number.

@@ -3,41 +3,83 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
+use super::listing::{Listing, Stamp};
 use super::{Result, Storage, StorageError, exists, manifests::list_tag_names, read_link};
 use crate::registry::{Digest, RepoName};
 
 impl Storage {
     /// Every repository, sorted. A directory is a repository when it holds `_layers` or
     /// `_manifests`, as Distribution's catalog walk decides; other `_` directories are not entered.
-    pub async fn list_repositories(&self) -> Result<Vec<String>> {
-        let root = self.layout().repositories();
+    /// The walk is remembered and reused while no directory it read has changed (see [`listing`]).
+    pub async fn list_repositories(&self) -> Result<Arc<[String]>> {
+        let me = self.clone();
         self.blocking(move || {
+            let cached = me.listings().catalog.clone();
+            if let Some(c) = cached
+                && c.current()?
+            {
+                return Ok(c.items.clone());
+            }
+            let read_at = SystemTime::now();
             let mut found = BTreeSet::new();
-            walk_repos(&root, "", &mut found)?;
-            Ok(found.into_iter().collect())
+            let mut stamps = Vec::new();
+            walk_repos(&me.layout().repositories(), "", &mut found, &mut stamps)?;
+            let items: Arc<[String]> = found.into_iter().collect();
+            let settled = stamps
+                .iter()
+                .all(|(_, s)| s.as_ref().is_none_or(|s| s.settled(read_at)));
+            me.listings().catalog = settled.then(|| {
+                Arc::new(Listing {
+                    stamps,
+                    items: items.clone(),
+                })
+            });
+            Ok(items)
         })
         .await
     }
 
     /// The tags of `name`, sorted lexically; `NameUnknown` when the repository does not exist.
-    pub async fn list_tags(&self, name: &RepoName) -> Result<Vec<String>> {
-        let l = self.layout().clone();
+    pub async fn list_tags(&self, name: &RepoName) -> Result<Arc<[String]>> {
+        let me = self.clone();
         let name = name.clone();
         self.blocking(move || {
-            if !exists(&l.manifests_dir(&name))? && !exists(&l.layers_dir(&name))? {
-                return Err(StorageError::NameUnknown);
+            let l = me.layout();
+            let dir = l.tags_dir(&name);
+            let cached = me.listings().tags(name.as_str());
+            if let Some(c) = cached
+                && c.current()?
+            {
+                return Ok(c.items.clone());
             }
+            let read_at = SystemTime::now();
+            let Some(stamp) = Stamp::of(&dir)? else {
+                if !exists(&l.manifests_dir(&name))? && !exists(&l.layers_dir(&name))? {
+                    return Err(StorageError::NameUnknown);
+                }
+                return Ok(Arc::from(Vec::new()));
+            };
             // Directory names only, as Distribution lists them: a stat per tag made a 5,000-tag list
             // slower than Distribution's. A tag directory without `current/link` (left only by a crash
             // between two durable writes of a tag's first push) resolves to MANIFEST_UNKNOWN.
-            let mut tags: Vec<String> = list_tag_names(&l.tags_dir(&name))?
+            let mut tags: Vec<String> = list_tag_names(&dir)?
                 .into_iter()
                 .map(|t| t.as_str().to_string())
                 .collect();
             tags.sort();
-            Ok(tags)
+            let items: Arc<[String]> = tags.into();
+            let listing = stamp.settled(read_at).then(|| {
+                Arc::new(Listing {
+                    stamps: vec![(dir, Some(stamp))],
+                    items: items.clone(),
+                })
+            });
+            me.listings().keep_tags(name.as_str(), listing);
+            Ok(items)
         })
         .await
     }
@@ -83,7 +125,21 @@ impl Storage {
     }
 }
 
-fn walk_repos(dir: &Path, prefix: &str, found: &mut BTreeSet<String>) -> Result<()> {
+/// Collects the repositories under `dir`, with a stamp of every directory read (taken before the
+/// read, so a change racing the read shows as a changed stamp next time).
+fn walk_repos(
+    dir: &Path,
+    prefix: &str,
+    found: &mut BTreeSet<String>,
+    stamps: &mut Vec<(PathBuf, Option<Stamp>)>,
+) -> Result<()> {
+    // A missing directory is recorded too: its creation must invalidate the listing.
+    let stamp = Stamp::of(dir)?;
+    let missing = stamp.is_none();
+    stamps.push((dir.to_path_buf(), stamp));
+    if missing {
+        return Ok(());
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -108,7 +164,85 @@ fn walk_repos(dir: &Path, prefix: &str, found: &mut BTreeSet<String>) -> Result<
         } else {
             format!("{prefix}/{n}")
         };
-        walk_repos(&e.path(), &child, found)?;
+        walk_repos(&e.path(), &child, found, stamps)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Sets every directory's mtime an hour back, so listings of them are settled and kept.
+    fn age(dir: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for e in walkdir(dir) {
+            let f = std::fs::File::open(&e).unwrap();
+            f.set_modified(old).unwrap();
+        }
+    }
+
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![dir.to_path_buf()];
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn kept_listings_follow_changes_made_by_another_node() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            Storage::open(d.path()).unwrap(),
+            Storage::open(d.path()).unwrap(),
+        );
+        let repo = |n: &str| a.layout().repositories().join(n);
+        for r in ["x/one", "x/two"] {
+            std::fs::create_dir_all(repo(r).join("_manifests/tags/v1")).unwrap();
+        }
+        age(&a.layout().repositories());
+        let names: RepoName = "x/one".parse().unwrap();
+        assert_eq!(&*b.list_repositories().await.unwrap(), ["x/one", "x/two"]);
+        assert_eq!(&*b.list_tags(&names).await.unwrap(), ["v1"]);
+        assert!(b.listings().catalog.is_some(), "a settled catalog is kept");
+        assert!(
+            b.listings().tags("x/one").is_some(),
+            "settled tags are kept"
+        );
+
+        // Another node adds a repository nested in an existing one, and a tag.
+        std::fs::create_dir_all(repo("x/one/sub/_layers")).unwrap();
+        std::fs::create_dir_all(repo("x/one/_manifests/tags/v2")).unwrap();
+        assert_eq!(
+            &*b.list_repositories().await.unwrap(),
+            ["x/one", "x/one/sub", "x/two"]
+        );
+        assert_eq!(&*b.list_tags(&names).await.unwrap(), ["v1", "v2"]);
+        // Fresh directories are not trusted yet: nothing stale is kept.
+        assert!(b.listings().catalog.is_none());
+        assert!(b.listings().tags("x/one").is_none());
+
+        // And removes them again (Distribution's tag delete removes the directory).
+        std::fs::remove_dir_all(repo("x/one/_manifests/tags/v1")).unwrap();
+        std::fs::remove_dir_all(repo("x/two")).unwrap();
+        assert_eq!(&*b.list_tags(&names).await.unwrap(), ["v2"]);
+        assert_eq!(
+            &*b.list_repositories().await.unwrap(),
+            ["x/one", "x/one/sub"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_root_created_later_is_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Storage::open(d.path().join("root")).unwrap();
+        assert!(s.list_repositories().await.unwrap().is_empty());
+        std::fs::create_dir_all(s.layout().repositories().join("a/_layers")).unwrap();
+        assert_eq!(&*s.list_repositories().await.unwrap(), ["a"]);
+    }
 }

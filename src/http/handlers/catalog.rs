@@ -1,19 +1,23 @@
 //! `GET /v2/_catalog` (end-8 family): every repository, lexically, paginated with `n`/`last`/`Link`.
 
 use http::{Method, StatusCode, header};
-use serde_json::json;
 
 use super::{App, HandlerResult, Req, json_response, method_not_allowed, next_link, paginate};
+
+#[derive(serde::Serialize)]
+struct Catalog<'a> {
+    repositories: &'a [String],
+}
 
 pub async fn get(app: &App, req: &Req) -> HandlerResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
     let repos = app.storage.list_repositories().await?;
-    let (page, more) = paginate(repos, &req.query)?;
+    let (page, more) = paginate(&repos, &req.query)?;
     let mut resp = json_response(
         StatusCode::OK,
-        &json!({ "repositories": page }),
+        &Catalog { repositories: page },
         req.method == Method::HEAD,
     );
     if more

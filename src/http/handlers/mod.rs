@@ -134,10 +134,10 @@ pub fn too_large(limit: u64) -> ApiError {
 }
 
 /// `n` and `last` pagination over a sorted list: the page, and whether more follows.
-pub fn paginate(
-    items: Vec<String>,
+pub fn paginate<'a>(
+    items: &'a [String],
     query: &HashMap<String, String>,
-) -> Result<(Vec<String>, bool), ApiError> {
+) -> Result<(&'a [String], bool), ApiError> {
     let n = match query.get("n") {
         None => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
@@ -148,21 +148,15 @@ pub fn paginate(
             )
         })?),
     };
-    let mut items: Vec<String> = match query.get("last") {
-        Some(last) => items
-            .into_iter()
-            .filter(|i| i.as_str() > last.as_str())
-            .collect(),
+    // Listings are sorted, so the entries after `last` start where `last` would be inserted.
+    let items = match query.get("last") {
+        Some(last) => &items[items.partition_point(|i| i.as_str() <= last.as_str())..],
         None => items,
     };
-    let more = match n {
-        Some(n) if items.len() > n => {
-            items.truncate(n);
-            n > 0
-        }
-        _ => false,
-    };
-    Ok((items, more))
+    Ok(match n {
+        Some(n) if items.len() > n => (&items[..n], n > 0),
+        _ => (items, false),
+    })
 }
 
 /// A `Link` header for the next page: `</v2/...?n=N&last=X>; rel="next"`.
@@ -176,10 +170,11 @@ pub fn next_link(path: &str, n: &str, last: &str) -> String {
 
 pub fn json_response(
     status: StatusCode,
-    value: &serde_json::Value,
+    value: &impl serde::Serialize,
     head_only: bool,
 ) -> Response<Body> {
-    let body = value.to_string();
+    // Serializing plain data (strings, slices of strings) cannot fail; `null` is the impossible case.
+    let body = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
     let len = body.len();
     let mut r = Response::new(if head_only {
         super::empty()
@@ -282,27 +277,21 @@ mod tests {
     #[test]
     fn pagination() {
         let items: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let pg = |items: &[String], q: &HashMap<String, String>| {
+            paginate(items, q).map(|(page, more)| (page.to_vec(), more))
+        };
+        assert_eq!(pg(&items, &q(&[])).unwrap(), (items.clone(), false));
         assert_eq!(
-            paginate(items.clone(), &q(&[])).unwrap(),
-            (items.clone(), false)
-        );
-        assert_eq!(
-            paginate(items.clone(), &q(&[("n", "2")])).unwrap(),
+            pg(&items, &q(&[("n", "2")])).unwrap(),
             (vec!["a".into(), "b".into()], true)
         );
         assert_eq!(
-            paginate(items.clone(), &q(&[("n", "2"), ("last", "b")])).unwrap(),
+            pg(&items, &q(&[("n", "2"), ("last", "b")])).unwrap(),
             (vec!["c".into(), "d".into()], false)
         );
-        assert_eq!(
-            paginate(items.clone(), &q(&[("last", "d")])).unwrap(),
-            (vec![], false)
-        );
-        assert_eq!(
-            paginate(items.clone(), &q(&[("n", "0")])).unwrap(),
-            (vec![], false)
-        );
-        assert!(paginate(items, &q(&[("n", "-1")])).is_err());
+        assert_eq!(pg(&items, &q(&[("last", "d")])).unwrap(), (vec![], false));
+        assert_eq!(pg(&items, &q(&[("n", "0")])).unwrap(), (vec![], false));
+        assert!(pg(&items, &q(&[("n", "-1")])).is_err());
         assert_eq!(
             next_link("/v2/_catalog", "2", "b/c"),
             "</v2/_catalog?n=2&last=b%2Fc>; rel=\"next\""

@@ -1,7 +1,6 @@
 //! `GET /v2/<name>/tags/list` (end-8a/8b): the repository's tags, lexically, with `n`/`last`/`Link`.
 
 use http::{Method, StatusCode, header};
-use serde_json::json;
 
 use super::{App, HandlerResult, Req, json_response, method_not_allowed, next_link, paginate};
 use crate::registry::RepoName;
@@ -11,8 +10,16 @@ pub async fn get(app: &App, name: &RepoName, req: &Req) -> HandlerResult {
         return Err(method_not_allowed(&req.method));
     }
     let tags = app.storage.list_tags(name).await?;
-    let (page, more) = paginate(tags, &req.query)?;
-    let body = json!({ "name": name.as_str(), "tags": page });
+    let (page, more) = paginate(&tags, &req.query)?;
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let body = TagList {
+        name: name.as_str(),
+        tags: page,
+    };
     let mut resp = json_response(StatusCode::OK, &body, req.method == Method::HEAD);
     if more
         && let (Some(n), Some(last)) = (req.query.get("n"), page.last())
