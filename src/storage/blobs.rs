@@ -1,18 +1,22 @@
 //! Blob reads, links and deletes. A blob is served from a repository only when the repository links
 //! it (`_layers`), as Distribution does; the bytes themselves live once in the global blob store.
 
-use std::io::{self, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::pin::Pin;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use bytes::Bytes;
+use futures_util::Stream;
 
 use super::{Result, Storage, StorageError, atomic, exists, layout, read_link};
 use crate::registry::{Digest, RepoName};
 
-/// An open blob: a file positioned at the requested start, and how many bytes to send.
-pub struct BlobReader {
-    pub reader: tokio::io::Take<tokio::fs::File>,
-    pub total_size: u64,
-}
+/// The bytes of a blob, read in large chunks straight into the buffers that go to the client.
+pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync>>;
+
+/// Bytes read per storage call while streaming a blob. Each chunk is one hop to a blocking thread
+/// and at most two are alive per download (one being sent, one being read), so this trades thread
+/// switches against memory per concurrent pull.
+const CHUNK: u64 = 512 * 1024;
 
 impl Storage {
     /// Size of `digest` if `name` links it (as a layer, or as a manifest revision).
@@ -36,28 +40,60 @@ impl Storage {
         self.blocking(move || data_size(&path)).await
     }
 
-    /// Opens a linked blob for reading `len` bytes from `start` (the caller validated the range).
+    /// Streams `len` bytes of a linked blob from `start` (the caller validated the range). Each
+    /// chunk is read under the storage timeout, so a mount that hangs mid-download ends the stream
+    /// with an error instead of a stuck connection.
     pub async fn open_blob(
         &self,
         name: &RepoName,
         digest: &Digest,
         start: u64,
         len: u64,
-    ) -> Result<BlobReader> {
-        let total_size = self
-            .blob_size(name, digest)
-            .await?
-            .ok_or(StorageError::BlobUnknown)?;
-        let mut file = self
-            .timed(tokio::fs::File::open(self.layout().blob_data(digest)))
-            .await?;
-        if start > 0 {
-            self.timed(file.seek(SeekFrom::Start(start))).await?;
+    ) -> Result<BlobStream> {
+        if self.blob_size(name, digest).await?.is_none() {
+            return Err(StorageError::BlobUnknown);
         }
-        Ok(BlobReader {
-            reader: file.take(len),
-            total_size,
-        })
+        let path = self.layout().blob_data(digest);
+        let file = self
+            .blocking(move || {
+                let mut f = std::fs::File::open(path)?;
+                if start > 0 {
+                    f.seek(SeekFrom::Start(start))?;
+                }
+                Ok(f)
+            })
+            .await?;
+        let me = self.clone();
+        let chunks = futures_util::stream::try_unfold((file, len), move |(file, left)| {
+            let me = me.clone();
+            async move {
+                if left == 0 {
+                    return Ok(None);
+                }
+                let (file, chunk) = me
+                    .blocking(move || {
+                        let want = left.min(CHUNK);
+                        // Read into spare capacity: no zeroing, no intermediate buffer.
+                        let mut buf = Vec::with_capacity(want as usize);
+                        (&file).take(want).read_to_end(&mut buf)?;
+                        if (buf.len() as u64) < want {
+                            return Err(StorageError::Io(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "blob data is shorter than its size on storage said",
+                            )));
+                        }
+                        Ok((file, Bytes::from(buf)))
+                    })
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::Io(e) => e,
+                        other => io::Error::other(other),
+                    })?;
+                let left = left - chunk.len() as u64;
+                Ok(Some((chunk, (file, left))))
+            }
+        });
+        Ok(Box::pin(chunks))
     }
 
     /// Links an existing blob into `name` (cross-repository mount, completed upload).

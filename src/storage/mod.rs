@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::registry::{Digest, Reference, RepoName};
 use layout::Layout;
 
-pub use blobs::BlobReader;
+pub use blobs::BlobStream;
 pub use uploads::UploadStatus;
 
 /// Why a storage operation failed; the HTTP edge turns each into one OCI error.

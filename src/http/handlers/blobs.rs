@@ -5,7 +5,6 @@ use futures_util::TryStreamExt;
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use tokio_util::io::ReaderStream;
 
 use super::{App, HandlerResult, Req, deletes_disabled, method_not_allowed, response};
 use crate::http::error::{ApiError, Code};
@@ -70,6 +69,6 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
         return Ok(response(status, &headers, crate::http::empty()));
     }
     let blob = app.storage.open_blob(name, digest, start, len).await?;
-    let stream = ReaderStream::with_capacity(blob.reader, 256 * 1024).map_ok(Frame::data);
+    let stream = blob.map_ok(Frame::data);
     Ok(response(status, &headers, StreamBody::new(stream).boxed()))
 }
