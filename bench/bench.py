@@ -120,7 +120,17 @@ def h2load(reg, path, clients, h1, n, head=False):
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000.0 if lat else float("nan")
     return {"rps": rps, "p50_ms": p(0.5), "p99_ms": p(0.99), "ok": ok, "cpu_us_per_req": cpu / max(ok, 1) * 1e6}
 
-def gen_repos(root, repos, tags_repo_tags):
+def ab_head(reg, path, clients, n):
+    """HTTP/1.1 HEAD load with keep-alive (h2load cannot send HEAD over HTTP/1.1)."""
+    cpu0 = cpu_seconds(reg.proc.pid)
+    out = sh(f"ab -q -i -k -n {n} -c {clients} -H 'Accept: {MANIFEST_TYPE}' {reg.url.replace('localhost', '127.0.0.1')}{path} 2>&1")
+    cpu = cpu_seconds(reg.proc.pid) - cpu0
+    ok = n - int(re.search(r"Failed requests:\s+(\d+)", out).group(1)) - int((re.search(r"Non-2xx responses:\s+(\d+)", out) or [0, "0"])[1])
+    pct = lambda q: float(re.search(rf"^\s*{q}%\s+(\d+)", out, re.M).group(1))
+    return {"rps": float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1)),
+            "p50_ms": pct(50), "p99_ms": pct(99), "ok": ok, "cpu_us_per_req": cpu / max(ok, 1) * 1e6}
+
+def gen_repos(root, repos, tags_repo_tags, start=0, tagged="tagged"):
     """Repositories and tags generated directly on disk in Distribution's layout (both registries read it)."""
     v2 = os.path.join(root, "docker/registry/v2")
     m = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
@@ -130,18 +140,62 @@ def gen_repos(root, repos, tags_repo_tags):
     bd = os.path.join(v2, "blobs/sha256", d[:2], d)
     os.makedirs(bd, exist_ok=True)
     open(os.path.join(bd, "data"), "wb").write(m)
-    for i in range(repos):
+    for i in range(start, repos):
         r = os.path.join(v2, f"repositories/gen/r{i:06d}")
         os.makedirs(os.path.join(r, "_layers"), exist_ok=True)
         os.makedirs(os.path.join(r, f"_manifests/revisions/sha256/{d}"), exist_ok=True)
         open(os.path.join(r, f"_manifests/revisions/sha256/{d}/link"), "w").write("sha256:" + d)
-    r = os.path.join(v2, "repositories/gen/tagged")
+    r = os.path.join(v2, f"repositories/gen/{tagged}")
     os.makedirs(os.path.join(r, f"_manifests/revisions/sha256/{d}"), exist_ok=True)
     open(os.path.join(r, f"_manifests/revisions/sha256/{d}/link"), "w").write("sha256:" + d)
     for t in range(tags_repo_tags):
         td = os.path.join(r, f"_manifests/tags/t{t:06d}/current")
         os.makedirs(td, exist_ok=True)
         open(os.path.join(td, "link"), "w").write("sha256:" + d)
+
+def make_image(out, seed=1):
+    """An OCI image layout like a small application image: one 50 MiB layer and ten 1 MiB layers
+    (uncompressed tars of random bytes, so no compressor's speed is measured)."""
+    import io, tarfile
+    rnd = __import__("random").Random(seed)
+    blobs = os.path.join(out, "blobs/sha256"); os.makedirs(blobs, exist_ok=True)
+    def put(data):
+        d = hashlib.sha256(data).hexdigest()
+        open(os.path.join(blobs, d), "wb").write(data)
+        return {"digest": "sha256:" + d, "size": len(data)}
+    layers = []
+    for i, size in enumerate([50 << 20] + [1 << 20] * 10):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            info = tarfile.TarInfo(f"layer{i}.bin"); info.size = size
+            t.addfile(info, io.BytesIO(rnd.randbytes(size)))
+        layers.append(dict(put(buf.getvalue()), mediaType="application/vnd.oci.image.layer.v1.tar"))
+    cfg = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}).encode())
+    man = put(json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+                          "config": dict(cfg, mediaType="application/vnd.oci.image.config.v1+json"), "layers": layers}).encode())
+    json.dump({"schemaVersion": 2, "manifests": [dict(man, mediaType=MANIFEST_TYPE, annotations={"org.opencontainers.image.ref.name": "v1"})]},
+              open(os.path.join(out, "index.json"), "w"))
+    open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion": "1.0.0"}')
+
+class Nginx:
+    """nginx serving the blob file over TLS from loopback: the ceiling for a TLS download here."""
+    def __init__(self, work, cert, key):
+        self.port, self.work = free_port(), work
+        conf = os.path.join(work, "nginx.conf")
+        open(conf, "w").write(f"""daemon off; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{}}
+http {{ access_log off; sendfile on;
+  server {{ listen 127.0.0.1:{self.port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; root {work}; }} }}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-e", f"{work}/nginx.err"])
+        for _ in range(50):
+            if subprocess.run(f"curl -fsk https://127.0.0.1:{self.port}/ -o /dev/null -w '%{{http_code}}'", shell=True,
+                              capture_output=True, text=True).stdout not in ("", "000"):
+                return
+            time.sleep(0.1)
+    def stop(self):
+        self.proc.send_signal(signal.SIGQUIT); self.proc.wait(timeout=30)
 
 def timed(cmd, reps=5):
     ts = []
@@ -179,6 +233,32 @@ def main():
     os.remove(f"{work}/ddtest")
     o = sh("openssl speed -evp aes-128-gcm -bytes 16384 -seconds 2 2>/dev/null | tail -1")
     ceilings["aes-128-gcm 16KiB MB/s"] = float(o.split()[-1].rstrip("k")) / 1000
+    if shutil.which("nginx"):
+        ng = Nginx(work, cert, key)
+        ng_cpu, ng_rate = [], []
+        for _ in range(a.rounds):
+            c0 = cpu_seconds(ng.proc.pid) + sum(cpu_seconds(int(c)) for c in sh(f"pgrep -P {ng.proc.pid}").split())
+            t = time.monotonic(); sh(f"curl -fsS --cacert {ca} --http1.1 -o /dev/null https://localhost:{ng.port}/blob.bin")
+            ng_rate.append(a.blob_mib * 1.048576 / (time.monotonic() - t))
+            ng_cpu.append(sum(cpu_seconds(int(c)) for c in sh(f"pgrep -P {ng.proc.pid}").split()) + cpu_seconds(ng.proc.pid) - c0)
+        ng.stop()
+        ceilings["nginx TLS pull HTTP/1.1 MB/s"] = statistics.median(ng_rate)
+        ceilings["nginx TLS pull CPU s/GB"] = statistics.median(ng_cpu) / (a.blob_mib / 1024)
+    certs = os.path.join(work, "certs.d")  # only the CA: skopeo reads a *.key there as a client key
+    os.makedirs(certs, exist_ok=True)
+    shutil.copy(ca, os.path.join(certs, "ca.crt"))
+    image = os.path.join(work, "image")
+    if not os.path.exists(os.path.join(image, "index.json")):
+        make_image(image)
+    try:
+        run_scenarios(a, work, regs, ca, certs, image, blob, digest, rec)
+    finally:
+        for r in regs:
+            if getattr(r, "proc", None) and r.proc.poll() is None:
+                r.stop()
+    report(a, results, ceilings)
+
+def run_scenarios(a, work, regs, ca, certs, image, blob, digest, rec):
     for r in regs:
         r.ca = ca
         r.start()
@@ -221,14 +301,77 @@ def main():
                     rec(f"manifest GET {tag} req/s", r, x["rps"])
                     rec(f"manifest GET {tag} p99 ms", r, x["p99_ms"])
                     rec(f"manifest GET {tag} CPU us/req", r, x["cpu_us_per_req"])
+            for c in (16, 64):
+                x = h2load(r, f"/v2/{repo}m/blobs/{cd}", c, False, a.requests, head=True)
+                rec(f"blob HEAD HTTP/2 c={c} req/s", r, x["rps"])
+                rec(f"blob HEAD HTTP/2 c={c} p99 ms", r, x["p99_ms"])
+                rec(f"blob HEAD HTTP/2 c={c} CPU us/req", r, x["cpu_us_per_req"])
+                x = ab_head(r, f"/v2/{repo}m/blobs/{cd}", c, a.requests)
+                rec(f"blob HEAD HTTP/1.1 c={c} req/s", r, x["rps"])
+                rec(f"blob HEAD HTTP/1.1 c={c} CPU us/req", r, x["cpu_us_per_req"])
             rec("peak RSS manifest load MiB", r, rss_kib(r.proc.pid, "VmHWM") / 1024)
+            # A realistic image with a real client: skopeo push (OCI layout -> registry) and pull back.
+            t = time.monotonic()
+            sh(f"skopeo --insecure-policy copy -q --dest-cert-dir {certs} oci:{image}:v1 docker://localhost:{r.port}/{repo}/app:v1")
+            rec("skopeo push 60 MiB image s", r, time.monotonic() - t)
+            out = os.path.join(work, "pulled"); shutil.rmtree(out, ignore_errors=True)
+            t = time.monotonic()
+            sh(f"skopeo --insecure-policy copy -q --src-cert-dir {certs} docker://localhost:{r.port}/{repo}/app:v1 dir:{out}")
+            rec("skopeo pull 60 MiB image s", r, time.monotonic() - t)
             # One persistent HTTP/2 connection, so the server's work is measured, not curl's start-up.
-            rec("catalog 1000 repos p50 ms", r, h2load(r, "/v2/_catalog?n=1000", 1, False, 200)["p50_ms"])
+            rec("catalog first page (n=1000) of 1000 repos p50 ms", r, h2load(r, "/v2/_catalog?n=1000", 1, False, 200)["p50_ms"])
             rec("tags list 5000 tags p50 ms", r, h2load(r, "/v2/gen/tagged/tags/list", 1, False, 200)["p50_ms"])
             print(f"round {rnd + 1} {r.name} done", file=sys.stderr)
+    # Growth: the same listings and lookups with ten and a hundred times the repositories and tags,
+    # generated on disk in Distribution's layout (both registries read it).
+    def listing(r, path, label, n):
+        x = h2load(r, path, 1, False, n)
+        if x["ok"] != n:
+            raise SystemExit(f"{r.name}: {path} failed")
+        rec(label, r, x["p50_ms"])
+    def count(r, path, key):
+        return len(json.loads(sh(curl(r, f"'{r.url}{path}'")))[key])
+    def walk_catalog(r):
+        """Every page of the catalog, n=1000 (Distribution's maximum), on one keep-alive connection."""
+        import http.client, ssl
+        conn = http.client.HTTPSConnection("localhost", r.port, context=ssl.create_default_context(cafile=ca))
+        path, n = "/v2/_catalog?n=1000", 0
+        t = time.monotonic()
+        while path:
+            conn.request("GET", path); resp = conn.getresponse(); body = resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"{r.name}: {path} answered {resp.status}")
+            n += len(json.loads(body)["repositories"])
+            link = resp.getheader("Link")
+            path = re.match(r"<([^>]+)>", link).group(1) if link else None
+        conn.close()
+        return n, (time.monotonic() - t) * 1000
     for r in regs:
-        r.stop()
-    lower_better = lambda s: s.endswith(" ms") or "RSS" in s or "CPU" in s
+        gen_repos(r.root, 10000, 50000, start=1000, tagged="tagged50k")
+    time.sleep(3.5)  # listings of directories changed in the last 3 s are not kept (see storage/listing.rs)
+    for rnd in range(a.rounds):
+        for r in regs:
+            listing(r, "/v2/_catalog?n=1000", "catalog first page (n=1000) of 10000 repos p50 ms", 50)
+            listing(r, "/v2/gen/tagged50k/tags/list", "tags list 50000 tags p50 ms", 50)
+            n, ms = walk_catalog(r)
+            if n < 10000:
+                raise SystemExit(f"{r.name}: catalog walk found {n} repositories, not 10000+")
+            rec("catalog all pages of 10000 repos ms", r, ms)
+    for r in regs:
+        if count(r, "/v2/gen/tagged50k/tags/list", "tags") != 50000:
+            print(f"warning: {r.name} did not list 50000 tags", file=sys.stderr)
+        gen_repos(r.root, 100000, 0, start=10000, tagged="empty")
+    time.sleep(3.5)
+    for rnd in range(a.rounds):
+        for r in regs:
+            listing(r, "/v2/_catalog?n=1000", "catalog first page (n=1000) of 100000 repos p50 ms", 5)
+            listing(r, "/v2/_catalog?n=1000&last=gen/r050000", "catalog middle page (n=1000) of 100000 repos p50 ms", 5)
+            x = h2load(r, "/v2/bench/r0m/manifests/v1", 64, True, a.requests)
+            rec("manifest GET HTTP/1.1 c=64, 100000 repos req/s", r, x["rps"])
+            rec("manifest GET HTTP/1.1 c=64, 100000 repos p99 ms", r, x["p99_ms"])
+
+def report(a, results, ceilings):
+    lower_better = lambda s: s.endswith(" ms") or s.endswith(" s") or "RSS" in s or "CPU" in s
     table = []
     for scn, per in results.items():
         a_, b_ = per.get("registryd", []), per.get("distribution", [])
@@ -241,11 +384,18 @@ def main():
     machine = {"cpu": sh("nproc").strip() + " cores, " + (re.search(r"model name\s*: (.*)", open("/proc/cpuinfo").read()) or [None, "?"])[1],
                "mem": sh("free -g | awk '/Mem/{print $2}'").strip() + " GiB", "kernel": platform.release(),
                "date": time.strftime("%Y-%m-%d"), "rounds": a.rounds}
-    out = {"machine": machine, "ceilings": ceilings, "results": table}
+    med = lambda scn: statistics.median(results[scn]["registryd"])
+    fractions = {"push 1 GiB monolithic / min(sha256, write+fdatasync)":
+                 med("push 1 GiB monolithic MB/s") / min(ceilings["sha256sum MB/s"], ceilings["write+fdatasync MB/s"])}
+    if "nginx TLS pull HTTP/1.1 MB/s" in ceilings:
+        fractions["pull 1 GiB HTTP/1.1 / nginx TLS"] = med("pull 1 GiB HTTP/1.1 MB/s") / ceilings["nginx TLS pull HTTP/1.1 MB/s"]
+        fractions["nginx CPU per GB / registryd CPU per GB (HTTP/1.1)"] = ceilings["nginx TLS pull CPU s/GB"] / med("pull HTTP/1.1 CPU s/GB")
+    out = {"machine": machine, "ceilings": ceilings, "fractions": fractions, "results": table}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     json.dump(out, open(os.path.join(HERE, "results/latest.json"), "w"), indent=1)
     fmt = lambda x: f"{x:.1f}" if x < 1000 else f"{x:.0f}"
     print(f"\nmachine: {machine}\nceilings: " + ", ".join(f"{k} {fmt(v)}" for k, v in ceilings.items()))
+    print("registryd as a fraction of its ceiling: " + ", ".join(f"{k} {v:.0%}" for k, v in fractions.items()))
     print(f"{'scenario':45} {'registryd median (min-max)':30} {'Distribution median (min-max)':32} advantage")
     for t in table:
         ra, rb = t["registryd"], t["distribution"]

@@ -199,6 +199,7 @@ pub async fn run(
             Some(config.storage.require_fstype.clone()),
         )
     });
+    warn_incoherent_gluster(&root).await;
     let check_every = Duration::from_secs(config.storage.check_interval_secs);
     let app = App::with_health(
         storage.clone(),
@@ -404,6 +405,39 @@ fn reload_certificate(t: &Tls) {
         Ok(Reload::Unchanged) => tracing::info!("certificate unchanged"),
         Err(e) => {
             tracing::error!(error = %e, "new certificate refused, previous one stays in service")
+        }
+    }
+}
+
+/// Warns, once per setting, when the storage is on a GlusterFS mount whose caches let other nodes
+/// read stale tags and blobs (see `node::gluster`). Bounded in time: a hung mount must not stop the
+/// start, where the storage health check reports it.
+async fn warn_incoherent_gluster(root: &std::path::Path) {
+    let root = root.to_path_buf();
+    let found = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || crate::node::gluster::check(&root)),
+    )
+    .await;
+    match found {
+        Ok(Ok(Some(Ok(problems)))) if problems.is_empty() => {
+            tracing::info!("storage is on GlusterFS with the coherence settings on");
+        }
+        Ok(Ok(Some(Ok(problems)))) => {
+            for p in problems {
+                tracing::warn!(
+                    fix = %p.fix,
+                    "GlusterFS storage: {}; other nodes may read stale tags and blobs for about a second",
+                    p.what
+                );
+            }
+        }
+        Ok(Ok(Some(Err(reason)))) => {
+            tracing::warn!(%reason, "storage is on GlusterFS but its coherence settings cannot be read");
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!("the GlusterFS coherence check did not finish within 5 s");
         }
     }
 }

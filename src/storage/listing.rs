@@ -1,4 +1,4 @@
-//! Remembered directory listings for the catalog and tag lists, checked against the directories
+//! Remembered directory listings (tag lists, and the catalog's tree in `catalog.rs`), checked against the directories
 //! they were read from on every use.
 //!
 //! A listing is kept with a stamp of each directory it read (inode, mtime, ctime, link count). Any
@@ -79,10 +79,9 @@ impl Listing {
     }
 }
 
-/// The cached catalog and tag lists of one node.
+/// The cached tag lists of one node.
 #[derive(Default)]
 pub(super) struct Listings {
-    pub catalog: Option<Arc<Listing>>,
     tags: HashMap<String, Arc<Listing>>,
     tag_count: usize,
 }

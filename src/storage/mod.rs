@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod blobs;
+mod catalog;
 pub mod layout;
 mod listing;
 pub mod manifests;
@@ -111,6 +112,8 @@ struct Inner {
     manifests: Mutex<ManifestCache>,
     /// Catalog and tag lists, reused while their directories are unchanged.
     listings: Mutex<listing::Listings>,
+    /// The catalog's cached directory tree; taken out while a walk uses it.
+    catalog: Mutex<Option<catalog::Dir>>,
 }
 
 /// The filesystem storage driver. Cheap to clone; clones share state.
@@ -142,12 +145,17 @@ impl Storage {
                 upload_locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(ManifestCache::default()),
                 listings: Mutex::new(listing::Listings::default()),
+                catalog: Mutex::new(None),
             }),
         })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    fn catalog_tree(&self) -> std::sync::MutexGuard<'_, Option<catalog::Dir>> {
+        self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn listings(&self) -> std::sync::MutexGuard<'_, listing::Listings> {

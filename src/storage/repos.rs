@@ -1,44 +1,33 @@
 //! Listings: the repositories of the registry (catalog), the tags of a repository, and the referrers
 //! of a manifest.
 
-use std::collections::BTreeSet;
 use std::io;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::catalog;
 use super::listing::{Listing, Stamp};
 use super::{Result, Storage, StorageError, exists, manifests::list_tag_names, read_link};
 use crate::registry::{Digest, RepoName};
 
 impl Storage {
-    /// Every repository, sorted. A directory is a repository when it holds `_layers` or
-    /// `_manifests`, as Distribution's catalog walk decides; other `_` directories are not entered.
-    /// The walk is remembered and reused while no directory it read has changed (see [`listing`]).
-    pub async fn list_repositories(&self) -> Result<Arc<[String]>> {
+    /// One page of the catalog: up to `n` repositories after `last` in lexical order, and whether
+    /// more follow. A directory is a repository when it holds `_layers` or `_manifests`, as
+    /// Distribution's catalog walk decides; see [`catalog`](super::catalog) for the cached walk.
+    pub async fn list_repositories(
+        &self,
+        last: Option<String>,
+        n: Option<usize>,
+    ) -> Result<(Vec<String>, bool)> {
         let me = self.clone();
         self.blocking(move || {
-            let cached = me.listings().catalog.clone();
-            if let Some(c) = cached
-                && c.current()?
-            {
-                return Ok(c.items.clone());
-            }
-            let read_at = SystemTime::now();
-            let mut found = BTreeSet::new();
-            let mut stamps = Vec::new();
-            walk_repos(&me.layout().repositories(), "", &mut found, &mut stamps)?;
-            let items: Arc<[String]> = found.into_iter().collect();
-            let settled = stamps
-                .iter()
-                .all(|(_, s)| s.as_ref().is_none_or(|s| s.settled(read_at)));
-            me.listings().catalog = settled.then(|| {
-                Arc::new(Listing {
-                    stamps,
-                    items: items.clone(),
-                })
-            });
-            Ok(items)
+            // The tree is taken out while walking: no lock is held across I/O, and a walk running
+            // at the same time starts from an empty tree instead of waiting.
+            let mut tree = me.catalog_tree().take().unwrap_or_default();
+            let page = catalog::page(&mut tree, &me.layout().repositories(), last.as_deref(), n)?;
+            *me.catalog_tree() = Some(tree);
+            Ok((page.repos, page.more))
         })
         .await
     }
@@ -125,53 +114,10 @@ impl Storage {
     }
 }
 
-/// Collects the repositories under `dir`, with a stamp of every directory read (taken before the
-/// read, so a change racing the read shows as a changed stamp next time).
-fn walk_repos(
-    dir: &Path,
-    prefix: &str,
-    found: &mut BTreeSet<String>,
-    stamps: &mut Vec<(PathBuf, Option<Stamp>)>,
-) -> Result<()> {
-    // A missing directory is recorded too: its creation must invalidate the listing.
-    let stamp = Stamp::of(dir)?;
-    let missing = stamp.is_none();
-    stamps.push((dir.to_path_buf(), stamp));
-    if missing {
-        return Ok(());
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for e in entries {
-        let e = e?;
-        if !e.file_type()?.is_dir() {
-            continue;
-        }
-        let Some(n) = e.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if n.starts_with('_') {
-            if (n == "_layers" || n == "_manifests") && !prefix.is_empty() {
-                found.insert(prefix.to_string());
-            }
-            continue;
-        }
-        let child = if prefix.is_empty() {
-            n
-        } else {
-            format!("{prefix}/{n}")
-        };
-        walk_repos(&e.path(), &child, found, stamps)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     /// Sets every directory's mtime an hour back, so listings of them are settled and kept.
@@ -207,9 +153,12 @@ mod tests {
         }
         age(&a.layout().repositories());
         let names: RepoName = "x/one".parse().unwrap();
-        assert_eq!(&*b.list_repositories().await.unwrap(), ["x/one", "x/two"]);
+        assert_eq!(
+            b.list_repositories(None, None).await.unwrap().0,
+            ["x/one", "x/two"]
+        );
         assert_eq!(&*b.list_tags(&names).await.unwrap(), ["v1"]);
-        assert!(b.listings().catalog.is_some(), "a settled catalog is kept");
+        assert!(b.catalog_tree().is_some(), "the catalog tree is kept");
         assert!(
             b.listings().tags("x/one").is_some(),
             "settled tags are kept"
@@ -219,12 +168,11 @@ mod tests {
         std::fs::create_dir_all(repo("x/one/sub/_layers")).unwrap();
         std::fs::create_dir_all(repo("x/one/_manifests/tags/v2")).unwrap();
         assert_eq!(
-            &*b.list_repositories().await.unwrap(),
+            b.list_repositories(None, None).await.unwrap().0,
             ["x/one", "x/one/sub", "x/two"]
         );
         assert_eq!(&*b.list_tags(&names).await.unwrap(), ["v1", "v2"]);
         // Fresh directories are not trusted yet: nothing stale is kept.
-        assert!(b.listings().catalog.is_none());
         assert!(b.listings().tags("x/one").is_none());
 
         // And removes them again (Distribution's tag delete removes the directory).
@@ -232,7 +180,7 @@ mod tests {
         std::fs::remove_dir_all(repo("x/two")).unwrap();
         assert_eq!(&*b.list_tags(&names).await.unwrap(), ["v2"]);
         assert_eq!(
-            &*b.list_repositories().await.unwrap(),
+            b.list_repositories(None, None).await.unwrap().0,
             ["x/one", "x/one/sub"]
         );
     }
@@ -241,8 +189,8 @@ mod tests {
     async fn a_registry_root_created_later_is_seen() {
         let d = tempfile::tempdir().unwrap();
         let s = Storage::open(d.path().join("root")).unwrap();
-        assert!(s.list_repositories().await.unwrap().is_empty());
+        assert!(s.list_repositories(None, None).await.unwrap().0.is_empty());
         std::fs::create_dir_all(s.layout().repositories().join("a/_layers")).unwrap();
-        assert_eq!(&*s.list_repositories().await.unwrap(), ["a"]);
+        assert_eq!(s.list_repositories(None, None).await.unwrap().0, ["a"]);
     }
 }

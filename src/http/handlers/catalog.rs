@@ -2,7 +2,7 @@
 
 use http::{Method, StatusCode, header};
 
-use super::{App, HandlerResult, Req, json_response, method_not_allowed, next_link, paginate};
+use super::{App, HandlerResult, Req, json_response, method_not_allowed, next_link, page_size};
 
 #[derive(serde::Serialize)]
 struct Catalog<'a> {
@@ -13,8 +13,10 @@ pub async fn get(app: &App, req: &Req) -> HandlerResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
-    let repos = app.storage.list_repositories().await?;
-    let (page, more) = paginate(&repos, &req.query)?;
+    let n = page_size(&req.query)?;
+    let last = req.query.get("last").cloned();
+    let (page, more) = app.storage.list_repositories(last, n).await?;
+    let page = page.as_slice();
     let mut resp = json_response(
         StatusCode::OK,
         &Catalog { repositories: page },

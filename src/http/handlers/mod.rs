@@ -134,20 +134,27 @@ pub fn too_large(limit: u64) -> ApiError {
 }
 
 /// `n` and `last` pagination over a sorted list: the page, and whether more follows.
+/// The page size `n` of a listing request, if given.
+pub fn page_size(query: &HashMap<String, String>) -> Result<Option<usize>, ApiError> {
+    query
+        .get("n")
+        .map(|v| {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    Code::PaginationNumberInvalid,
+                    format!("n={v:?} is not a non-negative integer"),
+                )
+            })
+        })
+        .transpose()
+}
+
 pub fn paginate<'a>(
     items: &'a [String],
     query: &HashMap<String, String>,
 ) -> Result<(&'a [String], bool), ApiError> {
-    let n = match query.get("n") {
-        None => None,
-        Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                Code::PaginationNumberInvalid,
-                format!("n={v:?} is not a non-negative integer"),
-            )
-        })?),
-    };
+    let n = page_size(query)?;
     // Listings are sorted, so the entries after `last` start where `last` would be inserted.
     let items = match query.get("last") {
         Some(last) => &items[items.partition_point(|i| i.as_str() <= last.as_str())..],

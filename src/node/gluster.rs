@@ -1,0 +1,182 @@
+//! Coherence of a GlusterFS storage mount, read from the FUSE client's `.meta` directory.
+//!
+//! With GlusterFS's default caches another node's mount sees stale data for about a second: a tag
+//! renamed over reads as its old digest, a new blob reads as 0 bytes (ARCHITECTURE.md). Four volume
+//! options and three mount options make it behave like a local filesystem. They cannot be fixed from
+//! here, but they can be seen: every GlusterFS FUSE mount has a virtual `.meta` directory at its root
+//! that shows the client's active translator graph (`graphs/active/volfile`), its FUSE settings
+//! (`root/private`) and its command line (`cmdline`). A translator that is switched off is absent from
+//! the graph, so the graph tells which caches are on.
+
+use std::path::{Path, PathBuf};
+
+use super::mount;
+
+/// One coherence setting that is off, and the command that fixes it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub what: String,
+    pub fix: String,
+}
+
+/// The mount holding `path` (its nearest existing ancestor), as (mount point, filesystem type).
+pub fn mount_of(mountinfo: &str, path: &Path) -> Option<(PathBuf, String)> {
+    let mut p = path;
+    let real = loop {
+        if let Ok(r) = std::fs::canonicalize(p) {
+            break r;
+        }
+        p = p.parent()?;
+    };
+    let mut best: Option<(PathBuf, String)> = None;
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(mp), Some(fstype)) = (pre.split(' ').nth(4), post.split(' ').next()) else {
+            continue;
+        };
+        let mp = PathBuf::from(mount::unescape(mp));
+        // Later lines are mounted on top of earlier ones: `>=` keeps the last of equal length.
+        if real.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _)| mp.as_os_str().len() >= b.as_os_str().len())
+        {
+            best = Some((mp, fstype.to_string()));
+        }
+    }
+    best
+}
+
+/// The coherence problems of the GlusterFS mount at `mount_point`, from the texts of its `.meta`
+/// files: the active client graph, the FUSE private state and the client's command line.
+pub fn problems(volfile: &str, fuse_private: &str, cmdline: &str) -> Vec<Problem> {
+    let volume = cmdline
+        .split_whitespace()
+        .find_map(|a| a.trim_matches('"').strip_prefix("--volfile-id="))
+        .map(|v| v.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| "VOLUME".into());
+    let set = |opt: &str| Problem {
+        what: format!("volume option {opt} is on"),
+        fix: format!("gluster volume set {volume} {opt} off"),
+    };
+    let mut out = Vec::new();
+    let mut write_behind = false;
+    let mut flush_behind_off = false;
+    let mut current_type = "";
+    for line in volfile.lines().map(str::trim) {
+        if let Some(t) = line.strip_prefix("type ") {
+            current_type = t.trim();
+            match current_type {
+                "performance/quick-read" => out.push(set("performance.quick-read")),
+                "performance/md-cache" => out.push(set("performance.stat-prefetch")),
+                "performance/open-behind" => out.push(set("performance.open-behind")),
+                "performance/write-behind" => write_behind = true,
+                _ => {}
+            }
+        } else if current_type == "performance/write-behind"
+            && let Some(v) = line.strip_prefix("option flush-behind ")
+        {
+            flush_behind_off = matches!(v.trim(), "off" | "false" | "no" | "0" | "disable");
+        }
+    }
+    if write_behind && !flush_behind_off {
+        out.push(set("performance.flush-behind"));
+    }
+    let mount_opt = |name: &str| Problem {
+        what: format!("mounted with {name} other than 0"),
+        fix: format!("mount with -o {name}=0 (fstab: {name}=0)"),
+    };
+    for (key, name) in [
+        ("entry_timeout", "entry-timeout"),
+        ("attribute_timeout", "attribute-timeout"),
+    ] {
+        let value = fuse_private.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().parse::<f64>().ok())?
+        });
+        // Absent means a GlusterFS that does not show it; only a value that is not 0 is reported.
+        if value.is_some_and(|v| v != 0.0) {
+            out.push(mount_opt(name));
+        }
+    }
+    let negative = cmdline
+        .split_whitespace()
+        .find_map(|a| a.trim_matches('"').strip_prefix("--negative-timeout="))
+        .and_then(|v| v.parse::<f64>().ok());
+    if negative.is_some_and(|v| v != 0.0) {
+        out.push(mount_opt("negative-timeout"));
+    }
+    out
+}
+
+/// The coherence problems of the storage at `root` when it is on GlusterFS; `None` when it is not,
+/// `Err` with a reason when it is but `.meta` cannot be read.
+pub fn check(root: &Path) -> Option<Result<Vec<Problem>, String>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (mp, fstype) = mount_of(&info, root)?;
+    if fstype != "fuse.glusterfs" {
+        return None;
+    }
+    let meta = mp.join(".meta");
+    let read = |rel: &str| {
+        std::fs::read_to_string(meta.join(rel))
+            .map_err(|e| format!("cannot read {}: {e}", meta.join(rel).display()))
+    };
+    Some((|| {
+        Ok(problems(
+            &read("graphs/active/volfile")?,
+            &read("root/private")?,
+            &read("cmdline")?,
+        ))
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "volume v-client-0\n    type protocol/client\nend-volume\n\
+        volume v-write-behind\n    type performance/write-behind\n    option flush-behind off\n\
+        subvolumes v-utime\nend-volume\nvolume v\n    type debug/io-stats\nend-volume\n";
+    const DEFAULTS: &str = "volume v-write-behind\n    type performance/write-behind\nend-volume\n\
+        volume v-quick-read\n    type performance/quick-read\nend-volume\n\
+        volume v-open-behind\n    type performance/open-behind\nend-volume\n\
+        volume v-md-cache\n    type performance/md-cache\nend-volume\n";
+    const PRIVATE_ZERO: &str = "fd = 7\nentry_timeout = 0.000000\nattribute_timeout = 0.000000\n";
+    const PRIVATE_DEFAULT: &str = "entry_timeout = 1.000000\nattribute_timeout = 1.000000\n";
+    const CMD_ZERO: &str = r#"{ "Cmdlinestr": "/usr/sbin/glusterfs --attribute-timeout=0 --entry-timeout=0 --negative-timeout=0 --volfile-server=vm --volfile-id=/vagabond /mnt/vagabond" }"#;
+    const CMD_DEFAULT: &str = r#"{ "Cmdlinestr": "/usr/sbin/glusterfs --negative-timeout=1 --volfile-server=vm --volfile-id=/vagabond /mnt/vagabond" }"#;
+
+    #[test]
+    fn the_recommended_settings_have_no_problem() {
+        assert_eq!(problems(GOOD, PRIVATE_ZERO, CMD_ZERO), vec![]);
+    }
+
+    #[test]
+    fn defaults_name_every_setting_and_its_fix() {
+        let p = problems(DEFAULTS, PRIVATE_DEFAULT, CMD_DEFAULT);
+        let fixes: Vec<&str> = p.iter().map(|p| p.fix.as_str()).collect();
+        assert_eq!(
+            fixes,
+            [
+                "gluster volume set vagabond performance.quick-read off",
+                "gluster volume set vagabond performance.open-behind off",
+                "gluster volume set vagabond performance.stat-prefetch off",
+                "gluster volume set vagabond performance.flush-behind off",
+                "mount with -o entry-timeout=0 (fstab: entry-timeout=0)",
+                "mount with -o attribute-timeout=0 (fstab: attribute-timeout=0)",
+                "mount with -o negative-timeout=0 (fstab: negative-timeout=0)",
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_the_mount_holding_a_path_not_yet_created() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+            90 22 0:50 / /tmp rw - tmpfs tmpfs rw\n";
+        let (mp, fs) = mount_of(info, Path::new("/tmp/does/not/exist/yet")).unwrap();
+        assert_eq!((mp.as_path(), fs.as_str()), (Path::new("/tmp"), "tmpfs"));
+    }
+}
