@@ -199,6 +199,10 @@ pub async fn run(
             Some(config.storage.require_fstype.clone()),
         )
     });
+    let storage = match &guard {
+        Some(g) => storage.with_guard(g.clone()),
+        None => storage,
+    };
     warn_incoherent_gluster(&root).await;
     let check_every = Duration::from_secs(config.storage.check_interval_secs);
     let app = App::with_health(

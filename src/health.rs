@@ -13,18 +13,17 @@ pub struct Health {
     ready: AtomicBool,
     reason: Mutex<String>,
     guard: Option<MountGuard>,
-    /// Device of the guarded mount when the guard last passed; 0 = not passed.
-    guard_dev: AtomicU64,
     failures: AtomicU64,
 }
 
 impl Health {
+    /// Health around `guard`; give the storage driver a clone of the same guard
+    /// ([`Storage::with_guard`]) so that a storage call that finds the mount gone turns this unready.
     pub fn new(guard: Option<MountGuard>) -> Health {
         let h = Health {
             ready: AtomicBool::new(guard.is_none()),
             reason: Mutex::new(String::new()),
             guard,
-            guard_dev: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         };
         if let Some(g) = &h.guard {
@@ -59,17 +58,18 @@ impl Health {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// Before a request touches storage: `Err(reason)` when it must not. One `stat` with a guard.
+    /// Before a request touches storage: `Err(reason)` when it must not. No I/O here (a hung mount
+    /// must not stall the async threads): the storage driver checks the mount on its own threads
+    /// before each call, and a call that found it gone is seen here through the shared guard.
     pub fn admit(&self) -> Result<(), String> {
-        if let Some(g) = &self.guard {
-            let dev = self.guard_dev.load(Ordering::SeqCst);
-            if dev != 0 && !g.still_mounted(dev) {
-                self.guard_dev.store(0, Ordering::SeqCst);
-                self.set_unready(format!(
-                    "{} is no longer mounted (storage.require_mount); nothing is written until it is back",
-                    g.mount().display()
-                ));
-            }
+        if let Some(g) = &self.guard
+            && !g.passed()
+            && self.is_ready()
+        {
+            self.set_unready(format!(
+                "{} is no longer mounted (storage.require_mount); nothing is written until it is back",
+                g.mount().display()
+            ));
         }
         if self.is_ready() {
             Ok(())
@@ -83,14 +83,21 @@ impl Health {
     /// `threshold` before storage is declared unhealthy. Returns whether the verdict changed.
     pub async fn verify(&self, storage: &Storage, timeout: Duration, threshold: u64) -> bool {
         let was = self.is_ready();
-        if let Some(g) = &self.guard {
-            match g.check() {
-                Ok(dev) => self.guard_dev.store(dev, Ordering::SeqCst),
-                Err(reason) => {
-                    self.guard_dev.store(0, Ordering::SeqCst);
-                    self.set_unready(reason);
-                    return was;
-                }
+        if let Some(g) = self.guard.clone() {
+            let checked =
+                tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || g.check())).await;
+            let reason = match checked {
+                Ok(Ok(Ok(_))) => None,
+                Ok(Ok(Err(reason))) => Some(reason),
+                Ok(Err(e)) => Some(format!("mount check failed: {e}")),
+                Err(_) => Some(format!(
+                    "the storage mount did not answer within {}s (a hung mount?)",
+                    timeout.as_secs()
+                )),
+            };
+            if let Some(reason) = reason {
+                self.set_unready(reason);
+                return was != self.is_ready();
             }
         }
         let result = match tokio::time::timeout(timeout, storage.check()).await {

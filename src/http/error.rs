@@ -190,6 +190,7 @@ impl From<StorageError> for ApiError {
             StorageError::Body(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, Code::BlobUploadInvalid, msg)
             }
+            StorageError::Unavailable(ref reason) => ApiError::storage_unavailable(reason),
             StorageError::Io(ref io) => match io.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,

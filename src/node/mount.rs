@@ -8,11 +8,17 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Clones share the device recorded by the last passing check, so the storage driver (which checks
+/// before each storage call, on its own threads) and the health state see the same verdict.
 #[derive(Debug, Clone)]
 pub struct MountGuard {
     mount: PathBuf,
     fstype: Option<String>,
+    /// Device of the mount when the full check last passed; 0 = not passed (or lost since).
+    dev: Arc<AtomicU64>,
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
@@ -55,6 +61,7 @@ impl MountGuard {
         MountGuard {
             mount: mount.into(),
             fstype: fstype.filter(|f| !f.is_empty()),
+            dev: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -62,8 +69,33 @@ impl MountGuard {
         &self.mount
     }
 
-    /// The full check; on success, the device of the mount to compare against per request.
+    /// Whether the last full check passed and no storage call has seen the mount go since.
+    pub fn passed(&self) -> bool {
+        self.dev.load(Ordering::SeqCst) != 0
+    }
+
+    /// The full check (blocking: it stats the mount point); records the device on success.
     pub fn check(&self) -> Result<u64, String> {
+        let r = self.check_inner();
+        self.dev.store(*r.as_ref().unwrap_or(&0), Ordering::SeqCst);
+        r
+    }
+
+    /// Before a storage call, on the thread that makes it (blocking: one `stat`): the mount point
+    /// must still be the device that passed the full check, or nothing is touched.
+    pub fn admit(&self) -> Result<(), String> {
+        let dev = self.dev.load(Ordering::SeqCst);
+        if dev != 0 && self.still_mounted(dev) {
+            return Ok(());
+        }
+        self.dev.store(0, Ordering::SeqCst);
+        Err(format!(
+            "{} is not mounted (storage.require_mount); nothing is written until it is back",
+            self.mount.display()
+        ))
+    }
+
+    fn check_inner(&self) -> Result<u64, String> {
         let info = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
         let Some(fstype) = fstype_at(&info, &self.mount) else {
@@ -85,8 +117,8 @@ impl MountGuard {
             .map_err(|e| format!("cannot stat {}: {e}", self.mount.display()))
     }
 
-    /// The cheap per-request check: is the mount point still the device that passed `check`?
-    pub fn still_mounted(&self, dev: u64) -> bool {
+    /// Is the mount point still the device that passed `check`?
+    fn still_mounted(&self, dev: u64) -> bool {
         std::fs::metadata(&self.mount)
             .map(|m| m.dev() == dev)
             .unwrap_or(false)

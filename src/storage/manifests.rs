@@ -31,19 +31,43 @@ impl Storage {
         self.blocking(move || {
             Storage::put_small_blob_sync(&l, &digest, &bytes)?;
             let link = link_content(&digest);
-            let rev = l.revision_link(&name, &digest);
-            if read_link(&rev)?.as_ref() != Some(&digest) {
-                atomic::write_atomic(&rev, link.as_bytes())?;
-            }
-            if let Some(r) = referrer {
-                atomic::write_atomic(&l.referrer_entry(&name, &r.subject, &digest), &r.descriptor)?;
-            }
-            if let Some(tag) = tag {
-                let index = l.tag_index_link(&name, &tag, &digest);
-                if read_link(&index)?.as_ref() != Some(&digest) {
-                    atomic::write_atomic(&index, link.as_bytes())?;
+            // The revision link, the referrer entry and the tag's index entry depend only on the
+            // blob, not on each other (a referrer is listed only once its revision link exists), so
+            // they are written at once: each durable write is a network round trip or more on a
+            // replicated mount. The tag's current link goes last, after all of them.
+            let write_link = |path: std::path::PathBuf| -> Result<()> {
+                if read_link(&path)?.as_ref() != Some(&digest) {
+                    atomic::write_atomic(&path, link.as_bytes())?;
                 }
-                atomic::write_atomic(&l.tag_current_link(&name, &tag), link.as_bytes())?;
+                Ok(())
+            };
+            std::thread::scope(|s| {
+                let referrer = referrer.as_ref().map(|r| {
+                    let path = l.referrer_entry(&name, &r.subject, &digest);
+                    s.spawn(move || {
+                        atomic::write_atomic(&path, &r.descriptor).map_err(StorageError::from)
+                    })
+                });
+                let index = tag
+                    .as_ref()
+                    .map(|t| s.spawn(|| write_link(l.tag_index_link(&name, t, &digest))));
+                let rev = write_link(l.revision_link(&name, &digest));
+                let joined = |h: std::thread::ScopedJoinHandle<'_, Result<()>>| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::Io(io::Error::other("link writer panicked")))
+                    })
+                };
+                rev?;
+                if let Some(h) = referrer {
+                    joined(h)?;
+                }
+                if let Some(h) = index {
+                    joined(h)?;
+                }
+                Ok::<(), StorageError>(())
+            })?;
+            if let Some(tag) = &tag {
+                atomic::write_atomic(&l.tag_current_link(&name, tag), link.as_bytes())?;
             }
             Ok(())
         })

@@ -47,6 +47,8 @@ pub enum StorageError {
     Body(io::Error),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StorageError {
@@ -112,6 +114,8 @@ struct Inner {
     manifests: Mutex<ManifestCache>,
     /// Catalog and tag lists, reused while their directories are unchanged.
     listings: Mutex<listing::Listings>,
+    /// When set, every blocking storage call first checks that the storage mount is still there.
+    guard: Option<crate::node::mount::MountGuard>,
     /// The catalog's cached directory tree; taken out while a walk uses it.
     catalog: Mutex<Option<catalog::Dir>>,
 }
@@ -146,8 +150,19 @@ impl Storage {
                 manifests: Mutex::new(ManifestCache::default()),
                 listings: Mutex::new(listing::Listings::default()),
                 catalog: Mutex::new(None),
+                guard: None,
             }),
         })
+    }
+
+    /// Checks `guard` before every storage call, on the thread that makes it, so nothing is read
+    /// or written under a mount point whose volume is gone. Call before cloning the storage.
+    pub fn with_guard(mut self, guard: crate::node::mount::MountGuard) -> Storage {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.guard = Some(guard),
+            None => tracing::error!("storage guard set after the storage was shared; not applied"),
+        }
+        self
     }
 
     pub fn layout(&self) -> &Layout {
@@ -176,8 +191,12 @@ impl Storage {
             .await
             .map_err(|_| timed_out(limit))?
             .map_err(|e| StorageError::Io(io::Error::other(e)))?;
+        let guard = self.inner.guard.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _held_until_the_call_returns = permit;
+            if let Some(g) = guard {
+                g.admit().map_err(StorageError::Unavailable)?;
+            }
             f()
         });
         match tokio::time::timeout(limit, task).await {
