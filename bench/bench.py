@@ -178,6 +178,15 @@ def make_image(out, seed=1):
               open(os.path.join(out, "index.json"), "w"))
     open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion": "1.0.0"}')
 
+def nginx_rounds(a, ng, ca, ng_rate, ng_cpu):
+    """The 1 GiB download from nginx, `a.rounds` times: MB/s, and CPU seconds of master + workers."""
+    workers = lambda: sum(cpu_seconds(int(c)) for c in sh(f"pgrep -P {ng.proc.pid} || true").split())
+    for _ in range(a.rounds):
+        c0 = cpu_seconds(ng.proc.pid) + workers()
+        t = time.monotonic(); sh(f"curl -fsS --cacert {ca} --http1.1 -o /dev/null https://localhost:{ng.port}/blob.bin")
+        ng_rate.append(a.blob_mib * 1.048576 / (time.monotonic() - t))
+        ng_cpu.append(cpu_seconds(ng.proc.pid) + workers() - c0)
+
 class Nginx:
     """nginx serving the blob file over TLS from loopback: the ceiling for a TLS download here."""
     def __init__(self, work, cert, key):
@@ -212,6 +221,7 @@ def main():
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="registryd-bench.")
     os.makedirs(work, exist_ok=True)
+    os.chmod(work, 0o755)  # nginx's workers (user nobody) read the blob from here
     cert, key, ca = (os.path.join(work, "tls", f) for f in ("tls.crt", "tls.key", "../ca/ca.crt"))
     env = dict(os.environ, REGISTRYD_TLS_CERTIFICATE=cert, REGISTRYD_TLS_KEY=key)
     subprocess.run([os.path.join(REPO, "target/release/registryd"), "cert", "init", "--ca-dir", os.path.join(work, "ca"),
@@ -221,6 +231,7 @@ def main():
     blob = os.path.join(work, "blob.bin")
     if not os.path.exists(blob) or os.path.getsize(blob) != a.blob_mib << 20:
         sh(f"head -c {a.blob_mib << 20} /dev/urandom > {blob}")
+    os.chmod(blob, 0o644)
     sh(f"cat {blob} > /dev/null")
     digest = "sha256:" + sh(f"sha256sum {blob}").split()[0]
     results = {}   # scenario -> registry -> [values]
@@ -236,12 +247,10 @@ def main():
     if shutil.which("nginx"):
         ng = Nginx(work, cert, key)
         ng_cpu, ng_rate = [], []
-        for _ in range(a.rounds):
-            c0 = cpu_seconds(ng.proc.pid) + sum(cpu_seconds(int(c)) for c in sh(f"pgrep -P {ng.proc.pid}").split())
-            t = time.monotonic(); sh(f"curl -fsS --cacert {ca} --http1.1 -o /dev/null https://localhost:{ng.port}/blob.bin")
-            ng_rate.append(a.blob_mib * 1.048576 / (time.monotonic() - t))
-            ng_cpu.append(sum(cpu_seconds(int(c)) for c in sh(f"pgrep -P {ng.proc.pid}").split()) + cpu_seconds(ng.proc.pid) - c0)
-        ng.stop()
+        try:
+            nginx_rounds(a, ng, ca, ng_rate, ng_cpu)
+        finally:
+            ng.stop()
         ceilings["nginx TLS pull HTTP/1.1 MB/s"] = statistics.median(ng_rate)
         ceilings["nginx TLS pull CPU s/GB"] = statistics.median(ng_cpu) / (a.blob_mib / 1024)
     certs = os.path.join(work, "certs.d")  # only the CA: skopeo reads a *.key there as a client key
@@ -256,6 +265,8 @@ def main():
         for r in regs:
             if getattr(r, "proc", None) and r.proc.poll() is None:
                 r.stop()
+        if not a.work:
+            shutil.rmtree(work, ignore_errors=True)
     report(a, results, ceilings)
 
 def run_scenarios(a, work, regs, ca, certs, image, blob, digest, rec):

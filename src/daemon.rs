@@ -213,7 +213,9 @@ pub async fn run(
             max_manifest_bytes: config.limits.max_manifest_bytes,
         },
     );
-    app.health.verify(&storage, check_every, 1).await;
+    // A check may take as long as any storage call: a loaded shared mount is slow, not broken.
+    let check_timeout = Duration::from_secs(config.storage.operation_timeout_secs);
+    app.health.verify(&storage, check_timeout, 1).await;
     if !app.health.is_ready() {
         tracing::warn!(reason = %app.health.reason(), "storage unavailable at start: answering 503 until it is usable");
     }
@@ -295,7 +297,7 @@ pub async fn run(
                     _ = tokio::time::sleep(check_every) => {}
                     _ = stop.changed() => return,
                 }
-                if app.health.verify(&storage, check_every, threshold).await {
+                if app.health.verify(&storage, check_timeout, threshold).await {
                     if app.health.is_ready() {
                         tracing::info!("storage is usable again, serving");
                     } else {

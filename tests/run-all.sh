@@ -18,7 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   skopeo docker-registry docker.io strace curl jq python3 python3-venv ca-certificates openssl \
-  iproute2 util-linux e2fsprogs bindfs fuse3 lintian debootstrap \
+  iproute2 util-linux e2fsprogs bindfs fuse3 lintian debootstrap glusterfs-server glusterfs-client \
   >/dev/null
 if ! command -v cargo >/dev/null; then
   curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt

@@ -13,18 +13,18 @@ use uuid::Uuid;
 
 /// `fsync` a directory so that entries created, renamed or removed in it survive a power cut.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    retry_stale(|| File::open(dir)?.sync_all())
 }
 
 /// `mkdir -p`, with every directory it creates made durable in its parent.
 pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
+    if retry_stale(|| fs::metadata(dir)).is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
         create_dir_all_durable(parent)?;
     }
-    match fs::create_dir(dir) {
+    match retry_stale(|| fs::create_dir(dir)) {
         Ok(()) => {}
         // Another node or request made it at the same moment: fine, it is there.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
@@ -57,10 +57,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     create_dir_all_durable(dir)?;
     let tmp = temp_name(path)?;
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = retry_stale(|| OpenOptions::new().write(true).create_new(true).open(&tmp))?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        retry_stale(|| fs::rename(&tmp, path))
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -75,7 +75,7 @@ pub fn publish(src: &Path, dest: &Path) -> io::Result<()> {
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
     create_dir_all_durable(dir)?;
-    fs::rename(src, dest)?;
+    retry_stale(|| fs::rename(src, dest))?;
     fsync_dir(dir)
 }
 
@@ -100,9 +100,16 @@ pub fn remove_durable(path: &Path) -> io::Result<bool> {
 /// Reads a small file, retrying a bounded number of times when another node's rename races the
 /// read (`ESTALE` on GlusterFS and NFS).
 pub fn read_retrying(path: &Path) -> io::Result<Vec<u8>> {
+    retry_stale(|| fs::read(path))
+}
+
+/// Runs `op` again when it fails with `ESTALE` (a few times, briefly backing off). On a shared
+/// mount, a file or directory that another node just renamed over or created leaves this node's
+/// cached handle stale for a moment; repeating the lookup finds the new one (durability rule 5).
+pub fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let mut attempt = 0;
     loop {
-        match fs::read(path) {
+        match op() {
             Err(e) if e.raw_os_error() == Some(libc::ESTALE) && attempt < 5 => {
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20 * attempt));

@@ -92,7 +92,7 @@ fn read_link(path: &Path) -> Result<Option<Digest>> {
 }
 
 fn exists(path: &Path) -> Result<bool> {
-    match std::fs::symlink_metadata(path) {
+    match atomic::retry_stale(|| std::fs::symlink_metadata(path)) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e.into()),
@@ -218,17 +218,39 @@ impl Storage {
     pub async fn check(&self) -> Result<()> {
         let layout = self.inner.layout.clone();
         self.blocking(move || {
-            let probe = layout.root().join("registryd/health/probe");
-            let token = Uuid::new_v4().to_string();
+            // A probe of this check's own: nodes sharing the storage check at the same moments.
+            let dir = layout.root().join("registryd/health");
+            let token = Uuid::new_v4().simple().to_string();
+            let probe = dir.join(format!("probe-{token}"));
             atomic::write_atomic(&probe, token.as_bytes())?;
-            if std::fs::read(&probe)? != token.as_bytes() {
+            let back = std::fs::read(&probe);
+            let _ = std::fs::remove_file(&probe);
+            if back? != token.as_bytes() {
                 return Err(
                     io::Error::other("storage read back different bytes than written").into(),
                 );
             }
+            remove_stale_probes(&dir);
             Ok(())
         })
         .await
+    }
+}
+
+/// Removes probes left by a check that never finished (a crash between write and remove).
+fn remove_stale_probes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < hour_ago);
+        if stale && e.file_name().to_string_lossy().starts_with("probe-") {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::{Result, Storage, StorageError, atomic, exists};
+use super::{Result, Storage, StorageError, atomic, exists, read_link};
 use crate::registry::{Algorithm, Digest, RepoName};
 
 /// Where an upload stands: bytes acknowledged so far, and the running sha256 over them.
@@ -187,18 +187,9 @@ impl Storage {
             let dir = l.upload_hashstates(&name, &id2, Algorithm::Sha256);
             let state = c.sha.serialize();
             atomic::write_atomic(&dir.join(c.offset.to_string()), state.as_slice())?;
-            // Older states are no longer needed; leaving one behind is harmless.
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    let n = e.file_name();
-                    if n.to_str()
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .is_some_and(|o| o < c.offset)
-                    {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
+            // Older states stay until the session is removed: the largest offset is the one that
+            // counts, and pruning them here cost a directory read and an unlink per chunk, each a
+            // network round trip on a shared mount.
             Ok(())
         })
         .await?;
@@ -246,10 +237,13 @@ impl Storage {
                     .truncate(false)
                     .write(true)
                     .open(&data)?;
+                // Every chunk was made durable before it was acknowledged (write_chunk); only a
+                // cut-back file has something left to sync. Each fsync is a network round trip to
+                // every replica on a shared mount.
                 if file.metadata()?.len() != size {
                     file.set_len(size)?;
+                    file.sync_all()?;
                 }
-                file.sync_all()?;
                 let computed = match exp.algorithm() {
                     Algorithm::Sha256 => Digest::from_sha256_output(&cursor.sha.finalize()),
                     Algorithm::Sha512 => {
@@ -265,14 +259,25 @@ impl Storage {
                 }
                 let dest = l.blob_data(&exp);
                 // Blobs are immutable: if another push (on any node) published it first, keep theirs.
-                if !exists(&dest)? {
-                    atomic::publish(&data, &dest)?;
+                if !exists(&dest)?
+                    && let Err(e) = atomic::publish(&data, &dest)
+                {
+                    // Another node may have published the same digest at the same moment; its
+                    // bytes are the same (verified before its rename), so that is success.
+                    if !exists(&dest)? {
+                        return Err(e.into());
+                    }
                 }
-                atomic::write_atomic(
-                    &l.layer_link(&n, &exp),
-                    super::layout::link_content(&exp).as_bytes(),
-                )?;
-                atomic::remove_durable(&l.upload_dir(&n, &i))?;
+                let link = l.layer_link(&n, &exp);
+                if read_link(&link)?.as_ref() != Some(&exp) {
+                    atomic::write_atomic(&link, super::layout::link_content(&exp).as_bytes())?;
+                }
+                // The session is spent. Its removal need not be durable: if a crash brings it
+                // back, it is an abandoned upload that expiry removes.
+                match std::fs::remove_dir_all(l.upload_dir(&n, &i)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
                 Ok(size)
             })
             .await;

@@ -15,7 +15,8 @@ CLEANUPS=()
 
 cleanup() {
   local rc=$?
-  for ((i=${#CLEANUPS[@]}-1; i>=0; i--)); do eval "${CLEANUPS[$i]}" || true; done
+  local _c
+  for ((_c=${#CLEANUPS[@]}-1; _c>=0; _c--)); do eval "${CLEANUPS[$_c]}" || true; done
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
   exit $rc

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Three registryd nodes on one GlusterFS replica-3 volume (lib/gluster.sh), one harness for every
+# check of the cluster issue: read-after-write across nodes, 30 concurrent pushers on 3 nodes, kill -9
+# of a node, a node losing its mount, brick failures and a hung brick, and the coherence warnings.
+source "$(dirname "$0")/lib/common.sh"
+source "$SYS_DIR/lib/gluster.sh"
+
+t0=$(date +%s)
+gl_up
+for i in 1 2 3; do gl_start "$i"; done
+for i in 1 2 3; do gl_wait_ready "$i" || fail "node $i not ready"; done
+pass "3 nodes up on GlusterFS replica 3 in $(( $(date +%s) - t0 ))s"
+for i in 1 2 3; do
+  grep -q "storage is on GlusterFS with the coherence settings on" "$WORK/node$i.log" \
+    || { cat "$WORK/node$i.log"; fail "node $i did not confirm the GlusterFS coherence settings"; }
+done
+
+export PUSHERS_CA=$GL/ca/ca.crt
+N1=$(gl_addr 1):8443 N2=$(gl_addr 2):8443 N3=$(gl_addr 3):8443
+ROOT=$(gl_root)
+
+# 1. Read-after-write across nodes: real clients by name, then every listing through the API.
+python3 "$SYS_DIR/lib/mkimage.py" "$WORK/img" v1 --layer-bytes 3000000 >/dev/null
+gl_in 1 skopeo --insecure-policy copy -q --dest-cert-dir "$GL/certs.d" "oci:$WORK/img:v1" \
+  docker://registry.home:8443/cluster/skopeo:v1 || fail "skopeo push through node 1"
+want=$(gl_in 1 skopeo inspect --raw --cert-dir "$GL/certs.d" docker://registry.home:8443/cluster/skopeo:v1 | sha256sum)
+for i in 2 3; do
+  gl_in "$i" skopeo --insecure-policy copy -q --src-cert-dir "$GL/certs.d" \
+    docker://registry.home:8443/cluster/skopeo:v1 "dir:$WORK/pulled$i" || fail "skopeo pull through node $i"
+  got=$(sha256sum <"$WORK/pulled$i/manifest.json")
+  [ "$got" = "$want" ] || fail "node $i served a different manifest"
+  for f in "$WORK/img/blobs/sha256/"*; do
+    d=$(basename "$f")
+    [ ! -e "$WORK/pulled$i/$d" ] || cmp -s "$f" "$WORK/pulled$i/$d" || fail "node $i served different bytes for $d"
+  done
+done
+pass "skopeo push through node 1, pulls through nodes 2 and 3 byte-identical right after"
+gl_in 1 python3 "$SYS_DIR/lib/cluster.py" consistency "$N1" "$N2" "$N3" || fail "read-after-write across nodes"
+pass "read-after-write across nodes"
+
+# 2. Concurrency.
+gl_in 1 python3 "$SYS_DIR/lib/cluster.py" storm "$ROOT" "$N1" "$N2" "$N3" || fail "concurrent pushes on 3 nodes"
+pass "concurrent pushers"
+
+# 3. kill -9 of node 1 during pushes; nodes 2 and 3 serve every acknowledged push.
+gl_in 1 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked" 30 &
+CLIENT=$!
+PIDS+=("$CLIENT")
+# Kill once some pushes are acknowledged and others are surely in flight (20 pushers).
+for _ in $(seq 1 300); do [ "$(wc -l <"$WORK/acked" 2>/dev/null || echo 0)" -ge 10 ] && break; sleep 0.1; done
+kill -9 "${NODE_PID[1]}"
+wait "$CLIENT" || true
+n=$(wc -l <"$WORK/acked")
+[ "$n" -gt 0 ] || fail "no push acknowledged before the kill"
+for i in 2 3; do
+  gl_in "$i" python3 "$SYS_DIR/lib/pushers.py" verify "169.254.254.254:8443" "$WORK/acked" "$GL/mnt/n$i/$GL_ROOT_REL" \
+    || fail "node $i after node 1 was killed"
+done
+gl_start 1
+gl_wait_ready 1 || fail "node 1 did not come back"
+gl_in 1 python3 "$SYS_DIR/lib/pushers.py" resume "169.254.254.254:8443" "$WORK/marker" &
+CLIENT=$!
+PIDS+=("$CLIENT")
+wait_file "$WORK/marker.half-sent" || fail "resume client never sent its half chunk"
+kill -9 "${NODE_PID[1]}"
+waitgone "${NODE_PID[1]}"
+gl_start 1
+gl_wait_ready 1 || fail "node 1 did not come back after the second kill"
+touch "$WORK/marker.restarted"
+wait "$CLIENT" || fail "chunked upload did not resume on the restarted node"
+pass "kill -9 of node 1: $n acknowledged pushes intact on nodes 2 and 3; node 1 restarted and resumed an upload"
+
+# 4. Node 2 loses its mount (its FUSE client dies): 503 and unready, no local writes, recovery in
+#    place when the volume is mounted again inside node 2's mount namespace.
+kill -9 "$(cat "$GL/run/fuse2.pid")"
+for _ in $(seq 1 50); do
+  [ "$(gl_curl 2 -o /dev/null -w '%{http_code}' https://registry.home:8443/readyz)" = 503 ] && break
+  sleep 0.1
+done
+[ "$(gl_curl 2 -o /dev/null -w '%{http_code}' https://registry.home:8443/readyz)" = 503 ] || fail "node 2 still ready without its mount"
+body=$(gl_curl 2 https://registry.home:8443/v2/cluster/skopeo/tags/list -w ' %{http_code}')
+[ "${body##* }" = 503 ] || fail "node 2 without its mount answered ${body##* }"
+grep -q '"UNAVAILABLE"' <<<"$body" || fail "503 without the OCI error: $body"
+kill -0 "${NODE_PID[2]}" || fail "node 2 exited when it lost its mount"
+# With the dead mount lazily detached, the path is a plain local directory: nothing may land there.
+nsenter -m -t "${NODE_PID[2]}" umount -l "$GL/vagabond"
+push=$(gl_in 2 env PUSHERS_CA="$PUSHERS_CA" python3 -c '
+import sys; sys.path.insert(0, sys.argv[1]); from pushers import req
+print(req("169.254.254.254:8443", "POST", "/v2/lost/blobs/uploads/")[0])' "$SYS_DIR/lib")
+[ "$push" = 503 ] || fail "push to node 2 with no mount answered $push"
+[ -z "$(ls -A "$GL/vagabond")" ] || fail "node 2 wrote to the local disk: $(ls -A "$GL/vagabond")"
+nsenter -m -t "${NODE_PID[2]}" glusterfs --process-name fuse --volfile-server="$GL_HOST" --volfile-id="/$GL_VOL" \
+  --pid-file="$GL/run/fuse2b.pid" --log-file="$GL/log/fuse2b.log" "${ZERO_TIMEOUTS[@]}" "$GL/vagabond"
+GL_FUSE_PIDS+=("$GL/run/fuse2b.pid")
+gl_wait_ready 2 || fail "node 2 did not recover after the remount"
+gl_in 2 python3 "$SYS_DIR/lib/pushers.py" verify "169.254.254.254:8443" "$WORK/acked" "$ROOT" || fail "node 2 after recovery"
+kill -0 "${NODE_PID[2]}" || fail "node 2 restarted"
+pass "node 2 lost its mount: 503 + unready, process up, no local writes; recovered in place after the remount"
+
+# 5. Brick failures.
+B1=$(gl_brick_pid 1) B2=$(gl_brick_pid 2) B3=$(gl_brick_pid 3)
+[ -n "$B1" ] && [ -n "$B2" ] && [ -n "$B3" ] || fail "brick PIDs not found"
+kill -9 "$B1"
+gl_in 3 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked-1down" 3 || true
+[ -s "$WORK/acked-1down" ] || fail "no push succeeded with one brick down"
+gl_in 1 python3 "$SYS_DIR/lib/pushers.py" verify "169.254.254.254:8443" "$WORK/acked-1down" "$ROOT" || fail "pull with one brick down"
+pass "one brick of three killed: pushes and pulls go on ($(wc -l <"$WORK/acked-1down") pushes)"
+kill -9 "$B2"
+sleep 1
+start=$(date +%s%N)
+code=$(gl_curl 1 -o "$WORK/two-down" -w '%{http_code}' -m 20 https://registry.home:8443/v2/cluster/skopeo/manifests/v1)
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$code" = 503 ] || fail "two bricks down: node 1 answered $code ($(cat "$WORK/two-down"))"
+[ "$ms" -lt 8000 ] || fail "two bricks down: the 503 took ${ms} ms"
+kill -0 "${NODE_PID[1]}" || fail "node 1 exited with two bricks down"
+gl_cli volume start "$GL_VOL" force >/dev/null
+# The self-heal daemon needs a moment to find the restarted bricks; until then `heal` is refused.
+for _ in $(seq 1 30); do gl_cli volume heal "$GL_VOL" >/dev/null 2>&1 && break; sleep 1; done
+for i in 1 2 3; do gl_wait_ready "$i" || fail "node $i not ready after the bricks came back"; done
+for _ in $(seq 1 100); do
+  pending=$(gl_cli volume heal "$GL_VOL" info 2>/dev/null | awk '/Number of entries:/{s+=$4} END{print s+0}')
+  [ "$pending" = 0 ] && break
+  sleep 0.5
+done
+# After `start force` and a heal, every node is ready again and nothing served is wrong: each
+# acknowledged push is served digest-correct, or answered 503 while GlusterFS still holds it as
+# needing heal (seen here for files written while bricks went down; counted, not hidden).
+for i in 1 2 3; do
+  for f in acked acked-1down; do
+    out=$(gl_in "$i" python3 "$SYS_DIR/lib/cluster.py" served-or-503 "169.254.254.254:8443" "$WORK/$f") \
+      || fail "node $i served something wrong after the heal ($f)"
+    echo "   node $i, $f: $out"
+  done
+done
+gl_in 3 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked-healed" 3 || true
+[ -s "$WORK/acked-healed" ] || fail "no push succeeded after the bricks came back"
+pass "two bricks killed: 503 in ${ms} ms, process up; after start force + heal: ready, pushes go on, nothing served wrong"
+
+# A brick that hangs (SIGSTOP) blocks I/O until network.ping-timeout (5 s here): requests must end
+# (served after the failover, or 503 at the 15 s operation timeout) and threads must stay bounded.
+B3=$(gl_brick_pid 3)
+kill -STOP "$B3"
+CLEANUPS+=("kill -CONT $B3 2>/dev/null")
+threads_max=0
+CURLS=()
+for j in $(seq 1 60); do
+  gl_curl 1 -o /dev/null -w '%{http_code} %{time_total}\n' -m 60 https://registry.home:8443/v2/cluster/skopeo/manifests/v1 \
+    >>"$WORK/hung" 2>/dev/null &
+  CURLS+=("$!")
+done
+for _ in $(seq 1 30); do
+  t=$(awk '/^Threads:/{print $2}' "/proc/${NODE_PID[1]}/status")
+  [ "$t" -gt "$threads_max" ] && threads_max=$t
+  sleep 0.2
+done
+for p in "${CURLS[@]}"; do wait "$p" 2>/dev/null || true; done
+kill -CONT "$B3"
+total=$(wc -l <"$WORK/hung")
+slowest=$(awk '{print $2}' "$WORK/hung" | sort -n | tail -1)
+[ "$total" = 60 ] || fail "only $total of 60 requests ended while a brick hung"
+awk '{ if ($1 != 200 && $1 != 503) bad=1 } END { exit bad }' "$WORK/hung" || fail "unexpected statuses: $(sort "$WORK/hung" | uniq -c)"
+awk -v s="$slowest" 'BEGIN { exit !(s < 20) }' || fail "a request took ${slowest}s while a brick hung"
+[ "$threads_max" -lt 300 ] || fail "threads piled up to $threads_max while a brick hung"
+gl_wait_ready 1 || fail "node 1 not ready after the brick resumed"
+out=$(gl_in 3 python3 "$SYS_DIR/lib/cluster.py" served-or-503 "169.254.254.254:8443" "$WORK/acked-healed") || fail "after the hung brick"
+grep -q ", 0 answered 503" <<<"$out" || fail "after the hung brick: $out"
+pass "hung brick: 60 requests ended ($(awk '{print $1}' "$WORK/hung" | sort | uniq -c | xargs)), slowest ${slowest}s, at most $threads_max threads"
+
+# 6. Pull-through cache coordination across nodes: needs the pull-through cache (issue 7).
+echo "skip: two nodes fetching one uncached image (pull-through cache not built yet, issue 7)"
+
+# 7. Coherence warnings: a mount without the zero timeouts, then a volume with quick-read on.
+mkdir -p "$GL/plain"
+gl_fuse "$GL/plain" "$GL/run/fuse-plain.pid" "$GL/log/fuse-plain.log"
+PORT=$(free_port)
+start_registryd coherence "$PORT" "$GL/plain/elsewhere"
+for opt in entry-timeout attribute-timeout; do
+  grep -q "mount with -o $opt=0" "$WORK/coherence.log" || { cat "$WORK/coherence.log"; fail "no warning for $opt"; }
+done
+stop_pid "$REG_PID"
+gl_cli volume set "$GL_VOL" performance.quick-read on >/dev/null
+for _ in $(seq 1 50); do grep -q "quick-read" "$GL/plain/.meta/graphs/active/volfile" && break; sleep 0.2; done
+start_registryd coherence2 "$PORT" "$GL/plain/elsewhere"
+grep -q "gluster volume set $GL_VOL performance.quick-read off" "$WORK/coherence2.log" \
+  || { cat "$WORK/coherence2.log"; fail "no warning for quick-read"; }
+stop_pid "$REG_PID"
+gl_cli volume set "$GL_VOL" performance.quick-read off >/dev/null
+pass "coherence: warnings name the mount options and volume options that are off, with the fix"
