@@ -31,41 +31,21 @@ impl Storage {
         self.blocking(move || {
             Storage::put_small_blob_sync(&l, &digest, &bytes)?;
             let link = link_content(&digest);
-            // The revision link, the referrer entry and the tag's index entry depend only on the
-            // blob, not on each other (a referrer is listed only once its revision link exists), so
-            // they are written at once: each durable write is a network round trip or more on a
-            // replicated mount. The tag's current link goes last, after all of them.
+            // Publication order (durability rule 3): revision link, referrer entry, tag index,
+            // then the tag's current link.
             let write_link = |path: std::path::PathBuf| -> Result<()> {
                 if read_link(&path)?.as_ref() != Some(&digest) {
                     atomic::write_atomic(&path, link.as_bytes())?;
                 }
                 Ok(())
             };
-            std::thread::scope(|s| {
-                let referrer = referrer.as_ref().map(|r| {
-                    let path = l.referrer_entry(&name, &r.subject, &digest);
-                    s.spawn(move || {
-                        atomic::write_atomic(&path, &r.descriptor).map_err(StorageError::from)
-                    })
-                });
-                let index = tag
-                    .as_ref()
-                    .map(|t| s.spawn(|| write_link(l.tag_index_link(&name, t, &digest))));
-                let rev = write_link(l.revision_link(&name, &digest));
-                let joined = |h: std::thread::ScopedJoinHandle<'_, Result<()>>| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StorageError::Io(io::Error::other("link writer panicked")))
-                    })
-                };
-                rev?;
-                if let Some(h) = referrer {
-                    joined(h)?;
-                }
-                if let Some(h) = index {
-                    joined(h)?;
-                }
-                Ok::<(), StorageError>(())
-            })?;
+            write_link(l.revision_link(&name, &digest))?;
+            if let Some(r) = &referrer {
+                atomic::write_atomic(&l.referrer_entry(&name, &r.subject, &digest), &r.descriptor)?;
+            }
+            if let Some(t) = &tag {
+                write_link(l.tag_index_link(&name, t, &digest))?;
+            }
             if let Some(tag) = &tag {
                 atomic::write_atomic(&l.tag_current_link(&name, tag), link.as_bytes())?;
             }

@@ -101,7 +101,7 @@ pass "node 2 lost its mount: 503 + unready, process up, no local writes; recover
 B1=$(gl_brick_pid 1) B2=$(gl_brick_pid 2) B3=$(gl_brick_pid 3)
 [ -n "$B1" ] && [ -n "$B2" ] && [ -n "$B3" ] || fail "brick PIDs not found"
 kill -9 "$B1"
-gl_in 3 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked-1down" 3 || true
+gl_in 3 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked-1down" 10 || true
 [ -s "$WORK/acked-1down" ] || fail "no push succeeded with one brick down"
 gl_in 1 python3 "$SYS_DIR/lib/pushers.py" verify "169.254.254.254:8443" "$WORK/acked-1down" "$ROOT" || fail "pull with one brick down"
 pass "one brick of three killed: pushes and pulls go on ($(wc -l <"$WORK/acked-1down") pushes)"
@@ -132,7 +132,7 @@ for i in 1 2 3; do
     echo "   node $i, $f: $out"
   done
 done
-gl_in 3 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked-healed" 3 || true
+gl_in 3 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked-healed" 15 || true
 [ -s "$WORK/acked-healed" ] || fail "no push succeeded after the bricks came back"
 pass "two bricks killed: 503 in ${ms} ms, process up; after start force + heal: ready, pushes go on, nothing served wrong"
 

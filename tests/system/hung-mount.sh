@@ -33,6 +33,8 @@ for i in $(seq 1 8); do codes="$codes $(cat "$WORK/code.$i")"; done
 took=$(( $(date +%s) - start ))
 [ "$(echo $codes | tr ' ' '\n' | sort -u)" = 503 ] || fail "requests on a hung mount answered:$codes"
 [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$R/healthz")" = 200 ] || fail "/healthz does not answer while the mount hangs"
+# The health check gives storage the operation timeout (2 s) before it calls it unusable.
+for _ in $(seq 1 50); do [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$R/readyz")" = 503 ] && break; sleep 0.1; done
 [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$R/readyz")" = 503 ] || fail "/readyz still 200 while the mount hangs"
 pass "hung mount: 8 concurrent pushes all 503 within ${took}s (timeout 2 s), /healthz 200, /readyz 503"
 
