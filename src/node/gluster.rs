@@ -29,14 +29,7 @@ pub fn mount_of(mountinfo: &str, path: &Path) -> Option<(PathBuf, String)> {
         p = p.parent()?;
     };
     let mut best: Option<(PathBuf, String)> = None;
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let (Some(mp), Some(fstype)) = (pre.split(' ').nth(4), post.split(' ').next()) else {
-            continue;
-        };
-        let mp = PathBuf::from(mount::unescape(mp));
+    for (mp, fstype) in mount::mounts(mountinfo) {
         // Later lines are mounted on top of earlier ones: `>=` keeps the last of equal length.
         if real.starts_with(&mp)
             && best
@@ -52,9 +45,15 @@ pub fn mount_of(mountinfo: &str, path: &Path) -> Option<(PathBuf, String)> {
 /// The coherence problems of the GlusterFS mount at `mount_point`, from the texts of its `.meta`
 /// files: the active client graph, the FUSE private state and the client's command line.
 pub fn problems(volfile: &str, fuse_private: &str, cmdline: &str) -> Vec<Problem> {
-    let volume = cmdline
-        .split_whitespace()
-        .find_map(|a| a.trim_matches('"').strip_prefix("--volfile-id="))
+    let option = |name: &str| {
+        let prefix = format!("--{name}=");
+        cmdline.split_whitespace().find_map(|a| {
+            a.trim_matches('"')
+                .strip_prefix(prefix.as_str())
+                .map(str::to_string)
+        })
+    };
+    let volume = option("volfile-id")
         .map(|v| v.trim_start_matches('/').to_string())
         .unwrap_or_else(|| "VOLUME".into());
     let set = |opt: &str| Problem {
@@ -101,10 +100,7 @@ pub fn problems(volfile: &str, fuse_private: &str, cmdline: &str) -> Vec<Problem
             out.push(mount_opt(name));
         }
     }
-    let negative = cmdline
-        .split_whitespace()
-        .find_map(|a| a.trim_matches('"').strip_prefix("--negative-timeout="))
-        .and_then(|v| v.parse::<f64>().ok());
+    let negative = option("negative-timeout").and_then(|v| v.parse::<f64>().ok());
     if negative.is_some_and(|v| v != 0.0) {
         out.push(mount_opt("negative-timeout"));
     }

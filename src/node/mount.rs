@@ -22,7 +22,7 @@ pub struct MountGuard {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
-pub(crate) fn unescape(s: &str) -> String {
+fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -43,17 +43,22 @@ pub(crate) fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The filesystem type mounted at `point` according to a mountinfo text (last mount wins).
-pub fn fstype_at(mountinfo: &str, point: &Path) -> Option<String> {
-    let mut found = None;
-    for line in mountinfo.lines() {
+/// The (mount point, filesystem type) of each line of a mountinfo text, in order; later lines are
+/// mounted on top of earlier ones. Malformed lines are skipped.
+pub fn mounts(mountinfo: &str) -> impl Iterator<Item = (PathBuf, &str)> {
+    mountinfo.lines().filter_map(|line| {
         let (pre, post) = line.split_once(" - ")?;
         let mp = pre.split(' ').nth(4)?;
-        if Path::new(&unescape(mp)) == point {
-            found = post.split(' ').next().map(str::to_string);
-        }
-    }
-    found
+        Some((PathBuf::from(unescape(mp)), post.split(' ').next()?))
+    })
+}
+
+/// The filesystem type mounted at `point` according to a mountinfo text (last mount wins).
+pub fn fstype_at(mountinfo: &str, point: &Path) -> Option<String> {
+    mounts(mountinfo)
+        .filter(|(mp, _)| mp == point)
+        .last()
+        .map(|(_, fstype)| fstype.to_string())
 }
 
 impl MountGuard {

@@ -88,23 +88,23 @@ impl Storage {
         self.blocking(move || data_size(&path)).await
     }
 
-    /// Streams `len` bytes of a linked blob from `start` (the caller validated the range). Each
-    /// chunk is read under the storage timeout, so a mount that hangs mid-download ends the stream
-    /// with an error instead of a stuck connection.
-    pub async fn open_blob(
-        &self,
-        name: &RepoName,
-        digest: &Digest,
-        start: u64,
-        len: u64,
-    ) -> Result<BlobStream> {
-        if self.blob_size(name, digest).await?.is_none() {
-            return Err(StorageError::BlobUnknown);
-        }
+    /// Streams `len` bytes of a blob from `start`. The caller has checked with [`blob_size`]
+    /// that the repository links the blob, and validated the range against that size. Each chunk is
+    /// read under the storage timeout, so a mount that hangs mid-download ends the stream with an
+    /// error instead of a stuck connection.
+    ///
+    /// [`blob_size`]: Storage::blob_size
+    pub async fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> Result<BlobStream> {
         let path = self.layout().blob_data(digest);
         let file = self
             .blocking(move || {
-                let mut f = std::fs::File::open(path)?;
+                let mut f = match atomic::retry_stale(|| std::fs::File::open(&path)) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(StorageError::BlobUnknown);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if start > 0 {
                     f.seek(SeekFrom::Start(start))?;
                 }

@@ -48,12 +48,15 @@ impl Dir {
         }
         let read_at = SystemTime::now();
         let stamp = Stamp::of(path)?;
-        let Some(s) = &stamp else {
-            *self = Dir {
+        let gone = |d: &mut Dir| {
+            *d = Dir {
                 seen: walk,
                 ..Dir::default()
             };
-            return Ok(false);
+            Ok(false)
+        };
+        let Some(s) = &stamp else {
+            return gone(self);
         };
         if self.settled && self.stamp.as_ref() == Some(s) {
             self.seen = walk;
@@ -64,13 +67,7 @@ impl Dir {
         let mut names = Vec::new();
         let entries = match std::fs::read_dir(path) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                *self = Dir {
-                    seen: walk,
-                    ..Dir::default()
-                };
-                return Ok(false);
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(self),
             Err(e) => return Err(e),
         };
         for e in entries {

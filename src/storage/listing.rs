@@ -1,10 +1,10 @@
-//! Remembered directory listings (tag lists, and the catalog's tree in `catalog.rs`), checked against the directories
-//! they were read from on every use.
+//! Remembered directory listings (tag lists here; the catalog's tree in `catalog.rs` uses the same
+//! stamps), checked against the directory they were read from on every use.
 //!
-//! A listing is kept with a stamp of each directory it read (inode, mtime, ctime, link count). Any
-//! entry added to or removed from a directory changes its mtime, on this node or any other node
-//! sharing the mount, so a listing is reused only while every stamp still matches: one `stat` per
-//! directory instead of an `open` + `getdents` + `close`, and never a stale answer.
+//! A listing is kept with a stamp of its directory (inode, mtime, ctime, link count). Any entry
+//! added to or removed from a directory changes its mtime, on this node or any other node sharing
+//! the mount, so a listing is reused only while the stamp still matches: one `stat` instead of an
+//! `open` + `getdents` + `close`, and never a stale answer.
 //!
 //! Timestamps are coarse (a kernel tick, or a second on some filesystems), so a change in the same
 //! tick as the last one leaves the mtime unchanged. A directory modified less than [`SETTLE`] before
@@ -61,21 +61,17 @@ impl Stamp {
     }
 }
 
-/// A sorted listing and the stamps of every directory it was read from.
+/// A sorted listing of one directory, and the directory's stamp when it was read.
 pub(super) struct Listing {
-    pub stamps: Vec<(PathBuf, Option<Stamp>)>,
+    pub dir: PathBuf,
+    pub stamp: Stamp,
     pub items: Arc<[String]>,
 }
 
 impl Listing {
-    /// Whether every directory still looks as it did: the listing is current.
+    /// Whether the directory still looks as it did: the listing is current.
     pub(super) fn current(&self) -> io::Result<bool> {
-        for (dir, stamp) in &self.stamps {
-            if Stamp::of(dir)? != *stamp {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(Stamp::of(&self.dir)?.as_ref() == Some(&self.stamp))
     }
 }
 
@@ -121,18 +117,17 @@ mod tests {
     #[test]
     fn adding_or_removing_an_entry_changes_the_stamp() {
         let d = tempfile::tempdir().unwrap();
-        let l = Listing {
-            stamps: vec![(d.path().to_path_buf(), Stamp::of(d.path()).unwrap())],
+        let listing = || Listing {
+            dir: d.path().to_path_buf(),
+            stamp: Stamp::of(d.path()).unwrap().unwrap(),
             items: Arc::from(Vec::new()),
         };
+        let l = listing();
         assert!(l.current().unwrap());
         // Same-tick changes may keep the mtime; the link count of a directory still moves.
         std::fs::create_dir(d.path().join("t")).unwrap();
         assert!(!l.current().unwrap());
-        let l = Listing {
-            stamps: vec![(d.path().to_path_buf(), Stamp::of(d.path()).unwrap())],
-            items: Arc::from(Vec::new()),
-        };
+        let l = listing();
         std::fs::remove_dir(d.path().join("t")).unwrap();
         assert!(!l.current().unwrap());
         assert_eq!(

@@ -63,7 +63,8 @@ impl Storage {
             let items: Arc<[String]> = tags.into();
             let listing = stamp.settled(read_at).then(|| {
                 Arc::new(Listing {
-                    stamps: vec![(dir, Some(stamp))],
+                    dir,
+                    stamp,
                     items: items.clone(),
                 })
             });

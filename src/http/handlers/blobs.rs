@@ -68,7 +68,7 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
     if req.method == Method::HEAD {
         return Ok(response(status, &headers, crate::http::empty()));
     }
-    let blob = app.storage.open_blob(name, digest, start, len).await?;
+    let blob = app.storage.open_blob(digest, start, len).await?;
     let stream = blob.map_ok(Frame::data);
     Ok(response(status, &headers, StreamBody::new(stream).boxed()))
 }
