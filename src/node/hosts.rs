@@ -194,7 +194,9 @@ fn update(path: &Path, f: impl Fn(&str) -> String) -> io::Result<Written> {
                 f.sync_all()?;
                 moved += take;
             }
-            if quiet_rounds >= 3 && moved == after.len() {
+            // A writer can sit between its open and its write for longer than any quiet period
+            // (a busy machine deschedules it), so finish only once nobody else holds the old inode.
+            if quiet_rounds >= 3 && moved == after.len() && !held_elsewhere(&old, &meta) {
                 break;
             }
         }
@@ -207,6 +209,53 @@ fn update(path: &Path, f: impl Fn(&str) -> String) -> io::Result<Written> {
     Err(io::Error::other(
         "hosts file keeps changing under registryd; gave up after 10 tries",
     ))
+}
+
+/// Whether any open file descriptor other than `ours` (in this or another process) may write to the
+/// inode `meta` describes (readers that keep the file open do not matter). Processes whose descriptors cannot be read are skipped.
+fn held_elsewhere(ours: &File, meta: &fs::Metadata) -> bool {
+    use std::os::fd::AsRawFd;
+    let own_pid = std::process::id().to_string();
+    let own_fd = ours.as_raw_fd().to_string();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    for proc in procs.flatten() {
+        let pid = proc.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(proc.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if pid == own_pid && fd.file_name() == own_fd.as_str() {
+                continue;
+            }
+            if let Ok(m) = fs::metadata(fd.path())
+                && m.dev() == meta.dev()
+                && m.ino() == meta.ino()
+                && open_for_writing(&proc.path(), &fd.file_name())
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Whether descriptor `fd` of the process at `proc` was opened for writing, from its fdinfo flags.
+fn open_for_writing(proc: &Path, fd: &std::ffi::OsStr) -> bool {
+    let Ok(info) = fs::read_to_string(proc.join("fdinfo").join(fd)) else {
+        return false;
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+        .is_some_and(|flags| flags & libc::O_ACCMODE != libc::O_RDONLY)
 }
 
 #[cfg(test)]
