@@ -24,7 +24,11 @@ pub struct Config {
     pub storage: StorageConfig,
     pub node: Node,
     pub limits: Limits,
+    pub proxy: Proxy,
     pub log: Log,
+    /// Upstream registries of the pull-through cache (`[[upstream]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<Upstream>,
     /// Things worth telling the operator that do not stop start-up (printed once logging starts).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -73,6 +77,65 @@ pub struct Node {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_manifest_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    pub default_upstream: String,
+    pub default_patterns: Vec<String>,
+    pub tag_ttl_secs: u64,
+    pub upstream_timeout_secs: u64,
+}
+
+/// One upstream registry of the pull-through cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default, serialize_with = "redacted")]
+    pub password: String,
+    #[serde(default)]
+    pub password_file: PathBuf,
+    #[serde(default)]
+    pub ca: PathBuf,
+    /// Repository prefixes this upstream serves; empty means its name.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub push: bool,
+}
+
+/// The keys an `[[upstream]]` table may hold, with a value of each one's type.
+type KeyType = (&'static str, fn() -> Value);
+const UPSTREAM_KEYS: &[KeyType] = &[
+    ("name", || Value::String(String::new())),
+    ("url", || Value::String(String::new())),
+    ("username", || Value::String(String::new())),
+    ("password", || Value::String(String::new())),
+    ("password_file", || Value::String(String::new())),
+    ("ca", || Value::String(String::new())),
+    ("prefixes", || Value::Array(Vec::new())),
+    ("push", || Value::Boolean(false)),
+];
+
+/// `check-config` prints the configuration; a password never appears in it.
+fn redacted<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if v.is_empty() { "" } else { "<redacted>" })
+}
+
+impl Upstream {
+    /// The prefixes this upstream serves (its name when none are configured).
+    pub fn prefixes(&self) -> Vec<String> {
+        if self.prefixes.is_empty() {
+            vec![self.name.clone()]
+        } else {
+            self.prefixes.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,6 +250,21 @@ impl Config {
                             Some(l) => format!("{fname} line {l}"),
                             None => fname.to_string(),
                         };
+                        if section == "upstream" {
+                            match check_upstreams(&value) {
+                                Ok(()) => {
+                                    merged.insert(section.clone(), value);
+                                }
+                                Err(e) => {
+                                    errors.extend(e.into_iter().map(|(key, message)| ConfigError {
+                                        key,
+                                        origin: fname.to_string(),
+                                        message,
+                                    }))
+                                }
+                            }
+                            continue;
+                        }
                         let Some(Value::Table(schema_sec)) = schema.get(&section) else {
                             errors.push(ConfigError {
                                 key: section.clone(),
@@ -424,6 +502,7 @@ impl Config {
                 "must be greater than 0".to_string(),
             ));
         }
+        self.validate_proxy(&mut p);
         if !self.storage.require_fstype.is_empty() && self.storage.require_mount.is_empty() {
             p.push((
                 "storage.require_fstype",
@@ -431,6 +510,101 @@ impl Config {
             ));
         }
         p
+    }
+
+    fn validate_proxy(&self, p: &mut Vec<(&'static str, String)>) {
+        let mut names = std::collections::HashSet::new();
+        let mut prefixes = std::collections::HashSet::new();
+        for u in &self.upstream {
+            if !valid_repo_name(&u.name) || u.name.contains('/') {
+                p.push((
+                    "upstream.name",
+                    format!(
+                        "{:?} is not a registry name such as docker.io or ghcr.io",
+                        u.name
+                    ),
+                ));
+            }
+            if !names.insert(u.name.as_str()) {
+                p.push(("upstream.name", format!("{:?} names two upstreams", u.name)));
+            }
+            let url_ok = (u.url.starts_with("https://") || u.url.starts_with("http://"))
+                && u.url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|uri| uri.host().is_some());
+            if !url_ok {
+                p.push((
+                    "upstream.url",
+                    format!(
+                        "{:?} (upstream {}) is not an http:// or https:// URL",
+                        u.url, u.name
+                    ),
+                ));
+            }
+            if !u.password.is_empty() && !u.password_file.as_os_str().is_empty() {
+                p.push((
+                    "upstream.password",
+                    format!(
+                        "upstream {}: set password or password_file, not both",
+                        u.name
+                    ),
+                ));
+            }
+            let has_secret = !u.password.is_empty() || !u.password_file.as_os_str().is_empty();
+            if u.username.is_empty() == has_secret {
+                p.push((
+                    "upstream.username",
+                    format!(
+                        "upstream {}: username and a password (or password_file) go together",
+                        u.name
+                    ),
+                ));
+            }
+            for prefix in u.prefixes() {
+                if !valid_repo_name(&prefix) {
+                    p.push((
+                        "upstream.prefixes",
+                        format!(
+                            "{prefix:?} (upstream {}) is not a repository name prefix",
+                            u.name
+                        ),
+                    ));
+                }
+                if !prefixes.insert(prefix.clone()) {
+                    p.push((
+                        "upstream.prefixes",
+                        format!("prefix {prefix:?} is served by two upstreams"),
+                    ));
+                }
+            }
+        }
+        let d = &self.proxy.default_upstream;
+        if !d.is_empty() && !self.upstream.iter().any(|u| &u.name == d) {
+            p.push((
+                "proxy.default_upstream",
+                format!("{d:?} is not the name of an [[upstream]]"),
+            ));
+        }
+        for pat in &self.proxy.default_patterns {
+            let ok = !pat.is_empty()
+                && pat
+                    .split('/')
+                    .all(|c| c == "*" || c == "**" || valid_repo_name(c));
+            if !ok {
+                p.push((
+                    "proxy.default_patterns",
+                    format!(
+                        "{pat:?} is not a name pattern (components, '*' for one, '**' for any number)"
+                    ),
+                ));
+            }
+        }
+        if self.proxy.upstream_timeout_secs == 0 {
+            p.push((
+                "proxy.upstream_timeout_secs",
+                "must be greater than 0".to_string(),
+            ));
+        }
     }
 
     /// The listen addresses, already validated.
@@ -446,6 +620,50 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+/// Checks `[[upstream]]` tables: known keys with values of the right type.
+fn check_upstreams(value: &Value) -> Result<(), Vec<(String, String)>> {
+    let Value::Array(items) = value else {
+        return Err(vec![(
+            "upstream".into(),
+            "must be [[upstream]] tables (one per upstream registry)".into(),
+        )]);
+    };
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Value::Table(t) = item else {
+            errors.push((
+                format!("upstream[{i}]"),
+                "must be an [[upstream]] table".into(),
+            ));
+            continue;
+        };
+        for (key, v) in t {
+            let default = UPSTREAM_KEYS
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, make)| make());
+            if let Err(message) = check_type(default.as_ref(), v) {
+                errors.push((format!("upstream[{i}].{key}"), message));
+            }
+        }
+        for required in ["name", "url"] {
+            if !t.contains_key(required) {
+                errors.push((format!("upstream[{i}].{required}"), "is required".into()));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Whether `s` is a repository name (or prefix) by the OCI grammar.
+fn valid_repo_name(s: &str) -> bool {
+    s.parse::<crate::registry::RepoName>().is_ok()
 }
 
 /// Parses `ADDRESS/PREFIX`.

@@ -205,13 +205,22 @@ pub async fn run(
     };
     warn_incoherent_gluster(&root).await;
     let check_every = Duration::from_secs(config.storage.check_interval_secs);
-    let app = App::with_health(
+    let proxy = crate::proxy::Proxy::from_config(&config)?;
+    if !proxy.is_empty() {
+        tracing::info!(
+            upstreams = %proxy.upstream_names().join(","),
+            default = %config.proxy.default_upstream,
+            "pull-through cache on"
+        );
+    }
+    let app = App::build(
         storage.clone(),
         Health::new(guard),
         Settings {
             delete_enabled: config.storage.delete_enabled,
             max_manifest_bytes: config.limits.max_manifest_bytes,
         },
+        proxy,
     );
     // A check may take as long as any storage call: a loaded shared mount is slow, not broken.
     let check_timeout = Duration::from_secs(config.storage.operation_timeout_secs);

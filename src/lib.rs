@@ -9,5 +9,6 @@ pub mod daemon;
 pub mod health;
 pub mod http;
 pub mod node;
+pub mod proxy;
 pub mod registry;
 pub mod storage;

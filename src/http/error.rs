@@ -218,6 +218,34 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::proxy::ProxyError> for ApiError {
+    fn from(e: crate::proxy::ProxyError) -> ApiError {
+        use crate::proxy::{ProxyError, UpstreamError};
+        let msg = e.to_string();
+        match e {
+            ProxyError::Storage(e) => e.into(),
+            ProxyError::Upstream(UpstreamError::NotFound(_)) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                Code::ManifestUnknown,
+                format!("not cached here, and {msg}"),
+            ),
+            ProxyError::Upstream(UpstreamError::Unreachable(..)) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                Code::Unavailable,
+                format!("not cached here, and {msg}"),
+            ),
+            ProxyError::Upstream(UpstreamError::Unauthorized(..)) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                Code::Unauthorized,
+                format!("not cached here, and {msg}"),
+            ),
+            ProxyError::Upstream(UpstreamError::Failed(..)) | ProxyError::BadManifest { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, Code::Unavailable, msg)
+            }
+        }
+    }
+}
+
 /// The `Range` header value for an upload holding `offset` bytes: `0-<offset-1>`, and `0-0` when
 /// empty (as Distribution answers, and Docker expects).
 pub fn upload_range(offset: u64) -> String {

@@ -188,7 +188,7 @@ impl Storage {
     }
 }
 
-fn data_size(path: &std::path::Path) -> Result<Option<u64>> {
+pub(super) fn data_size(path: &std::path::Path) -> Result<Option<u64>> {
     match atomic::retry_stale(|| std::fs::metadata(path)) {
         Ok(m) => Ok(Some(m.len())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

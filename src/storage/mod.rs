@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod blobs;
 mod catalog;
+pub mod fill;
 pub mod layout;
 mod listing;
 pub mod manifests;

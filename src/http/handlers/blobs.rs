@@ -9,6 +9,7 @@ use hyper::body::Frame;
 use super::{App, HandlerResult, Req, deletes_disabled, method_not_allowed, response};
 use crate::http::error::{ApiError, Code};
 use crate::http::range::{RangeRequest, parse_range};
+use crate::proxy::Target;
 use crate::registry::{Digest, RepoName};
 use crate::storage::StorageError;
 
@@ -31,11 +32,22 @@ pub async fn handle(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> H
 }
 
 async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerResult {
-    let size = app
-        .storage
-        .blob_size(name, digest)
-        .await?
-        .ok_or(StorageError::BlobUnknown)?;
+    let size = match app.target(name, req) {
+        None => app
+            .storage
+            .blob_size(name, digest)
+            .await?
+            .ok_or(StorageError::BlobUnknown)?,
+        Some(t) => match app
+            .proxy
+            .stored_blob(&app.storage, &t, digest)
+            .await
+            .map_err(blob_error)?
+        {
+            Some((_, size)) => size,
+            None => return from_upstream(app, &t, digest, req).await,
+        },
+    };
     let mut headers = vec![
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
         (
@@ -71,4 +83,56 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
     let blob = app.storage.open_blob(digest, start, len).await?;
     let stream = blob.map_ok(Frame::data);
     Ok(response(status, &headers, StreamBody::new(stream).boxed()))
+}
+
+/// A blob of a cached repository that is not stored yet: HEAD asks the upstream for its size; GET
+/// streams it while it is being stored (the whole blob: a range is served once it is stored).
+async fn from_upstream(app: &App, t: &Target, digest: &Digest, req: &Req) -> HandlerResult {
+    let blob_headers = |size: u64| {
+        vec![
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string(),
+            ),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::ETAG, format!("\"{digest}\"")),
+            (
+                header::HeaderName::from_static("x-registryd-cache"),
+                "fetched".to_string(),
+            ),
+        ]
+    };
+    if req.method == Method::HEAD {
+        let size = app
+            .proxy
+            .upstream_blob_size(t, digest)
+            .await
+            .map_err(blob_error)?;
+        return Ok(response(
+            StatusCode::OK,
+            &blob_headers(size),
+            crate::http::empty(),
+        ));
+    }
+    let (size, blob) = app
+        .proxy
+        .fetch_blob(&app.storage, t, digest)
+        .await
+        .map_err(blob_error)?;
+    let stream = blob.map_ok(Frame::data);
+    Ok(response(
+        StatusCode::OK,
+        &blob_headers(size),
+        StreamBody::new(stream).boxed(),
+    ))
+}
+
+/// An upstream's "not found" for a blob is BLOB_UNKNOWN.
+fn blob_error(e: crate::proxy::ProxyError) -> ApiError {
+    let mut e = ApiError::from(e);
+    if e.code == Code::ManifestUnknown {
+        e.code = Code::BlobUnknown;
+    }
+    e
 }

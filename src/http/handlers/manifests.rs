@@ -11,6 +11,7 @@ use super::{
     too_large,
 };
 use crate::http::error::{ApiError, Code};
+use crate::proxy::Freshness;
 use crate::registry::manifest::{self, Manifest};
 use crate::registry::{Algorithm, Digest, Reference, RepoName};
 use crate::storage::manifests::ReferrerEntry;
@@ -25,7 +26,16 @@ pub async fn handle(app: &App, name: RepoName, reference: Reference, req: Req) -
 }
 
 async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> HandlerResult {
-    let (digest, manifest) = app.storage.resolve_manifest(name, reference).await?;
+    let (digest, manifest, cache) = match app.target(name, req) {
+        Some(t) => {
+            let (d, m, f) = app.proxy.manifest(&app.storage, &t, reference).await?;
+            (d, m, Some(f))
+        }
+        None => {
+            let (d, m) = app.storage.resolve_manifest(name, reference).await?;
+            (d, m, None)
+        }
+    };
     let etag = format!("\"{digest}\"");
     let mut headers = vec![
         (
@@ -35,6 +45,18 @@ async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> Ha
         (header::CONTENT_TYPE, manifest.media_type.clone()),
         (header::ETAG, etag.clone()),
     ];
+    if let Some(f) = cache {
+        headers.push((
+            header::HeaderName::from_static("x-registryd-cache"),
+            f.as_str().to_string(),
+        ));
+        if f == Freshness::Stale {
+            headers.push((
+                header::WARNING,
+                "110 registryd \"Response is Stale: the upstream could not be reached\"".into(),
+            ));
+        }
+    }
     let not_modified = req
         .header(header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));

@@ -23,6 +23,8 @@ use super::Body;
 use super::error::{ApiError, Code};
 use super::route::{self, Route};
 use crate::health::Health;
+use crate::proxy::{Proxy, Target};
+use crate::registry::RepoName;
 use crate::storage::Storage;
 use arc_swap::ArcSwap;
 
@@ -38,6 +40,8 @@ pub struct App {
     pub storage: Storage,
     pub health: Health,
     pub settings: ArcSwap<Settings>,
+    /// The pull-through cache's upstreams (none: every name is local).
+    pub proxy: Proxy,
 }
 
 impl App {
@@ -53,11 +57,38 @@ impl App {
     }
 
     pub fn with_health(storage: Storage, health: Health, settings: Settings) -> Arc<App> {
+        App::build(storage, health, settings, Proxy::none())
+    }
+
+    pub fn build(storage: Storage, health: Health, settings: Settings, proxy: Proxy) -> Arc<App> {
         Arc::new(App {
             storage,
             health,
             settings: ArcSwap::from_pointee(settings),
+            proxy,
         })
+    }
+
+    /// Where a repository name leads in the pull-through cache (`ns` is containerd's mirror form).
+    pub fn target(&self, name: &RepoName, req: &Req) -> Option<Target> {
+        self.proxy
+            .target(name, req.query.get("ns").map(String::as_str))
+    }
+
+    /// Refuses a push into an upstream's namespace (nobody may shadow a public image for the whole
+    /// cluster) unless that upstream's `push = true`.
+    fn refuse_push(&self, name: &RepoName) -> Result<(), ApiError> {
+        match self.proxy.refuses_push(name) {
+            None => Ok(()),
+            Some(upstream) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                Code::Denied,
+                format!(
+                    "{name} is in the namespace of upstream {upstream}, which is read-only here; push \
+                     under another name, or set push = true in that [[upstream]]"
+                ),
+            )),
+        }
     }
 
     pub fn settings(&self) -> Arc<Settings> {
@@ -258,11 +289,20 @@ async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
                 Route::Catalog => catalog::get(app, &req).await,
                 Route::Tags(name) => tags::get(app, &name, &req).await,
                 Route::Manifest(name, reference) => {
+                    if req.method == Method::PUT {
+                        app.refuse_push(&name)?;
+                    }
                     manifests::handle(app, name, reference, req).await
                 }
                 Route::Blob(name, digest) => blobs::handle(app, &name, &digest, &req).await,
-                Route::UploadStart(name) => uploads::start(app, name, req).await,
-                Route::Upload(name, id) => uploads::handle(app, name, id, req).await,
+                Route::UploadStart(name) => {
+                    app.refuse_push(&name)?;
+                    uploads::start(app, name, req).await
+                }
+                Route::Upload(name, id) => {
+                    app.refuse_push(&name)?;
+                    uploads::handle(app, name, id, req).await
+                }
                 Route::Referrers(name, digest) => referrers::get(app, &name, &digest, &req).await,
                 Route::Healthz | Route::Readyz | Route::Base => base::healthz(),
             }

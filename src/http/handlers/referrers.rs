@@ -13,7 +13,11 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> Hand
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
-    let mut manifests = app.storage.list_referrers(name, digest).await?;
+    let stored_as = app.target(name, req).map(|t| t.cached);
+    let mut manifests = app
+        .storage
+        .list_referrers(stored_as.as_ref().unwrap_or(name), digest)
+        .await?;
     let filter = req.query.get("artifactType").filter(|f| !f.is_empty());
     if let Some(f) = filter {
         manifests.retain(|m| m.get("artifactType").and_then(|a| a.as_str()) == Some(f.as_str()));

@@ -9,7 +9,21 @@ pub async fn get(app: &App, name: &RepoName, req: &Req) -> HandlerResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
-    let tags = app.storage.list_tags(name).await?;
+    // A cached repository lists the tags pulled through this registry (the upstream's full list
+    // is the upstream's business); a bare name's own repository comes first.
+    let tags = match app.target(name, req) {
+        None => app.storage.list_tags(name).await?,
+        Some(t) => {
+            let mut found = Err(crate::storage::StorageError::NameUnknown);
+            for n in t.literal.iter().chain(std::iter::once(&t.cached)) {
+                found = app.storage.list_tags(n).await;
+                if found.is_ok() {
+                    break;
+                }
+            }
+            found?
+        }
+    };
     let (page, more) = paginate(&tags, &req.query)?;
     #[derive(serde::Serialize)]
     struct TagList<'a> {

@@ -1,0 +1,652 @@
+//! Pull-through cache: repositories under an upstream's prefix (or named with containerd's
+//! `?ns=`, or bare names matching the default patterns) are served from storage when stored, and
+//! otherwise fetched from the upstream, stored under the same durability rules, and served.
+//!
+//! Every naming form maps to one stored repository, `<upstream name>/<upstream repository>`, so
+//! `docker.io/library/alpine`, `library/alpine?ns=docker.io` and (with docker.io as the default
+//! upstream) `library/alpine` share one cache. Pushes never reach an upstream.
+//!
+//! Fetches are coalesced: one manifest fetch per repository and reference on a node at a time, and
+//! one blob fetch per digest across every node sharing the storage (a lock on the shared mount,
+//! see [`crate::storage::fill`]); every other request streams from the fetch in progress.
+
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use http::Method;
+
+use crate::config::Config;
+use crate::registry::{Algorithm, Digest, Reference, RepoName, Tag, manifest};
+use crate::storage::manifests::ReferrerEntry;
+use crate::storage::{BlobStream, CachedManifest, Storage, StorageError};
+pub use upstream::{Upstream, UpstreamError};
+
+/// Why a proxied request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("upstream {upstream} sent a manifest that is not valid: {reason}")]
+    BadManifest { upstream: String, reason: String },
+}
+
+/// Where a repository name leads when it is not (only) local.
+#[derive(Clone)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    /// The repository the cache stores it under.
+    pub cached: RepoName,
+    /// The repository's name on the upstream.
+    pub remote: String,
+    /// For a bare name (the registry-mirrors form): the name as the client sent it, which is
+    /// looked up locally first, so images already stored under it are served as they are.
+    pub literal: Option<RepoName>,
+}
+
+/// How a manifest was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// From storage, known current.
+    Hit,
+    /// Fetched from the upstream just now.
+    Fetched,
+    /// From storage, but the upstream could not confirm it.
+    Stale,
+}
+
+impl Freshness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Hit => "hit",
+            Freshness::Fetched => "fetched",
+            Freshness::Stale => "stale",
+        }
+    }
+}
+
+pub struct Proxy {
+    upstreams: Vec<Arc<Upstream>>,
+    default_upstream: Option<Arc<Upstream>>,
+    default_patterns: Vec<String>,
+    tag_ttl: Duration,
+    timeout: Duration,
+    /// One manifest fetch per (repository, reference) on this node at a time.
+    manifest_fetches: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Proxy {
+    /// A proxy with no upstreams: every name is local.
+    pub fn none() -> Proxy {
+        Proxy {
+            upstreams: Vec::new(),
+            default_upstream: None,
+            default_patterns: Vec::new(),
+            tag_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+            manifest_fetches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn from_config(config: &Config) -> anyhow::Result<Proxy> {
+        let timeout = Duration::from_secs(config.proxy.upstream_timeout_secs);
+        let upstreams = config
+            .upstream
+            .iter()
+            .map(|u| Upstream::new(u, timeout).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let default_upstream = upstreams
+            .iter()
+            .find(|u| u.name == config.proxy.default_upstream)
+            .cloned();
+        Ok(Proxy {
+            upstreams,
+            default_upstream,
+            default_patterns: config.proxy.default_patterns.clone(),
+            tag_ttl: Duration::from_secs(config.proxy.tag_ttl_secs),
+            timeout,
+            manifest_fetches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+
+    pub fn upstream_names(&self) -> Vec<String> {
+        self.upstreams.iter().map(|u| u.name.clone()).collect()
+    }
+
+    /// Where `name` (with containerd's `ns` query, if any) leads; `None` when it is local only.
+    pub fn target(&self, name: &RepoName, ns: Option<&str>) -> Option<Target> {
+        if self.upstreams.is_empty() {
+            return None;
+        }
+        let name = name.as_str();
+        if let Some(ns) = ns {
+            let u = self
+                .upstreams
+                .iter()
+                .find(|u| u.name == ns || u.prefixes.iter().any(|p| p == ns))?;
+            return self.make_target(u, name, None);
+        }
+        let mut best: Option<(&Arc<Upstream>, &str)> = None;
+        for u in &self.upstreams {
+            for p in &u.prefixes {
+                if let Some(rest) = name
+                    .strip_prefix(p.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    && best.is_none_or(|(_, r)| rest.len() < r.len())
+                {
+                    best = Some((u, rest));
+                }
+            }
+        }
+        if let Some((u, rest)) = best {
+            return self.make_target(u, rest, None);
+        }
+        let u = self.default_upstream.as_ref()?;
+        if self.default_patterns.iter().any(|p| matches(p, name)) {
+            return self.make_target(u, name, name.parse().ok());
+        }
+        None
+    }
+
+    fn make_target(
+        &self,
+        u: &Arc<Upstream>,
+        repo: &str,
+        literal: Option<RepoName>,
+    ) -> Option<Target> {
+        let remote = u.remote_name(repo);
+        let prefix = u.prefixes.first().unwrap_or(&u.name);
+        let cached = format!("{prefix}/{remote}").parse().ok()?;
+        Some(Target {
+            upstream: u.clone(),
+            cached,
+            remote,
+            literal,
+        })
+    }
+
+    /// The upstream whose namespace `name` is in, when pushes there are refused.
+    pub fn refuses_push(&self, name: &RepoName) -> Option<String> {
+        let t = self.target(name, None)?;
+        (!t.upstream.push).then(|| t.upstream.name.clone())
+    }
+
+    fn fetch_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .manifest_fetches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Drop entries nobody waits on, so the map stays as small as the fetches in flight.
+        map.retain(|_, m| Arc::strong_count(m) > 1);
+        map.entry(key).or_default().clone()
+    }
+
+    /// The manifest `reference` of the target: from storage while current, else from upstream.
+    pub async fn manifest(
+        &self,
+        storage: &Storage,
+        t: &Target,
+        reference: &Reference,
+    ) -> Result<(Digest, Arc<CachedManifest>, Freshness), ProxyError> {
+        if let Some(literal) = &t.literal {
+            match storage.resolve_manifest(literal, reference).await {
+                Ok((d, m)) => return Ok((d, m, Freshness::Hit)),
+                Err(StorageError::ManifestUnknown) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let local = match storage.resolve_manifest(&t.cached, reference).await {
+            Ok(found) => Some(found),
+            Err(StorageError::ManifestUnknown) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let tag = match reference {
+            // Content-addressed: a stored copy is current forever.
+            Reference::Digest(_) => {
+                if let Some((d, m)) = local {
+                    return Ok((d, m, Freshness::Hit));
+                }
+                None
+            }
+            Reference::Tag(tag) => {
+                if local.is_some() && self.fresh(storage, &t.cached, tag).await? {
+                    let (d, m) = local.ok_or(StorageError::ManifestUnknown)?;
+                    return Ok((d, m, Freshness::Hit));
+                }
+                Some(tag)
+            }
+        };
+        let _one_fetch = self
+            .fetch_lock(format!("{}:{reference}", t.cached))
+            .lock_owned()
+            .await;
+        // Whoever held the lock before may have fetched it.
+        if let Some(tag) = tag
+            && self.fresh(storage, &t.cached, tag).await?
+            && let Ok((d, m)) = storage.resolve_manifest(&t.cached, reference).await
+        {
+            return Ok((d, m, Freshness::Hit));
+        }
+        let revalidated = match (tag, &local) {
+            (Some(tag), Some((have, _))) => self.revalidate(storage, t, tag, have).await,
+            _ => Ok(false),
+        };
+        match revalidated {
+            Ok(true) => {
+                let (d, m) = local.ok_or(StorageError::ManifestUnknown)?;
+                return Ok((d, m, Freshness::Hit));
+            }
+            Ok(false) => {}
+            Err(e) => return self.stale_or(local, t, reference, e),
+        }
+        match self.fetch_manifest(storage, t, reference).await {
+            Ok(found) => Ok((found.0, found.1, Freshness::Fetched)),
+            Err(ProxyError::Upstream(e)) => self.stale_or(local, t, reference, e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Serves the stored copy when the upstream could not answer; the error when there is none.
+    fn stale_or(
+        &self,
+        local: Option<(Digest, Arc<CachedManifest>)>,
+        t: &Target,
+        reference: &Reference,
+        e: UpstreamError,
+    ) -> Result<(Digest, Arc<CachedManifest>, Freshness), ProxyError> {
+        match local {
+            Some((d, m)) => {
+                tracing::warn!(
+                    repository = %t.cached, reference = %reference, error = %e,
+                    "serving the cached manifest: the upstream could not confirm it"
+                );
+                Ok((d, m, Freshness::Stale))
+            }
+            None => Err(e.into()),
+        }
+    }
+
+    async fn fresh(
+        &self,
+        storage: &Storage,
+        name: &RepoName,
+        tag: &Tag,
+    ) -> Result<bool, ProxyError> {
+        let at = storage.tag_validated_at(name, tag).await?;
+        Ok(at.is_some_and(|at| {
+            SystemTime::now()
+                .duration_since(at)
+                .is_ok_and(|age| age < self.tag_ttl)
+        }))
+    }
+
+    /// Asks the upstream (HEAD) whether `tag` still names `have`; records the check when it does.
+    async fn revalidate(
+        &self,
+        storage: &Storage,
+        t: &Target,
+        tag: &Tag,
+        have: &Digest,
+    ) -> Result<bool, UpstreamError> {
+        let resp = t
+            .upstream
+            .send(
+                Method::HEAD,
+                &t.remote,
+                &format!("manifests/{tag}"),
+                Some(upstream::MANIFEST_ACCEPT),
+                true,
+            )
+            .await?;
+        let theirs = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
+        if theirs.as_ref() != Some(have) {
+            return Ok(false);
+        }
+        if let Err(e) = storage.mark_tag_validated(&t.cached, tag).await {
+            tracing::warn!(error = %e, "cannot record a tag check");
+        }
+        Ok(true)
+    }
+
+    /// GETs a manifest from the upstream, verifies it, and stores it (with its tag).
+    async fn fetch_manifest(
+        &self,
+        storage: &Storage,
+        t: &Target,
+        reference: &Reference,
+    ) -> Result<(Digest, Arc<CachedManifest>), ProxyError> {
+        let resp = t
+            .upstream
+            .send(
+                Method::GET,
+                &t.remote,
+                &format!("manifests/{reference}"),
+                Some(upstream::MANIFEST_ACCEPT),
+                true,
+            )
+            .await?;
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bad = |reason: String| ProxyError::BadManifest {
+            upstream: t.upstream.name.clone(),
+            reason,
+        };
+        let bytes = resp.bytes().await.map_err(|e| {
+            UpstreamError::Unreachable(t.upstream.name.clone(), format!("reading a manifest: {e}"))
+        })?;
+        if bytes.len() > 4 << 20 {
+            return Err(bad(format!("{} bytes, more than 4 MiB", bytes.len())));
+        }
+        let digest = match reference {
+            Reference::Digest(d) if d.algorithm() == Algorithm::Sha512 => {
+                Digest::compute(Algorithm::Sha512, &bytes)
+            }
+            _ => Digest::sha256_of(&bytes),
+        };
+        if let Reference::Digest(want) = reference
+            && *want != digest
+        {
+            return Err(bad(format!(
+                "its digest is {digest}, not the {want} asked for"
+            )));
+        }
+        let parsed =
+            manifest::parse(content_type.as_deref(), &bytes).map_err(|e| bad(e.to_string()))?;
+        let referrer = parsed.subject.as_ref().map(|s| ReferrerEntry {
+            subject: s.digest.clone(),
+            descriptor: serde_json::json!({
+                "mediaType": parsed.media_type,
+                "digest": digest.to_string(),
+                "size": bytes.len(),
+            })
+            .to_string()
+            .into_bytes(),
+        });
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        storage
+            .put_manifest(&t.cached, &digest, bytes.to_vec(), tag, referrer)
+            .await?;
+        if let Some(tag) = tag
+            && let Err(e) = storage.mark_tag_validated(&t.cached, tag).await
+        {
+            tracing::warn!(error = %e, "cannot record a tag check");
+        }
+        tracing::info!(
+            repository = %t.cached, reference = %reference, digest = %digest,
+            upstream = %t.upstream.name, "manifest cached from upstream"
+        );
+        let (d, m) = storage
+            .resolve_manifest(&t.cached, &Reference::Digest(digest))
+            .await?;
+        Ok((d, m))
+    }
+
+    /// The size of a blob of the target, linking it into the cached repository when it is stored
+    /// but not yet linked there (a layer shared with another image). `None`: not stored; the
+    /// caller fetches it.
+    pub async fn stored_blob(
+        &self,
+        storage: &Storage,
+        t: &Target,
+        digest: &Digest,
+    ) -> Result<Option<(RepoName, u64)>, ProxyError> {
+        for name in t.literal.iter().chain(std::iter::once(&t.cached)) {
+            if let Some(size) = storage.blob_size(name, digest).await? {
+                return Ok(Some((name.clone(), size)));
+            }
+        }
+        let Some(size) = storage.blob_size_global(digest).await? else {
+            return Ok(None);
+        };
+        // Stored for another repository: serve it here only if the upstream has it here, so no
+        // digest reaches through this repository to a layer it does not hold.
+        t.upstream
+            .send(
+                Method::HEAD,
+                &t.remote,
+                &format!("blobs/{digest}"),
+                None,
+                true,
+            )
+            .await?;
+        storage.link_blob(&t.cached, digest).await?;
+        Ok(Some((t.cached.clone(), size)))
+    }
+
+    /// The size of a blob the upstream has (HEAD), without fetching it.
+    pub async fn upstream_blob_size(&self, t: &Target, digest: &Digest) -> Result<u64, ProxyError> {
+        let resp = t
+            .upstream
+            .send(
+                Method::HEAD,
+                &t.remote,
+                &format!("blobs/{digest}"),
+                None,
+                true,
+            )
+            .await?;
+        resp.content_length()
+            .or_else(|| {
+                resp.headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+            })
+            .ok_or_else(|| {
+                UpstreamError::Failed(
+                    t.upstream.name.clone(),
+                    format!("HEAD of {digest} carried no size"),
+                )
+                .into()
+            })
+    }
+
+    /// Streams a blob that is not stored: starts the one upstream fetch for it (unless one is
+    /// running here or on another node) and follows it.
+    pub async fn fetch_blob(
+        &self,
+        storage: &Storage,
+        t: &Target,
+        digest: &Digest,
+    ) -> Result<(u64, BlobStream), ProxyError> {
+        if digest.algorithm() != Algorithm::Sha256 {
+            return Err(StorageError::BlobUnknown.into());
+        }
+        // A fetch that ends without the blob (it failed, or its node died) lets the next one try.
+        for _ in 0..3 {
+            self.lead_fetch(storage, t, digest).await?;
+            // A fetch without a size announces it only when done: wait that long.
+            let followed = storage
+                .follow_fill(digest, Duration::from_secs(600), self.timeout * 3)
+                .await?;
+            if let Some(found) = followed {
+                return Ok(found);
+            }
+        }
+        Err(UpstreamError::Failed(
+            t.upstream.name.clone(),
+            format!("fetching {digest} failed three times"),
+        )
+        .into())
+    }
+
+    /// Starts the upstream fetch of a blob unless one is running (here or on another node).
+    async fn lead_fetch(
+        &self,
+        storage: &Storage,
+        t: &Target,
+        digest: &Digest,
+    ) -> Result<(), ProxyError> {
+        if let Some(mut lease) = storage.try_lead_fill(digest).await? {
+            // Ask first, so a missing blob or a refusal reaches this client as what it is.
+            let resp = t
+                .upstream
+                .send(
+                    Method::GET,
+                    &t.remote,
+                    &format!("blobs/{digest}"),
+                    None,
+                    false,
+                )
+                .await?;
+            let size = resp.content_length();
+            if let Some(size) = size {
+                lease.begin(size).await?;
+            }
+            let (t2, d2) = (t.clone(), digest.clone());
+            // The fetch runs to the end even if this client goes away: others follow it, and the
+            // next pull finds it stored.
+            tokio::spawn(async move {
+                let name = t2.upstream.name.clone();
+                match fill(lease, resp, size, &t2.cached).await {
+                    Ok(n) => tracing::info!(
+                        repository = %t2.cached, digest = %d2, bytes = n, upstream = %name,
+                        "blob cached from upstream"
+                    ),
+                    Err(e) => tracing::warn!(
+                        repository = %t2.cached, digest = %d2, upstream = %name, error = %e,
+                        "fetching a blob from upstream failed"
+                    ),
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Copies the upstream's body into the fill and publishes it.
+async fn fill(
+    mut lease: crate::storage::fill::FillLease,
+    resp: reqwest::Response,
+    size: Option<u64>,
+    name: &RepoName,
+) -> Result<u64, ProxyError> {
+    let upstream_err = |e: reqwest::Error| UpstreamError::Unreachable(String::new(), e.to_string());
+    if size.is_none() {
+        // No size up front (a chunked answer): spool it whole, then announce it.
+        let body = resp.bytes().await.map_err(upstream_err)?;
+        lease.begin(body.len() as u64).await?;
+        lease.write(body).await?;
+    } else {
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            lease.write(chunk.map_err(upstream_err)?).await?;
+        }
+    }
+    Ok(lease.finish(name).await?)
+}
+
+/// Whether `name` matches `pattern`: `*` is one path component, `**` any number (at least one).
+pub fn matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[&str], n: &[&str]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(&"**"), Some(_)) => (1..=n.len()).any(|k| go(&p[1..], &n[k..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('/').collect();
+    let n: Vec<&str> = name.split('/').collect();
+    go(&p, &n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(matches("library/*", "library/alpine"));
+        assert!(!matches("library/*", "library/a/b"));
+        assert!(!matches("library/*", "team/app"));
+        assert!(matches("library/**", "library/a/b"));
+        assert!(matches("**", "a"));
+        assert!(!matches("library/*", "library"));
+    }
+
+    fn proxy(default: &str) -> Proxy {
+        let text = format!(
+            r#"
+[proxy]
+default_upstream = "{default}"
+[[upstream]]
+name = "docker.io"
+url = "https://registry-1.docker.io"
+[[upstream]]
+name = "ghcr.io"
+url = "https://ghcr.io"
+prefixes = ["ghcr.io", "gh"]
+push = true
+"#
+        );
+        let c = Config::from_layers(Some(("t.toml", &text)), &[], &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Proxy::from_config(&c).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn t(p: &Proxy, name: &str, ns: Option<&str>) -> Option<(String, String, bool)> {
+        let name: RepoName = name.parse().unwrap_or_else(|e| panic!("{e}"));
+        p.target(&name, ns)
+            .map(|t| (t.cached.to_string(), t.remote, t.literal.is_some()))
+    }
+
+    #[test]
+    fn naming_forms() {
+        let p = proxy("docker.io");
+        let alpine = Some((
+            "docker.io/library/alpine".to_string(),
+            "library/alpine".to_string(),
+            false,
+        ));
+        assert_eq!(t(&p, "docker.io/library/alpine", None), alpine);
+        assert_eq!(t(&p, "docker.io/alpine", None), alpine);
+        assert_eq!(t(&p, "library/alpine", Some("docker.io")), alpine);
+        assert_eq!(t(&p, "alpine", Some("docker.io")), alpine);
+        let bare = t(&p, "library/alpine", None);
+        assert_eq!(
+            bare,
+            Some((
+                "docker.io/library/alpine".into(),
+                "library/alpine".into(),
+                true
+            ))
+        );
+        // A private name outside the default patterns never goes upstream.
+        assert_eq!(t(&p, "team/app", None), None);
+        assert_eq!(t(&p, "docker.io", None), None);
+        assert_eq!(
+            t(&p, "gh/o/r", None),
+            Some(("ghcr.io/o/r".into(), "o/r".into(), false))
+        );
+        assert_eq!(t(&p, "x/y", Some("quay.io")), None);
+        let name: RepoName = "docker.io/library/alpine"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.refuses_push(&name), Some("docker.io".into()));
+        let name: RepoName = "ghcr.io/o/r".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.refuses_push(&name), None);
+        let none = proxy("");
+        assert_eq!(t(&none, "library/alpine", None), None);
+    }
+}

@@ -1,0 +1,346 @@
+//! One upstream registry: requests with its authentication (anonymous, basic, or the Bearer token
+//! flow of Docker Hub, GHCR, Quay and Distribution's token auth), and its failures sorted into what
+//! a client needs to hear (unreachable, unauthorized, not found).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode, header};
+
+use crate::config;
+
+/// Manifest media types asked of an upstream, every kind a client may pull.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Why an upstream request failed. Messages never hold credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {0} is unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("upstream {0} refused the credentials registryd has for it: {1}")]
+    Unauthorized(String, String),
+    #[error("upstream {0} does not have it")]
+    NotFound(String),
+    #[error("upstream {0} failed: {1}")]
+    Failed(String, String),
+}
+
+impl UpstreamError {
+    /// Whether the upstream said, authoritatively, that the thing does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, UpstreamError::NotFound(_))
+    }
+}
+
+/// A token (or basic credentials) for one repository scope.
+#[derive(Clone)]
+enum Grant {
+    Bearer { token: String, until: Instant },
+    Basic,
+}
+
+pub struct Upstream {
+    pub name: String,
+    /// Base URL without a trailing `/`.
+    base: String,
+    pub prefixes: Vec<String>,
+    pub push: bool,
+    credentials: Option<(String, String)>,
+    http: reqwest::Client,
+    timeout: Duration,
+    grants: Mutex<HashMap<String, Grant>>,
+}
+
+impl Upstream {
+    pub fn new(c: &config::Upstream, timeout: Duration) -> anyhow::Result<Upstream> {
+        let password = if !c.password_file.as_os_str().is_empty() {
+            let p = std::fs::read_to_string(&c.password_file).map_err(|e| {
+                anyhow::anyhow!(
+                    "upstream {}: cannot read password_file {}: {e}",
+                    c.name,
+                    c.password_file.display()
+                )
+            })?;
+            p.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            c.password.clone()
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .user_agent(concat!("registryd/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if !c.ca.as_os_str().is_empty() {
+            let pem = std::fs::read(&c.ca).map_err(|e| {
+                anyhow::anyhow!(
+                    "upstream {}: cannot read ca {}: {e}",
+                    c.name,
+                    c.ca.display()
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "upstream {}: ca {} holds no PEM certificate: {e}",
+                    c.name,
+                    c.ca.display()
+                )
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("upstream {}: cannot set up its client: {e}", c.name))?;
+        Ok(Upstream {
+            name: c.name.clone(),
+            base: c.url.trim_end_matches('/').to_string(),
+            prefixes: c.prefixes(),
+            push: c.push,
+            credentials: (!c.username.is_empty()).then(|| (c.username.clone(), password)),
+            http,
+            timeout,
+            grants: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The name Docker Hub knows a repository by: official images live under `library/`.
+    pub fn remote_name(&self, repo: &str) -> String {
+        if self.name == "docker.io" && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo.to_string()
+        }
+    }
+
+    fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Grant>> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `method` to `/v2/<repo>/<path>`, authenticating as the upstream asks. `whole`: the
+    /// answer is small, so the upstream timeout bounds the whole request (a blob body is bounded
+    /// per read instead).
+    pub async fn send(
+        &self,
+        method: Method,
+        repo: &str,
+        path: &str,
+        accept: Option<&str>,
+        whole: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = format!("{}/v2/{repo}/{path}", self.base);
+        let scope = format!("repository:{repo}:pull");
+        let mut challenged = false;
+        loop {
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(a) = accept {
+                req = req.header(header::ACCEPT, a);
+            }
+            if whole {
+                req = req.timeout(self.timeout);
+            }
+            let grant = self.grants().get(&scope).cloned();
+            match grant {
+                Some(Grant::Bearer { token, until }) if until > Instant::now() => {
+                    req = req.bearer_auth(token);
+                }
+                Some(Grant::Basic) => {
+                    if let Some((u, p)) = &self.credentials {
+                        req = req.basic_auth(u, Some(p));
+                    }
+                }
+                _ => {}
+            }
+            let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+            match resp.status() {
+                s if s.is_success() => return Ok(resp),
+                StatusCode::UNAUTHORIZED if !challenged => {
+                    challenged = true;
+                    let challenge = resp
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let grant = self.answer(&challenge, &scope).await?;
+                    self.grants().insert(scope.clone(), grant);
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(UpstreamError::Unauthorized(
+                        self.name.clone(),
+                        format!("{} for {repo}", resp.status()),
+                    ));
+                }
+                StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound(self.name.clone())),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    return Err(UpstreamError::Failed(
+                        self.name.clone(),
+                        "rate limited (429 Too Many Requests)".into(),
+                    ));
+                }
+                s => {
+                    return Err(UpstreamError::Failed(
+                        self.name.clone(),
+                        format!("{s} for {repo}/{path}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> UpstreamError {
+        // Walk to the root cause (connection refused, timeout, certificate) for the message; the
+        // URL never holds credentials (they go in headers).
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        UpstreamError::Unreachable(self.name.clone(), msg)
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: a Bearer token from the realm (with our
+    /// credentials, if any), or basic credentials.
+    async fn answer(&self, challenge: &str, scope: &str) -> Result<Grant, UpstreamError> {
+        let (scheme, params) = parse_challenge(challenge);
+        if scheme.eq_ignore_ascii_case("basic") {
+            return match self.credentials {
+                Some(_) => Ok(Grant::Basic),
+                None => Err(UpstreamError::Unauthorized(
+                    self.name.clone(),
+                    "it asks for a username and password (set username and password in its [[upstream]])".into(),
+                )),
+            };
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(UpstreamError::Unauthorized(
+                self.name.clone(),
+                format!("unsupported authentication scheme {scheme:?}"),
+            ));
+        }
+        let Some(realm) = params.get("realm") else {
+            return Err(UpstreamError::Unauthorized(
+                self.name.clone(),
+                "Bearer challenge without a realm".into(),
+            ));
+        };
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("scope", scope);
+            if let Some(s) = params.get("service") {
+                q.append_pair("service", s);
+            }
+            q.finish()
+        };
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{sep}{query}");
+        let mut req = self.http.get(url).timeout(self.timeout);
+        if let Some((u, p)) = &self.credentials {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(UpstreamError::Unauthorized(
+                self.name.clone(),
+                format!("its token service answered {status}"),
+            ));
+        }
+        let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
+            UpstreamError::Unauthorized(
+                self.name.clone(),
+                format!("its token service sent no token: {e}"),
+            )
+        })?;
+        let token = reply.token.or(reply.access_token).ok_or_else(|| {
+            UpstreamError::Unauthorized(self.name.clone(), "its token service sent no token".into())
+        })?;
+        // The spec's default lifetime is 60 s; renew a little early.
+        let life = Duration::from_secs(reply.expires_in.unwrap_or(60).max(10) - 5);
+        Ok(Grant::Bearer {
+            token,
+            until: Instant::now() + life,
+        })
+    }
+}
+
+/// `Bearer realm="...",service="...",scope="..."` → ("Bearer", {realm, service, scope}).
+pub fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            // Quoted value; backslash escapes one character.
+            let mut v = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            (v, &quoted[end.min(quoted.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        params.insert(key, value);
+        rest = next.trim_start_matches([',', ' ']);
+    }
+    (scheme.to_string(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
+        assert_eq!(s, "Bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/alpine:pull");
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(s, "Basic");
+        assert_eq!(p["realm"], "Registry Realm");
+        let (s, p) = parse_challenge(r#"Bearer realm=https://x/t, service="a\"b""#);
+        assert_eq!(s, "Bearer");
+        assert_eq!(p["realm"], "https://x/t");
+        assert_eq!(p["service"], "a\"b");
+        assert_eq!(parse_challenge("").1.len(), 0);
+        assert_eq!(parse_challenge("Bearer garbage").1.len(), 0);
+    }
+}

@@ -1,0 +1,409 @@
+//! Cache fills: a blob fetched from an upstream registry is written once, by one node, while any
+//! number of clients on any node read it as it arrives.
+//!
+//! Beside Distribution's tree, under `registryd/proxy/fills/`, each blob being fetched has:
+//! - `<hex>.lock`: held with `flock` by the one fetcher (exclusive across GlusterFS mounts and
+//!   released by the kernel when the holder dies, so a crashed fetcher never blocks the next one);
+//! - `<hex>.partial`: the bytes so far, created before the size is announced;
+//! - `<hex>.size`: the blob's size, written once the upstream answered.
+//!
+//! The fetcher verifies the digest, then renames the partial file onto the blob's data path. A
+//! reader that opened the partial file keeps reading the same inode, so the rename never cuts it off.
+//! Readers hash what they stream and fail the last chunk on a mismatch, so a client never receives
+//! a complete body with the wrong content.
+//!
+//! Tags of cached repositories carry a "validated at" time, the mtime of one small file per tag
+//! under `registryd/proxy/validated/`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::{BlobStream, Result, Storage, StorageError, atomic, exists, layout, read_link};
+use crate::registry::{Digest, RepoName, Tag};
+
+const CHUNK: usize = 512 * 1024;
+
+/// The files of one blob's fill.
+#[derive(Clone)]
+struct FillPaths {
+    lock: PathBuf,
+    partial: PathBuf,
+    size: PathBuf,
+}
+
+impl Storage {
+    fn fill_paths(&self, digest: &Digest) -> FillPaths {
+        let dir = self.layout().root().join("registryd/proxy/fills");
+        let hex = digest.hex();
+        FillPaths {
+            lock: dir.join(format!("{hex}.lock")),
+            partial: dir.join(format!("{hex}.partial")),
+            size: dir.join(format!("{hex}.size")),
+        }
+    }
+
+    /// Takes the fetch of `digest` if no one (on any node) holds it. `None`: another fetch is
+    /// running, or the blob is already stored.
+    pub async fn try_lead_fill(&self, digest: &Digest) -> Result<Option<FillLease>> {
+        let paths = self.fill_paths(digest);
+        let data = self.layout().blob_data(digest);
+        let p = paths.clone();
+        let lock = self
+            .blocking(move || {
+                if let Some(dir) = p.lock.parent() {
+                    atomic::create_dir_all_durable(dir)?;
+                }
+                let f = atomic::retry_stale(|| {
+                    OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&p.lock)
+                })?;
+                // SAFETY: flock on a descriptor this function owns; no memory is involved.
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    let e = io::Error::last_os_error();
+                    return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                        Ok(None)
+                    } else {
+                        Err(e.into())
+                    };
+                }
+                // Whoever held it before may have finished, or died: start from nothing.
+                if exists(&data)? {
+                    return Ok(None);
+                }
+                for stale in [&p.size, &p.partial] {
+                    match std::fs::remove_file(stale) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                Ok(Some(f))
+            })
+            .await?;
+        Ok(lock.map(|lock| FillLease {
+            storage: self.clone(),
+            digest: digest.clone(),
+            paths,
+            lock: Some(lock),
+            file: None,
+            sha: Sha256::new(),
+            written: 0,
+            done: false,
+        }))
+    }
+
+    /// Streams `digest` as it is being fetched (by this node or another), or from storage once it
+    /// is stored. Waits up to `start_wait` for the fetch to announce the size; a stream fails when
+    /// the fetcher stops making progress for `stall` and no longer holds the fill. `None`: no
+    /// fetch is running (it ended without storing the blob); the caller may start one.
+    pub async fn follow_fill(
+        &self,
+        digest: &Digest,
+        start_wait: Duration,
+        stall: Duration,
+    ) -> Result<Option<(u64, BlobStream)>> {
+        let paths = self.fill_paths(digest);
+        let data = self.layout().blob_data(digest);
+        let began = Instant::now();
+        let mut rounds = 0u32;
+        loop {
+            let (p, d) = (paths.clone(), data.clone());
+            rounds += 1;
+            let look_at_lock = rounds.is_multiple_of(10);
+            let found = self
+                .blocking(move || {
+                    if let Some(size) = super::blobs::data_size(&d)? {
+                        return Ok(Some((size, None)));
+                    }
+                    if look_at_lock && !fill_held(&p.lock)? {
+                        // Ended without a blob: the fetch failed, or its holder died.
+                        if super::blobs::data_size(&d)?.is_none() {
+                            return Ok(Some((u64::MAX, None)));
+                        }
+                    }
+                    let size = match std::fs::read_to_string(&p.size) {
+                        Ok(s) => s.trim().parse::<u64>().ok(),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let Some(size) = size else { return Ok(None) };
+                    match File::open(&p.partial) {
+                        Ok(f) => Ok(Some((size, Some(f)))),
+                        // Published (or abandoned) between the two reads: look again.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+                .await?;
+            match found {
+                Some((u64::MAX, None)) => return Ok(None),
+                Some((size, None)) => {
+                    return Ok(Some((size, self.open_blob(digest, 0, size).await?)));
+                }
+                Some((size, Some(file))) => {
+                    let stream = self.tail(file, size, digest.clone(), paths.lock.clone(), stall);
+                    return Ok(Some((size, stream)));
+                }
+                None if began.elapsed() > start_wait => {
+                    return Err(StorageError::Unavailable(format!(
+                        "the fetch of {digest} from upstream did not start within {}s",
+                        start_wait.as_secs()
+                    )));
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Reads `file` (a fill in progress) up to `size` bytes as they are written.
+    fn tail(
+        &self,
+        file: File,
+        size: u64,
+        digest: Digest,
+        lock: PathBuf,
+        stall: Duration,
+    ) -> BlobStream {
+        struct Tail {
+            storage: Storage,
+            file: std::sync::Arc<File>,
+            pos: u64,
+            sha: Sha256,
+            last_progress: Instant,
+        }
+        let state = Tail {
+            storage: self.clone(),
+            file: std::sync::Arc::new(file),
+            pos: 0,
+            sha: Sha256::new(),
+            last_progress: Instant::now(),
+        };
+        let stream = futures_util::stream::try_unfold(state, move |mut t| {
+            let (digest, lock) = (digest.clone(), lock.clone());
+            async move {
+                if t.pos == size {
+                    return Ok(None);
+                }
+                loop {
+                    let (f, pos) = (t.file.clone(), t.pos);
+                    let want = (size - pos).min(CHUNK as u64) as usize;
+                    let chunk = t
+                        .storage
+                        .blocking(move || {
+                            let mut buf = vec![0u8; want];
+                            let n = f.read_at(&mut buf, pos)?;
+                            buf.truncate(n);
+                            Ok(buf)
+                        })
+                        .await
+                        .map_err(into_io)?;
+                    if !chunk.is_empty() {
+                        t.pos += chunk.len() as u64;
+                        t.sha.update(&chunk);
+                        t.last_progress = Instant::now();
+                        if t.pos == size {
+                            let got = Digest::from_sha256_output(&t.sha.clone().finalize());
+                            if got != digest {
+                                return Err(io::Error::other(format!(
+                                    "upstream sent content with digest {got}, not {digest}"
+                                )));
+                            }
+                        }
+                        return Ok(Some((Bytes::from(chunk), t)));
+                    }
+                    if t.last_progress.elapsed() > stall {
+                        let lock = lock.clone();
+                        let alive = t.storage.blocking(move || fill_held(&lock)).await;
+                        if !matches!(alive, Ok(true)) {
+                            return Err(io::Error::other(
+                                "the upstream fetch this download followed was interrupted; retry",
+                            ));
+                        }
+                        t.last_progress = Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Box::pin(stream)
+    }
+
+    /// When the upstream last confirmed (or set) `tag` of the cached repository `name`.
+    pub async fn tag_validated_at(&self, name: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
+        let path = self.validated_path(name, tag);
+        self.blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.modified().ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    /// Records that the upstream confirmed `tag` of `name` now. Not made durable: losing it in a
+    /// crash only costs one more check with the upstream.
+    pub async fn mark_tag_validated(&self, name: &RepoName, tag: &Tag) -> Result<()> {
+        let path = self.validated_path(name, tag);
+        self.blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.set_modified(SystemTime::now())?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn validated_path(&self, name: &RepoName, tag: &Tag) -> PathBuf {
+        let key = Sha256::digest(format!("{name}:{tag}").as_bytes());
+        let hex = hex::encode(key);
+        self.layout()
+            .root()
+            .join("registryd/proxy/validated")
+            .join(&hex[..2])
+            .join(hex)
+    }
+}
+
+/// Whether someone holds the fill lock at `lock` (a fetch is alive somewhere).
+fn fill_held(lock: &std::path::Path) -> Result<bool> {
+    let f = match File::open(lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        return Ok(false);
+    }
+    Ok(io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK))
+}
+
+fn into_io(e: StorageError) -> io::Error {
+    match e {
+        StorageError::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+/// The right to fetch one blob into storage. Dropped without [`FillLease::finish`], it removes
+/// what it wrote and releases the lock, and readers following it fail.
+pub struct FillLease {
+    storage: Storage,
+    digest: Digest,
+    paths: FillPaths,
+    lock: Option<File>,
+    file: Option<std::sync::Arc<File>>,
+    sha: Sha256,
+    written: u64,
+    done: bool,
+}
+
+impl FillLease {
+    /// Announces the blob's size (from the upstream's answer) and opens the partial file.
+    pub async fn begin(&mut self, size: u64) -> Result<()> {
+        let p = self.paths.clone();
+        let file = self
+            .storage
+            .blocking(move || {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .read(true)
+                    .open(&p.partial)?;
+                // The size file is a plain write: a reader that sees it short parses nothing and
+                // looks again.
+                let tmp = p.size.with_extension("size.tmp");
+                std::fs::write(&tmp, size.to_string())?;
+                std::fs::rename(&tmp, &p.size)?;
+                Ok(f)
+            })
+            .await?;
+        self.file = Some(std::sync::Arc::new(file));
+        Ok(())
+    }
+
+    /// Appends the next bytes.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let Some(file) = self.file.clone() else {
+            return Err(io::Error::other("fill written before it began").into());
+        };
+        self.sha.update(&chunk);
+        let at = self.written;
+        self.written += chunk.len() as u64;
+        self.storage
+            .blocking(move || {
+                file.write_all_at(&chunk, at)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Verifies the digest, makes the blob durable under its name, and links it into `name`.
+    pub async fn finish(mut self, name: &RepoName) -> Result<u64> {
+        let computed = Digest::from_sha256_output(&self.sha.clone().finalize());
+        if computed != self.digest {
+            return Err(StorageError::DigestMismatch {
+                expected: self.digest.clone(),
+                computed,
+            });
+        }
+        let Some(file) = self.file.clone() else {
+            return Err(io::Error::other("fill finished before it began").into());
+        };
+        let l = self.storage.layout().clone();
+        let (p, d, n) = (self.paths.clone(), self.digest.clone(), name.clone());
+        let size = self.written;
+        self.storage
+            .blocking(move || {
+                file.sync_all()?;
+                let dest = l.blob_data(&d);
+                if !exists(&dest)?
+                    && let Err(e) = atomic::publish(&p.partial, &dest)
+                    && !exists(&dest)?
+                {
+                    return Err(e.into());
+                }
+                let link = l.layer_link(&n, &d);
+                if read_link(&link)?.as_ref() != Some(&d) {
+                    atomic::write_atomic(&link, layout::link_content(&d).as_bytes())?;
+                }
+                let _ = std::fs::remove_file(&p.size);
+                let _ = std::fs::remove_file(&p.partial);
+                Ok(())
+            })
+            .await?;
+        self.done = true;
+        Ok(size)
+    }
+}
+
+impl Drop for FillLease {
+    fn drop(&mut self) {
+        let lock = self.lock.take();
+        if self.done {
+            return;
+        }
+        // Clean up off the async threads: a hung mount must not stall one of them.
+        let p = self.paths.clone();
+        std::thread::spawn(move || {
+            let _ = std::fs::remove_file(&p.size);
+            let _ = std::fs::remove_file(&p.partial);
+            drop(lock);
+        });
+    }
+}
