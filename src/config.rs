@@ -818,6 +818,30 @@ mod tests {
     }
 
     #[test]
+    fn upstreams() {
+        let ok = "[proxy]\ndefault_upstream = \"docker.io\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\nusername = \"u\"\npassword = \"secret\"\n";
+        let c = load(ok, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.upstream.len(), 1);
+        assert_eq!(c.upstream[0].prefixes(), vec!["docker.io".to_string()]);
+        assert!(!c.to_toml().contains("secret"), "{}", c.to_toml());
+        let bad = "[proxy]\ndefault_upstream = \"quay.io\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"ftp://x\"\nuser = \"u\"\n[[upstream]]\nurl = \"https://x\"\n";
+        let errs = load(bad, &[], &Overrides::default()).unwrap_err().0;
+        let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"upstream[0].user"), "{keys:?}");
+        assert!(keys.contains(&"upstream[1].name"), "{keys:?}");
+        let bad = "[proxy]\ndefault_upstream = \"quay.io\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"ftp://x\"\npassword = \"p\"\n";
+        let errs = load(bad, &[], &Overrides::default()).unwrap_err().0;
+        let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "upstream.url",
+            "upstream.username",
+            "proxy.default_upstream",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
     fn reports_every_error_with_key_and_line() {
         let file = "[server]\nlisten = [\"nope\"]\nbogus = 1\n\n[storage]\ndelete_enabled = \"yes\"\n[extra]\nx=1\n";
         let env = [("REGISTRYD_TLS_NOPE", "1"), ("REGISTRYD_BIN", "/x")];

@@ -401,6 +401,8 @@ fn reload(
             "node.interface",
             current.node.interface != new.node.interface,
         ),
+        ("proxy", current.proxy != new.proxy),
+        ("upstream", current.upstream != new.upstream),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))

@@ -52,6 +52,19 @@ enum Command {
     /// not. The systemd unit runs it as ExecCondition: a node without a certificate yet is skipped
     /// with this message in `systemctl status` and the journal, instead of failing.
     Preflight(ConfigArgs),
+    /// Fetch images from their upstream into the pull-through cache now, so they are served when
+    /// the upstream is gone. REF: docker.io/library/alpine:3.20, a bare name the default upstream
+    /// serves, or NAME@DIGEST. Safe while the daemons run (the same locks).
+    Pull {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only these platforms of a multi-platform image (os/arch[/variant], comma-separated);
+        /// default: all.
+        #[arg(long, value_delimiter = ',')]
+        platform: Vec<String>,
+        #[arg(required = true, value_name = "REF")]
+        refs: Vec<String>,
+    },
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man,
@@ -235,6 +248,81 @@ fn serve(args: ConfigArgs) -> ExitCode {
     }
 }
 
+/// `registryd pull`: fetches each reference into the cache; exit 1 when any failed.
+fn pull(config: &Config, platforms: &[String], refs: &[String]) -> ExitCode {
+    use registryd::proxy::{Proxy, prewarm};
+    let mut parsed = Vec::new();
+    for r in refs {
+        match prewarm::parse_ref(r) {
+            Ok(p) => parsed.push(p),
+            Err(e) => {
+                eprintln!("registryd pull: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let proxy = match Proxy::from_config(config) {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => {
+                eprintln!("registryd pull: no [[upstream]] is configured; add one to the config file");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("registryd pull: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let root = &config.storage.root;
+        if !config.storage.require_mount.is_empty() {
+            let guard = registryd::node::mount::MountGuard::new(
+                &config.storage.require_mount,
+                Some(config.storage.require_fstype.clone()),
+            );
+            if let Err(e) = guard.check() {
+                eprintln!("registryd pull: storage is not usable: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let storage = match registryd::storage::Storage::open_with(
+            root,
+            std::time::Duration::from_secs(config.storage.operation_timeout_secs),
+            64,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("registryd pull: storage root {}: {e}", root.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut failed = false;
+        for (name, reference) in &parsed {
+            match prewarm::pull(&proxy, &storage, name, reference, platforms).await {
+                Ok(s) => println!(
+                    "{name}:{reference}: {} manifests, {} blobs fetched ({:.1} MiB), {} already cached",
+                    s.manifests,
+                    s.blobs_fetched,
+                    s.bytes_fetched as f64 / 1048576.0,
+                    s.blobs_present
+                ),
+                Err(e) => {
+                    eprintln!("registryd pull: {e}");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
 fn cert_init(
     config: &Config,
     hosts: Vec<String>,
@@ -396,6 +484,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Pull {
+            config,
+            platform,
+            refs,
+        } => {
+            let Ok(config) = config_or_exit(&config) else {
+                return ExitCode::from(2);
+            };
+            pull(&config, &platform, &refs)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();

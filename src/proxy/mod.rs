@@ -10,6 +10,7 @@
 //! one blob fetch per digest across every node sharing the storage (a lock on the shared mount,
 //! see [`crate::storage::fill`]); every other request streams from the fetch in progress.
 
+pub mod prewarm;
 pub mod upstream;
 
 use std::collections::HashMap;

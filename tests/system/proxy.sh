@@ -73,6 +73,7 @@ python3 "$SYS_DIR/lib/mkimage.py" "$WORK/alpine2" v2 --layer-bytes 300000 >/dev/
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/other" v1 >/dev/null
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/tool" v1 --arch amd64 --arch arm64 >/dev/null
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/private" v1 >/dev/null
+python3 "$SYS_DIR/lib/mkimage.py" "$WORK/warm" v1 --arch amd64 --arch arm64 >/dev/null
 to_a() { $SK copy -q --dest-creds hubuser:hubpass --dest-cert-dir "$WORK/certs.d" "$1" "docker://127.0.0.1:$PA/$2"; }
 to_a "oci:$WORK/alpine:v1" library/alpine:3.20 || fail "push to upstream A"
 # 100 MiB that does not compress, pushed as a bare blob (monolithic POST + PUT).
@@ -85,6 +86,8 @@ sep='?'; case $loc in *\?*) sep='&' ;; esac
 curl -fsS -u hubuser:hubpass --cacert "$WORK/tls/ca.crt" -X PUT -H 'Content-Type: application/octet-stream' \
   --data-binary @"$WORK/big.blob" "$loc${sep}digest=$BIG" -o /dev/null || fail "push of the 100 MiB blob to upstream A"
 to_a "oci:$WORK/other:v1" library/other:v1 || fail "push other image to upstream A"
+$SK copy -q --all --dest-creds hubuser:hubpass --dest-cert-dir "$WORK/certs.d" \
+  "oci:$WORK/warm:v1" "docker://127.0.0.1:$PA/library/warm:v1" || fail "push multi-platform image to upstream A"
 $SK copy -q --all --dest-tls-verify=false --dest-creds quayuser:quaypass \
   "oci:$WORK/tool:v1" "docker://127.0.0.1:$PB/org/tool:v1" || { cat "$WORK/b.log" | tail -5; fail "push to upstream B (token auth)"; }
 upstream_digest() { # REF (on A)
@@ -234,7 +237,16 @@ else
   fail "containerd is not installed (apt-get install containerd)"
 fi
 
-# 7. Offline: stop upstream A; cached images are served (marked stale), uncached ones fail clearly.
+# 7. Pre-warming with `registryd pull` while the daemon runs: one platform of an index.
+"$TEST_REGISTRYD_BIN" pull --config "$WORK/registryd.toml" --storage "$WORK/data" --platform linux/arm64 \
+  docker.io/library/warm:v1 >"$WORK/warm.out" 2>"$WORK/warm.err" || { cat "$WORK/warm.err"; fail "registryd pull"; }
+grep -q "docker.io/library/warm:v1: 2 manifests, 2 blobs fetched" "$WORK/warm.out" || { cat "$WORK/warm.out" "$WORK/warm.err"; fail "registryd pull summary"; }
+"$TEST_REGISTRYD_BIN" pull --config "$WORK/registryd.toml" --storage "$WORK/data" team/app:v1 2>"$WORK/warm2.err" \
+  && fail "registryd pull of a private name succeeded"
+grep -q "not under an upstream" "$WORK/warm2.err" || { cat "$WORK/warm2.err"; fail "unclear registryd pull error"; }
+pass "registryd pull --platform linux/arm64 pre-warms one platform of an index"
+
+# 8. Offline: stop upstream A; cached images are served (marked stale), uncached ones fail clearly.
 stop_pid "$A_PID"
 sleep 9  # past the TTL, so the tag is checked with the unreachable upstream
 pull docker.io/library/alpine:3.20 "$WORK/p8" || { tail -5 "$WORK/proxy.log"; fail "cached image with the upstream down"; }
@@ -247,4 +259,8 @@ code=$(curl -s -o "$WORK/offline.json" -w '%{http_code}' "http://$R/v2/docker.io
 [ "$code" = 502 ] || fail "uncached image with the upstream down answered $code"
 jq -e '.errors[0].message | test("unreachable")' "$WORK/offline.json" >/dev/null || fail "unclear offline error: $(cat "$WORK/offline.json")"
 grep -q hubpass "$WORK/proxy.log" && fail "the upstream password reached the log"
-pass "upstream down: cached image served (stale, Warning header, logged), uncached one 502 'unreachable'"
+$SK copy -q --src-tls-verify=false --override-arch arm64 "docker://$R/docker.io/library/warm:v1" "oci:$WORK/p9:x" \
+  || fail "the pre-warmed arm64 image with the upstream down"
+$SK copy -q --src-tls-verify=false --override-arch amd64 "docker://$R/docker.io/library/warm:v1" "oci:$WORK/p10:x" 2>/dev/null \
+  && fail "the amd64 image was never fetched, yet pulled offline"
+pass "upstream down: cached image served (stale, Warning header, logged), pre-warmed platform served, uncached one 502 'unreachable'"

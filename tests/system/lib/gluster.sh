@@ -116,6 +116,9 @@ gl_down() {
 }
 
 # registryd on node N, in its namespaces; extra VAR=value arguments go to its environment.
+# Extra arguments after `registryd serve` (e.g. --config FILE) for the nodes started next.
+GL_SERVE_ARGS=()
+
 gl_start() {
   local i=$1; shift
   local ns
@@ -129,7 +132,7 @@ gl_start() {
     REGISTRYD_STORAGE_REQUIRE_MOUNT="$GL/vagabond" REGISTRYD_STORAGE_REQUIRE_FSTYPE=fuse.glusterfs \
     REGISTRYD_STORAGE_CHECK_INTERVAL_SECS=1 REGISTRYD_STORAGE_CHECK_FAILURES=2 \
     REGISTRYD_STORAGE_OPERATION_TIMEOUT_SECS=15 "$@" \
-    "$TEST_REGISTRYD_BIN" serve >>"$WORK/node$i.log" 2>&1 &
+    "$TEST_REGISTRYD_BIN" serve "${GL_SERVE_ARGS[@]}" >>"$WORK/node$i.log" 2>&1 &
   NODE_PID[$i]=$!
   PIDS+=("$!")
 }
