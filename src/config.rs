@@ -86,6 +86,8 @@ pub struct Proxy {
     pub default_patterns: Vec<String>,
     pub tag_ttl_secs: u64,
     pub upstream_timeout_secs: u64,
+    pub max_cache_bytes: u64,
+    pub evict_interval_secs: u64,
 }
 
 /// One upstream registry of the pull-through cache.
@@ -598,6 +600,12 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.proxy.evict_interval_secs == 0 {
+            p.push((
+                "proxy.evict_interval_secs",
+                "must be greater than 0".to_string(),
+            ));
         }
         if self.proxy.upstream_timeout_secs == 0 {
             p.push((

@@ -318,6 +318,38 @@ pub async fn run(
         });
     }
 
+    // Cache size limit: one eviction pass per interval, by whichever node takes the lock.
+    if config.proxy.max_cache_bytes > 0 && !app.proxy.is_empty() {
+        let (app, storage) = (app.clone(), storage.clone());
+        let limit = config.proxy.max_cache_bytes;
+        let every = Duration::from_secs(config.proxy.evict_interval_secs);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                if !app.health.is_ready() {
+                    continue;
+                }
+                match crate::proxy::evict::evict(&app.proxy, &storage, limit).await {
+                    Ok(Some(r)) if r.manifests_removed > 0 => tracing::info!(
+                        before = r.cache_bytes_before,
+                        after = r.cache_bytes_after,
+                        limit,
+                        manifests = r.manifests_removed,
+                        blobs = r.blobs_removed,
+                        freed = r.bytes_freed,
+                        "cache eviction pass"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cache eviction pass failed"),
+                }
+            }
+        });
+    }
+
     // 7. Signals.
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;

@@ -10,6 +10,7 @@
 //! one blob fetch per digest across every node sharing the storage (a lock on the shared mount,
 //! see [`crate::storage::fill`]); every other request streams from the fetch in progress.
 
+pub mod evict;
 pub mod prewarm;
 pub mod upstream;
 
@@ -79,7 +80,12 @@ pub struct Proxy {
     timeout: Duration,
     /// One manifest fetch per (repository, reference) on this node at a time.
     manifest_fetches: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When this node last recorded a pull of each cached manifest.
+    pulled: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// A pull is recorded on storage at most this often per manifest and node.
+const PULL_MARK_EVERY: Duration = Duration::from_secs(60);
 
 impl Proxy {
     /// A proxy with no upstreams: every name is local.
@@ -91,6 +97,7 @@ impl Proxy {
             tag_ttl: Duration::from_secs(300),
             timeout: Duration::from_secs(10),
             manifest_fetches: Mutex::new(HashMap::new()),
+            pulled: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,6 +119,7 @@ impl Proxy {
             tag_ttl: Duration::from_secs(config.proxy.tag_ttl_secs),
             timeout,
             manifest_fetches: Mutex::new(HashMap::new()),
+            pulled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -175,6 +183,17 @@ impl Proxy {
         })
     }
 
+    /// Whether `name` is a repository of the cache (under an upstream's prefix).
+    pub fn is_cached_repo(&self, name: &RepoName) -> bool {
+        self.upstreams.iter().any(|u| {
+            u.prefixes.iter().any(|p| {
+                name.as_str()
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
+        })
+    }
+
     /// The upstream whose namespace `name` is in, when pushes there are refused.
     pub fn refuses_push(&self, name: &RepoName) -> Option<String> {
         let t = self.target(name, None)?;
@@ -192,7 +211,41 @@ impl Proxy {
     }
 
     /// The manifest `reference` of the target: from storage while current, else from upstream.
+    /// Records the pull (for eviction: least recently pulled goes first).
     pub async fn manifest(
+        &self,
+        storage: &Storage,
+        t: &Target,
+        reference: &Reference,
+    ) -> Result<(Digest, Arc<CachedManifest>, Freshness), ProxyError> {
+        let found = self.resolve(storage, t, reference).await?;
+        let key = format!("{}@{}", t.cached, found.0);
+        let due = {
+            let mut marks = self.pulled.lock().unwrap_or_else(|p| p.into_inner());
+            if marks.len() > 100_000 {
+                marks.clear();
+            }
+            let now = std::time::Instant::now();
+            match marks.get(&key) {
+                Some(at) if now.duration_since(*at) < PULL_MARK_EVERY => false,
+                _ => {
+                    marks.insert(key, now);
+                    true
+                }
+            }
+        };
+        if due {
+            let (storage, name, digest) = (storage.clone(), t.cached.clone(), found.0.clone());
+            tokio::spawn(async move {
+                if let Err(e) = storage.mark_pulled(&name, &digest).await {
+                    tracing::debug!(error = %e, "cannot record a pull");
+                }
+            });
+        }
+        Ok(found)
+    }
+
+    async fn resolve(
         &self,
         storage: &Storage,
         t: &Target,

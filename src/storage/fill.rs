@@ -268,11 +268,17 @@ impl Storage {
     }
 
     fn validated_path(&self, name: &RepoName, tag: &Tag) -> PathBuf {
-        let key = Sha256::digest(format!("{name}:{tag}").as_bytes());
-        let hex = hex::encode(key);
+        self.stamp_path("validated", &format!("{name}:{tag}"))
+    }
+
+    /// A per-entry stamp file (its mtime is the value) under `registryd/proxy/<kind>/`: one small
+    /// file per entry, never a shared file rewritten by several nodes.
+    pub(super) fn stamp_path(&self, kind: &str, key: &str) -> PathBuf {
+        let hex = hex::encode(Sha256::digest(key.as_bytes()));
         self.layout()
             .root()
-            .join("registryd/proxy/validated")
+            .join("registryd/proxy")
+            .join(kind)
             .join(&hex[..2])
             .join(hex)
     }

@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod blobs;
 mod catalog;
 pub mod fill;
+pub mod inventory;
 pub mod layout;
 mod listing;
 pub mod manifests;

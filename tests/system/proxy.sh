@@ -264,3 +264,48 @@ $SK copy -q --src-tls-verify=false --override-arch arm64 "docker://$R/docker.io/
 $SK copy -q --src-tls-verify=false --override-arch amd64 "docker://$R/docker.io/library/warm:v1" "oci:$WORK/p10:x" 2>/dev/null \
   && fail "the amd64 image was never fetched, yet pulled offline"
 pass "upstream down: cached image served (stale, Warning header, logged), pre-warmed platform served, uncached one 502 'unreachable'"
+
+# 9. Cache size limit: least recently pulled cached image goes; a pushed image's blobs never do.
+for x in a b c; do
+  python3 "$SYS_DIR/lib/mkimage.py" "$WORK/ev-$x" v1 --layer-bytes 2000000 >/dev/null
+  $SK copy -q --dest-tls-verify=false --dest-creds quayuser:quaypass \
+    "oci:$WORK/ev-$x:v1" "docker://127.0.0.1:$PB/org/ev-$x:v1" || fail "push ev-$x to upstream B"
+done
+layout_bytes() { find "$1/blobs" -type f -printf '%s\n' | awk '{s+=$1} END {print s}'; }
+SA=$(layout_bytes "$WORK/ev-a") SC=$(layout_bytes "$WORK/ev-c")
+LIMIT=$(( SC + SA / 2 ))
+PE=$(free_port)
+cat >"$WORK/evict.toml" <<TOML
+[proxy]
+max_cache_bytes = $LIMIT
+evict_interval_secs = 1
+[[upstream]]
+name = "quay.test"
+url = "http://127.0.0.1:$PB"
+username = "quayuser"
+password_file = "$WORK/quay.password"
+TOML
+start_registryd evict "$PE" "$WORK/data2" --config "$WORK/evict.toml"
+E=127.0.0.1:$PE
+$SK copy -q --src-tls-verify=false "docker://$E/quay.test/org/ev-a:v1" "oci:$WORK/e1:x" || fail "pull ev-a"
+blob_path() { echo "$WORK/data2/docker/registry/v2/blobs/sha256/${1:0:2}/$1/data"; }
+A_LAYER=$(find "$WORK/ev-a/blobs/sha256" -type f -printf '%s %f\n' | sort -n | tail -1 | cut -d' ' -f2)
+[ -n "$A_LAYER" ] && [ -e "$(blob_path "$A_LAYER")" ] || fail "ev-a's layer was not cached"
+sleep 1.2
+$SK copy -q --src-tls-verify=false "docker://$E/quay.test/org/ev-b:v1" "oci:$WORK/e2:x" || fail "pull ev-b"
+# A private image made of ev-b's very blobs: they are pinned from now on.
+$SK copy -q --dest-tls-verify=false "oci:$WORK/ev-b:v1" "docker://$E/team/keep:v1" || fail "push team/keep"
+sleep 1.2
+$SK copy -q --src-tls-verify=false "docker://$E/quay.test/org/ev-c:v1" "oci:$WORK/e3:x" || fail "pull ev-c"
+for _ in $(seq 1 100); do [ -e "$(blob_path "$A_LAYER")" ] || break; sleep 0.2; done
+[ -e "$(blob_path "$A_LAYER")" ] && { tail -5 "$WORK/evict.log"; fail "the cache went over its limit ($LIMIT bytes) and ev-a was not evicted"; }
+grep -q "cache eviction pass" "$WORK/evict.log" || fail "no eviction logged"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://$E/v2/quay.test/org/ev-a/tags/list")
+tags=$(curl -s "http://$E/v2/quay.test/org/ev-a/tags/list" | jq -c '.tags // []')
+[ "$tags" = "[]" ] || [ "$code" = 404 ] || fail "ev-a still tagged after its eviction: $tags"
+for f in "$WORK/ev-b/blobs/sha256/"* "$WORK/ev-c/blobs/sha256/"*; do
+  [ -e "$(blob_path "$(basename "$f")")" ] || fail "eviction removed $(basename "$f"), which ev-b (pushed) or ev-c (recent) uses"
+done
+$SK copy -q --src-tls-verify=false "docker://$E/team/keep:v1" "oci:$WORK/e4:x" || fail "the pushed image after an eviction"
+$SK copy -q --src-tls-verify=false "docker://$E/quay.test/org/ev-a:v1" "oci:$WORK/e5:x" || fail "ev-a fetched again after its eviction"
+pass "cache limit $LIMIT bytes: oldest pulled image evicted (blobs freed), pushed and recent ones kept, evicted one re-fetched on demand"

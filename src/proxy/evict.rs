@@ -1,0 +1,176 @@
+//! Cache size limit: when the blobs of cached repositories exceed `proxy.max_cache_bytes`, the
+//! least recently pulled cached images go first, until the cache fits.
+//!
+//! Never removed: anything in a repository outside the upstreams' namespaces (pushes), a blob that
+//! any stored manifest still references (local or cached), a blob linked by a local repository, and
+//! a manifest that a stored index lists (the index goes first). One pass at a time across the
+//! cluster (a lock on the shared storage); a pass that finds the lock held skips its turn.
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use super::Proxy;
+use crate::registry::{Digest, RepoName, Tag, manifest};
+use crate::storage::{Storage, StorageError};
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq)]
+pub struct EvictReport {
+    pub cache_bytes_before: u64,
+    pub cache_bytes_after: u64,
+    pub manifests_removed: usize,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+}
+
+struct Revision {
+    repo: RepoName,
+    digest: Digest,
+    pulled: SystemTime,
+    /// What it references: config, layers, child manifests.
+    refs: Vec<Digest>,
+    tags: Vec<Tag>,
+    gone: bool,
+}
+
+/// Runs one eviction pass against `limit` bytes; `None` when another node's pass holds the lock.
+pub async fn evict(
+    proxy: &Proxy,
+    storage: &Storage,
+    limit: u64,
+) -> Result<Option<EvictReport>, StorageError> {
+    let Some(_lock) = storage.try_lock("proxy-evict").await? else {
+        return Ok(None);
+    };
+    let repos = storage.all_repositories().await?;
+    // Reference counts over every stored manifest, local and cached.
+    let mut refcount: HashMap<Digest, usize> = HashMap::new();
+    // Blobs a local repository links: never removed.
+    let mut pinned: HashSet<Digest> = HashSet::new();
+    // Cached repositories that link each blob (as a layer or a revision).
+    let mut linked_in: HashMap<Digest, Vec<RepoName>> = HashMap::new();
+    let mut revisions = Vec::new();
+    for repo in &repos {
+        let inv = storage.inventory(repo).await?;
+        let cached = proxy.is_cached_repo(repo);
+        for (d, linked_at) in &inv.revisions {
+            let refs = match storage.read_blob(d).await? {
+                Some(bytes) => references(&bytes),
+                None => Vec::new(),
+            };
+            for r in &refs {
+                *refcount.entry(r.clone()).or_default() += 1;
+            }
+            if cached {
+                linked_in.entry(d.clone()).or_default().push(repo.clone());
+                let pulled = storage.pulled_at(repo, d).await?.unwrap_or(*linked_at);
+                let tags = inv
+                    .tags
+                    .iter()
+                    .filter(|(_, td)| td == d)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                revisions.push(Revision {
+                    repo: repo.clone(),
+                    digest: d.clone(),
+                    pulled,
+                    refs,
+                    tags,
+                    gone: false,
+                });
+            } else {
+                pinned.insert(d.clone());
+            }
+        }
+        for d in &inv.layers {
+            if cached {
+                linked_in.entry(d.clone()).or_default().push(repo.clone());
+            } else {
+                pinned.insert(d.clone());
+            }
+        }
+    }
+    let mut size_of: HashMap<Digest, u64> = HashMap::new();
+    for d in linked_in.keys() {
+        if !pinned.contains(d) {
+            size_of.insert(d.clone(), storage.stored_size(d).await?);
+        }
+    }
+    let mut report = EvictReport {
+        cache_bytes_before: size_of.values().sum(),
+        ..Default::default()
+    };
+    let mut cache_bytes = report.cache_bytes_before;
+    revisions.sort_by_key(|r| r.pulled);
+    // An index's children become removable once the index is gone: go round until nothing moves.
+    let mut progress = true;
+    while cache_bytes > limit && progress {
+        progress = false;
+        for rev in revisions.iter_mut() {
+            if cache_bytes <= limit {
+                break;
+            }
+            if rev.gone || refcount.get(&rev.digest).copied().unwrap_or(0) > 0 {
+                continue; // removed already, or a stored index lists it
+            }
+            storage
+                .remove_revision(&rev.repo, &rev.digest, std::mem::take(&mut rev.tags))
+                .await?;
+            rev.gone = true;
+            report.manifests_removed += 1;
+            progress = true;
+            tracing::info!(
+                repository = %rev.repo, digest = %rev.digest,
+                "cache over its limit: removed the least recently pulled image"
+            );
+            drop_link(&mut linked_in, &rev.digest, &rev.repo);
+            for r in &rev.refs {
+                if let Some(c) = refcount.get_mut(r) {
+                    *c = c.saturating_sub(1);
+                }
+            }
+            let mut candidates = rev.refs.clone();
+            candidates.push(rev.digest.clone());
+            for d in candidates {
+                if refcount.get(&d).copied().unwrap_or(0) > 0 || pinned.contains(&d) {
+                    continue;
+                }
+                if d != rev.digest {
+                    storage.unlink_layer(&rev.repo, &d).await?;
+                    drop_link(&mut linked_in, &d, &rev.repo);
+                }
+                if linked_in.get(&d).is_some_and(|l| !l.is_empty()) {
+                    continue; // another cached repository still holds it
+                }
+                let freed = storage.delete_blob_if_unlinked(&d, repos.clone()).await?;
+                if freed > 0 {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += freed;
+                    let counted = size_of.remove(&d).unwrap_or(freed);
+                    cache_bytes = cache_bytes.saturating_sub(counted);
+                }
+            }
+        }
+    }
+    report.cache_bytes_after = cache_bytes;
+    Ok(Some(report))
+}
+
+fn drop_link(linked_in: &mut HashMap<Digest, Vec<RepoName>>, d: &Digest, repo: &RepoName) {
+    if let Some(list) = linked_in.get_mut(d) {
+        list.retain(|r| r != repo);
+    }
+}
+
+/// The blobs and child manifests a manifest references (empty for what does not parse).
+fn references(bytes: &[u8]) -> Vec<Digest> {
+    match manifest::parse(None, bytes) {
+        Ok(m) => m
+            .blobs
+            .iter()
+            .chain(m.manifests.iter())
+            .map(|d| d.digest.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
