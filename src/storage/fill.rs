@@ -113,6 +113,14 @@ impl Storage {
     ) -> Result<Option<(u64, BlobStream)>> {
         let paths = self.fill_paths(digest);
         let data = self.layout().blob_data(digest);
+        /// What one look at the fill found.
+        enum Seen {
+            Stored(u64),
+            Growing(u64, File),
+            /// No fetch holds the fill and the blob is not stored: it ended without it.
+            Ended,
+            NotYet,
+        }
         let began = Instant::now();
         let mut rounds = 0u32;
         loop {
@@ -122,44 +130,47 @@ impl Storage {
             let found = self
                 .blocking(move || {
                     if let Some(size) = super::blobs::data_size(&d)? {
-                        return Ok(Some((size, None)));
+                        return Ok(Seen::Stored(size));
                     }
-                    if look_at_lock && !fill_held(&p.lock)? {
-                        // Ended without a blob: the fetch failed, or its holder died.
-                        if super::blobs::data_size(&d)?.is_none() {
-                            return Ok(Some((u64::MAX, None)));
-                        }
+                    // Ended without a blob: the fetch failed, or its holder died.
+                    if look_at_lock
+                        && !fill_held(&p.lock)?
+                        && super::blobs::data_size(&d)?.is_none()
+                    {
+                        return Ok(Seen::Ended);
                     }
                     let size = match std::fs::read_to_string(&p.size) {
                         Ok(s) => s.trim().parse::<u64>().ok(),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                         Err(e) => return Err(e.into()),
                     };
-                    let Some(size) = size else { return Ok(None) };
+                    let Some(size) = size else {
+                        return Ok(Seen::NotYet);
+                    };
                     match File::open(&p.partial) {
-                        Ok(f) => Ok(Some((size, Some(f)))),
+                        Ok(f) => Ok(Seen::Growing(size, f)),
                         // Published (or abandoned) between the two reads: look again.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Seen::NotYet),
                         Err(e) => Err(e.into()),
                     }
                 })
                 .await?;
             match found {
-                Some((u64::MAX, None)) => return Ok(None),
-                Some((size, None)) => {
+                Seen::Ended => return Ok(None),
+                Seen::Stored(size) => {
                     return Ok(Some((size, self.open_blob(digest, 0, size).await?)));
                 }
-                Some((size, Some(file))) => {
+                Seen::Growing(size, file) => {
                     let stream = self.tail(file, size, digest.clone(), paths.lock.clone(), stall);
                     return Ok(Some((size, stream)));
                 }
-                None if began.elapsed() > start_wait => {
+                Seen::NotYet if began.elapsed() > start_wait => {
                     return Err(StorageError::Unavailable(format!(
                         "the fetch of {digest} from upstream did not start within {}s",
                         start_wait.as_secs()
                     )));
                 }
-                None => tokio::time::sleep(Duration::from_millis(50)).await,
+                Seen::NotYet => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }

@@ -167,12 +167,15 @@ def served_or_503(node, log):
     """Every acknowledged push (pushers.py log) is served digest-correct or answered 503: never
     wrong bytes, never another status. Prints how many were still 503."""
     ok = unavailable = 0
+    first_503 = b""
     for line in open(log):
         if not line.strip():
             continue
         repo, tag, digest = line.split()
         s, h, m = req(node, "GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": MT})
         if s == 503:
+            if not unavailable:
+                first_503 = m[:300]
             unavailable += 1
             continue
         check(s == 200 and sha(m) == digest, "wrong answer for", repo, tag, s, m[:200])
@@ -182,6 +185,8 @@ def served_or_503(node, log):
             check(s == 503 or sha(b) == d["digest"], "blob", d["digest"], "served wrong bytes")
         ok += 1
     print(f"{ok} served digest-correct, {unavailable} answered 503")
+    if unavailable:
+        print(f"   first 503: {first_503!r}")
 
 if __name__ == "__main__":
     {"consistency": consistency, "storm": storm, "served-or-503": served_or_503}[sys.argv[1]](*sys.argv[2:])

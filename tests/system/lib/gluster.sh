@@ -92,6 +92,11 @@ gl_down() {
       echo "== node $i: warnings and errors" >&2
       grep -v " INFO " "$WORK/node$i.log" 2>/dev/null | tail -15 >&2
     done
+    echo "== volume status and heal info" >&2
+    gl_cli volume status "$GL_VOL" 2>&1 | head -12 >&2
+    gl_cli volume heal "$GL_VOL" info summary 2>&1 | head -24 >&2
+    echo "== FUSE client errors" >&2
+    grep -h " E " "$GL"/log/fuse*.log 2>/dev/null | tail -8 >&2
   fi
   for p in "${NODE_PID[@]}"; do kill -9 "$p" 2>/dev/null; done
   waitgone "${NODE_PID[@]}"
@@ -139,6 +144,25 @@ gl_start() {
 
 # Curl a node from its own namespace, by name, over TLS.
 gl_curl() { local i=$1; shift; gl_in "$i" curl -sS --cacert "$GL/ca/ca.crt" "$@"; }
+
+# Every node's FUSE client connected to every brick again (after bricks restart or resume). Until
+# then clients see different subsets of bricks, and concurrent creates of one directory name from
+# several nodes were seen to end in a GFID split-brain (EIO) on GlusterFS 10.3.
+gl_wait_connected() { # [NODE...] (default: all three)
+  local i n ok nodes=("$@")
+  [ ${#nodes[@]} -gt 0 ] || nodes=(1 2 3)
+  for _ in $(seq 1 120); do
+    ok=1
+    for i in "${nodes[@]}"; do
+      for n in 0 1 2; do
+        grep -qs "^connected = 1" "$GL/mnt/n$i/.meta/graphs/active/$GL_VOL-client-$n/private" || ok=0
+      done
+    done
+    [ "$ok" = 1 ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
 
 gl_wait_ready() { # N: /readyz answers 200
   for _ in $(seq 1 150); do
