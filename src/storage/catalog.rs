@@ -65,10 +65,8 @@ impl Dir {
         let settled = s.settled(read_at);
         let mut is_repo = false;
         let mut names = Vec::new();
-        let entries = match std::fs::read_dir(path) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(self),
-            Err(e) => return Err(e),
+        let Some(entries) = super::read_dir_if_exists(path)? else {
+            return gone(self);
         };
         for e in entries {
             let e = e?;

@@ -23,10 +23,8 @@ pub struct RepoInventory {
 
 /// The digests under a `<dir>/sha256/<hex>/link` tree whose link names them.
 fn linked_digests(dir: &Path) -> Result<Vec<(Digest, SystemTime)>> {
-    let entries = match std::fs::read_dir(dir.join("sha256")) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(entries) = super::read_dir_if_exists(&dir.join("sha256"))? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for e in entries {

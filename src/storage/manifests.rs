@@ -3,8 +3,6 @@
 //! has named. Publication order (durability rule 3): blob data, revision link, referrer entry, tag
 //! index, tag current link. A crash between any two leaves the old state or the new one.
 
-use std::io;
-
 use super::{Result, Storage, StorageError, atomic, layout::link_content, read_link};
 use crate::registry::{Digest, RepoName, Tag};
 
@@ -108,10 +106,8 @@ impl Storage {
 
 /// The tags under a `_manifests/tags` directory whose names are valid tags, unsorted.
 pub(super) fn list_tag_names(dir: &std::path::Path) -> Result<Vec<Tag>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(entries) = super::read_dir_if_exists(dir)? else {
+        return Ok(Vec::new());
     };
     let mut tags = Vec::new();
     for e in entries {

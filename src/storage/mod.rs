@@ -93,6 +93,16 @@ fn read_link(path: &Path) -> Result<Option<Digest>> {
     }
 }
 
+/// The entries of `dir`; `None` when it does not exist (a directory nothing was written to yet, or
+/// one another node just removed).
+fn read_dir_if_exists(dir: &Path) -> io::Result<Option<std::fs::ReadDir>> {
+    match std::fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn exists(path: &Path) -> Result<bool> {
     match atomic::retry_stale(|| std::fs::symlink_metadata(path)) {
         Ok(_) => Ok(true),

@@ -1,8 +1,6 @@
 //! Listings: the repositories of the registry (catalog), the tags of a repository, and the referrers
 //! of a manifest.
 
-use std::io;
-
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -85,10 +83,8 @@ impl Storage {
         let (name, subject) = (name.clone(), subject.clone());
         self.blocking(move || {
             let dir = l.referrers_dir(&name, &subject);
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(entries) = super::read_dir_if_exists(&dir)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for e in entries {

@@ -304,10 +304,8 @@ impl Storage {
 
 /// The largest offset with a hashstate file, 0 when there is none.
 fn acknowledged_offset(dir: &std::path::Path) -> Result<u64> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e.into()),
+    let Some(entries) = super::read_dir_if_exists(dir)? else {
+        return Ok(0);
     };
     let mut max = 0;
     for e in entries {
