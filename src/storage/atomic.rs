@@ -79,6 +79,39 @@ pub fn publish(src: &Path, dest: &Path) -> io::Result<()> {
     fsync_dir(dir)
 }
 
+/// Takes `flock` operation `op` (`LOCK_EX` or `LOCK_SH`) on `f` without waiting: `true` when taken,
+/// `false` when another open file description (in this process or on any node sharing the mount)
+/// holds a conflicting lock. The kernel releases it when the holder dies.
+pub fn flock_nb(f: &File, op: libc::c_int) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `f` owns; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Opens (creating it and its directory) the lock file at `path` and takes it exclusively without
+/// waiting; `None` when someone else holds it. The lock lasts as long as the returned file.
+pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
+    if let Some(dir) = path.parent() {
+        create_dir_all_durable(dir)?;
+    }
+    let f = retry_stale(|| {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+    })?;
+    Ok(flock_nb(&f, libc::LOCK_EX)?.then_some(f))
+}
+
 /// Removes a file or a whole directory, durably; absent is success.
 pub fn remove_durable(path: &Path) -> io::Result<bool> {
     let removed = match fs::symlink_metadata(path) {

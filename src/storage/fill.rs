@@ -17,7 +17,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -57,25 +56,9 @@ impl Storage {
         let p = paths.clone();
         let lock = self
             .blocking(move || {
-                if let Some(dir) = p.lock.parent() {
-                    atomic::create_dir_all_durable(dir)?;
-                }
-                let f = atomic::retry_stale(|| {
-                    OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&p.lock)
-                })?;
-                // SAFETY: flock on a descriptor this function owns; no memory is involved.
-                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                    let e = io::Error::last_os_error();
-                    return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                        Ok(None)
-                    } else {
-                        Err(e.into())
-                    };
-                }
+                let Some(f) = atomic::try_lock_file(&p.lock)? else {
+                    return Ok(None);
+                };
                 // Whoever held it before may have finished, or died: start from nothing.
                 if exists(&data)? {
                     return Ok(None);
@@ -250,7 +233,31 @@ impl Storage {
 
     /// When the upstream last confirmed (or set) `tag` of the cached repository `name`.
     pub async fn tag_validated_at(&self, name: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
-        let path = self.validated_path(name, tag);
+        self.stamp_time("validated", &format!("{name}:{tag}")).await
+    }
+
+    /// Records that the upstream confirmed `tag` of `name` now. Not made durable: losing it in a
+    /// crash only costs one more check with the upstream.
+    pub async fn mark_tag_validated(&self, name: &RepoName, tag: &Tag) -> Result<()> {
+        self.touch_stamp("validated", &format!("{name}:{tag}"))
+            .await
+    }
+
+    /// A per-entry stamp file (its mtime is the value) under `registryd/proxy/<kind>/`: one small
+    /// file per entry, never a shared file rewritten by several nodes.
+    fn stamp_path(&self, kind: &str, key: &str) -> PathBuf {
+        let hex = hex::encode(Sha256::digest(key.as_bytes()));
+        self.layout()
+            .root()
+            .join("registryd/proxy")
+            .join(kind)
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// The time a stamp holds; `None` when it was never set.
+    pub(super) async fn stamp_time(&self, kind: &str, key: &str) -> Result<Option<SystemTime>> {
+        let path = self.stamp_path(kind, key);
         self.blocking(move || match std::fs::metadata(&path) {
             Ok(m) => Ok(m.modified().ok()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -259,10 +266,9 @@ impl Storage {
         .await
     }
 
-    /// Records that the upstream confirmed `tag` of `name` now. Not made durable: losing it in a
-    /// crash only costs one more check with the upstream.
-    pub async fn mark_tag_validated(&self, name: &RepoName, tag: &Tag) -> Result<()> {
-        let path = self.validated_path(name, tag);
+    /// Sets a stamp to now. Not durable: stamps are hints that cost a little work when lost.
+    pub(super) async fn touch_stamp(&self, kind: &str, key: &str) -> Result<()> {
+        let path = self.stamp_path(kind, key);
         self.blocking(move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -277,22 +283,6 @@ impl Storage {
         })
         .await
     }
-
-    fn validated_path(&self, name: &RepoName, tag: &Tag) -> PathBuf {
-        self.stamp_path("validated", &format!("{name}:{tag}"))
-    }
-
-    /// A per-entry stamp file (its mtime is the value) under `registryd/proxy/<kind>/`: one small
-    /// file per entry, never a shared file rewritten by several nodes.
-    pub(super) fn stamp_path(&self, kind: &str, key: &str) -> PathBuf {
-        let hex = hex::encode(Sha256::digest(key.as_bytes()));
-        self.layout()
-            .root()
-            .join("registryd/proxy")
-            .join(kind)
-            .join(&hex[..2])
-            .join(hex)
-    }
 }
 
 /// Whether someone holds the fill lock at `lock` (a fetch is alive somewhere).
@@ -302,11 +292,8 @@ fn fill_held(lock: &std::path::Path) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e.into()),
     };
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-        return Ok(false);
-    }
-    Ok(io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK))
+    // Held when a shared lock cannot be had; any other failure counts as not held, as before.
+    Ok(matches!(atomic::flock_nb(&f, libc::LOCK_SH), Ok(false)))
 }
 
 fn into_io(e: StorageError) -> io::Error {

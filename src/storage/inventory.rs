@@ -149,33 +149,16 @@ impl Storage {
         Ok(self.blob_size_global(digest).await?.unwrap_or(0))
     }
 
-    /// When `name@digest` was last pulled through the cache (recorded at most hourly per node).
+    /// When `name@digest` was last pulled through the cache (recorded at most once a minute per
+    /// node).
     pub async fn pulled_at(&self, name: &RepoName, digest: &Digest) -> Result<Option<SystemTime>> {
-        let path = self.stamp_path("pulled", &format!("{name}@{digest}"));
-        self.blocking(move || match std::fs::metadata(&path) {
-            Ok(m) => Ok(m.modified().ok()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        })
-        .await
+        self.stamp_time("pulled", &format!("{name}@{digest}")).await
     }
 
     /// Records a pull of `name@digest` now (not durable: losing it only makes eviction older-biased).
     pub async fn mark_pulled(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        let path = self.stamp_path("pulled", &format!("{name}@{digest}"));
-        self.blocking(move || {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            f.set_modified(SystemTime::now())?;
-            Ok(())
-        })
-        .await
+        self.touch_stamp("pulled", &format!("{name}@{digest}"))
+            .await
     }
 
     /// Removes `name`'s layer link to `digest`, if any.
@@ -198,26 +181,7 @@ impl Storage {
             .root()
             .join("registryd/locks")
             .join(format!("{name}.lock"));
-        self.blocking(move || {
-            if let Some(dir) = path.parent() {
-                atomic::create_dir_all_durable(dir)?;
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on a descriptor this function owns.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    return Ok(None);
-                }
-                return Err(e.into());
-            }
-            Ok(Some(f))
-        })
-        .await
+        self.blocking(move || Ok(atomic::try_lock_file(&path)?))
+            .await
     }
 }
