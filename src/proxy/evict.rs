@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use super::Proxy;
-use crate::registry::{Digest, RepoName, Tag, manifest};
+use crate::registry::{Digest, Reference, RepoName, manifest};
 use crate::storage::{Storage, StorageError};
 
 /// What one pass did.
@@ -29,7 +29,8 @@ struct Revision {
     pulled: SystemTime,
     /// What it references: config, layers, child manifests.
     refs: Vec<Digest>,
-    tags: Vec<Tag>,
+    /// Its subject, whose referrers list names it.
+    subject: Option<Digest>,
     gone: bool,
 }
 
@@ -54,9 +55,14 @@ pub async fn evict(
         let inv = storage.inventory(repo).await?;
         let cached = proxy.is_cached_repo(repo);
         for (d, linked_at) in &inv.revisions {
-            let refs = match storage.read_blob(d).await? {
-                Some(bytes) => references(&bytes),
-                None => Vec::new(),
+            let (refs, subject) = match storage
+                .resolve_manifest(repo, &Reference::Digest(d.clone()))
+                .await
+            {
+                Ok((_, m)) => references(&m.bytes),
+                // Removed meanwhile (another node), or its bytes are missing: it references nothing.
+                Err(StorageError::ManifestUnknown) => (Vec::new(), None),
+                Err(e) => return Err(e),
             };
             for r in &refs {
                 *refcount.entry(r.clone()).or_default() += 1;
@@ -64,18 +70,12 @@ pub async fn evict(
             if cached {
                 linked_in.entry(d.clone()).or_default().push(repo.clone());
                 let pulled = storage.pulled_at(repo, d).await?.unwrap_or(*linked_at);
-                let tags = inv
-                    .tags
-                    .iter()
-                    .filter(|(_, td)| td == d)
-                    .map(|(t, _)| t.clone())
-                    .collect();
                 revisions.push(Revision {
                     repo: repo.clone(),
                     digest: d.clone(),
                     pulled,
                     refs,
-                    tags,
+                    subject,
                     gone: false,
                 });
             } else {
@@ -93,7 +93,8 @@ pub async fn evict(
     let mut size_of: HashMap<Digest, u64> = HashMap::new();
     for d in linked_in.keys() {
         if !pinned.contains(d) {
-            size_of.insert(d.clone(), storage.stored_size(d).await?);
+            let size = storage.blob_size_global(d).await?.unwrap_or(0);
+            size_of.insert(d.clone(), size);
         }
     }
     let mut report = EvictReport {
@@ -113,9 +114,15 @@ pub async fn evict(
             if rev.gone || refcount.get(&rev.digest).copied().unwrap_or(0) > 0 {
                 continue; // removed already, or a stored index lists it
             }
-            storage
-                .remove_revision(&rev.repo, &rev.digest, std::mem::take(&mut rev.tags))
-                .await?;
+            // The same removal as a DELETE by digest: the tags that name it now, its referrer
+            // entry, then the revision.
+            match storage
+                .delete_manifest(&rev.repo, &rev.digest, rev.subject.clone())
+                .await
+            {
+                Ok(()) | Err(StorageError::ManifestUnknown) => {}
+                Err(e) => return Err(e),
+            }
             rev.gone = true;
             report.manifests_removed += 1;
             progress = true;
@@ -136,7 +143,10 @@ pub async fn evict(
                     continue;
                 }
                 if d != rev.digest {
-                    storage.unlink_layer(&rev.repo, &d).await?;
+                    match storage.unlink_blob(&rev.repo, &d).await {
+                        Ok(()) | Err(StorageError::BlobUnknown) => {}
+                        Err(e) => return Err(e),
+                    }
                     drop_link(&mut linked_in, &d, &rev.repo);
                 }
                 if linked_in.get(&d).is_some_and(|l| !l.is_empty()) {
@@ -162,15 +172,18 @@ fn drop_link(linked_in: &mut HashMap<Digest, Vec<RepoName>>, d: &Digest, repo: &
     }
 }
 
-/// The blobs and child manifests a manifest references (empty for what does not parse).
-fn references(bytes: &[u8]) -> Vec<Digest> {
+/// The blobs and child manifests a manifest references, and its subject (nothing for what does
+/// not parse).
+fn references(bytes: &[u8]) -> (Vec<Digest>, Option<Digest>) {
     match manifest::parse(None, bytes) {
-        Ok(m) => m
-            .blobs
-            .iter()
-            .chain(m.manifests.iter())
-            .map(|d| d.digest.clone())
-            .collect(),
-        Err(_) => Vec::new(),
+        Ok(m) => (
+            m.blobs
+                .iter()
+                .chain(m.manifests.iter())
+                .map(|d| d.digest.clone())
+                .collect(),
+            m.subject.map(|s| s.digest),
+        ),
+        Err(_) => (Vec::new(), None),
     }
 }

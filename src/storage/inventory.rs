@@ -1,14 +1,13 @@
 //! What a repository holds, read whole for maintenance passes (cache eviction now, garbage
-//! collection later): its manifest revisions, its layer links, which tags name which revision; and
-//! the removals such a pass makes. Reads skip entries another node removes meanwhile.
+//! collection later): its manifest revisions and its layer links; and the blob removal such a pass
+//! makes. Reads skip entries another node removes meanwhile.
 
 use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::manifests::list_tag_names;
 use super::{Result, Storage, atomic, read_link};
-use crate::registry::{Digest, RepoName, Tag};
+use crate::registry::{Digest, RepoName};
 
 /// One repository's contents.
 #[derive(Debug, Default)]
@@ -17,8 +16,6 @@ pub struct RepoInventory {
     pub revisions: Vec<(Digest, SystemTime)>,
     /// Blobs linked as layers (`_layers`).
     pub layers: Vec<Digest>,
-    /// Tags and the revision each names.
-    pub tags: Vec<(Tag, Digest)>,
 }
 
 /// The digests under a `<dir>/sha256/<hex>/link` tree whose link names them.
@@ -74,48 +71,7 @@ impl Storage {
                 .into_iter()
                 .map(|(d, _)| d)
                 .collect();
-            let mut tags = Vec::new();
-            for t in list_tag_names(&l.tags_dir(&name))? {
-                if let Some(d) = read_link(&l.tag_current_link(&name, &t))? {
-                    tags.push((t, d));
-                }
-            }
-            Ok(RepoInventory {
-                revisions,
-                layers,
-                tags,
-            })
-        })
-        .await
-    }
-
-    /// The bytes of a stored manifest (or any blob small enough to read whole); `None` if absent.
-    pub async fn read_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
-        let path = self.layout().blob_data(digest);
-        self.blocking(move || match atomic::read_retrying(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        })
-        .await
-    }
-
-    /// Removes a revision from `name`, with the tags in `tags` (which name it), tags first: a
-    /// crash in between leaves a revision without tags, never a tag naming a missing revision.
-    pub async fn remove_revision(
-        &self,
-        name: &RepoName,
-        digest: &Digest,
-        tags: Vec<Tag>,
-    ) -> Result<()> {
-        let l = self.layout().clone();
-        let (name, digest) = (name.clone(), digest.clone());
-        self.blocking(move || {
-            for t in &tags {
-                atomic::remove_durable(&l.tag_dir(&name, t))?;
-            }
-            atomic::remove_durable(&l.revision_dir(&name, &digest))?;
-            Ok(())
+            Ok(RepoInventory { revisions, layers })
         })
         .await
     }
@@ -144,11 +100,6 @@ impl Storage {
         .await
     }
 
-    /// Size of a stored blob (0 when absent).
-    pub async fn stored_size(&self, digest: &Digest) -> Result<u64> {
-        Ok(self.blob_size_global(digest).await?.unwrap_or(0))
-    }
-
     /// When `name@digest` was last pulled through the cache (recorded at most once a minute per
     /// node).
     pub async fn pulled_at(&self, name: &RepoName, digest: &Digest) -> Result<Option<SystemTime>> {
@@ -159,18 +110,6 @@ impl Storage {
     pub async fn mark_pulled(&self, name: &RepoName, digest: &Digest) -> Result<()> {
         self.touch_stamp("pulled", &format!("{name}@{digest}"))
             .await
-    }
-
-    /// Removes `name`'s layer link to `digest`, if any.
-    pub async fn unlink_layer(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        let link = self.layout().layer_link(name, digest);
-        self.blocking(move || {
-            if let Some(dir) = link.parent() {
-                atomic::remove_durable(dir)?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     /// An advisory lock named `name` on the shared storage, held until the returned file is
