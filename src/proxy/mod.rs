@@ -422,16 +422,7 @@ impl Proxy {
         }
         let parsed =
             manifest::parse(content_type.as_deref(), &bytes).map_err(|e| bad(e.to_string()))?;
-        let referrer = parsed.subject.as_ref().map(|s| ReferrerEntry {
-            subject: s.digest.clone(),
-            descriptor: serde_json::json!({
-                "mediaType": parsed.media_type,
-                "digest": digest.to_string(),
-                "size": bytes.len(),
-            })
-            .to_string()
-            .into_bytes(),
-        });
+        let referrer = ReferrerEntry::of(&parsed, &digest, bytes.len());
         let tag = match reference {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,

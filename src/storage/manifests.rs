@@ -4,6 +4,7 @@
 //! index, tag current link. A crash between any two leaves the old state or the new one.
 
 use super::{Result, Storage, StorageError, atomic, layout::link_content, read_link};
+use crate::registry::manifest::Manifest;
 use crate::registry::{Digest, RepoName, Tag};
 
 /// A referrer entry to publish with a manifest that has a `subject`.
@@ -11,6 +12,29 @@ pub struct ReferrerEntry {
     pub subject: Digest,
     /// The descriptor JSON the referrers API lists for this manifest.
     pub descriptor: Vec<u8>,
+}
+
+impl ReferrerEntry {
+    /// The entry for manifest `m` (`digest`, `size` bytes), if it has a subject: the descriptor
+    /// carries its media type, digest, size, artifact type and annotations.
+    pub fn of(m: &Manifest, digest: &Digest, size: usize) -> Option<ReferrerEntry> {
+        let subject = m.subject.as_ref()?.digest.clone();
+        let mut d = serde_json::json!({
+            "mediaType": m.media_type,
+            "digest": digest.to_string(),
+            "size": size,
+        });
+        if let Some(a) = &m.artifact_type {
+            d["artifactType"] = serde_json::json!(a);
+        }
+        if let Some(a) = &m.annotations {
+            d["annotations"] = serde_json::json!(a);
+        }
+        Some(ReferrerEntry {
+            subject,
+            descriptor: d.to_string().into_bytes(),
+        })
+    }
 }
 
 impl Storage {

@@ -100,10 +100,7 @@ async fn put(app: &App, name: RepoName, reference: Reference, req: Req) -> Handl
     }
     let parsed = manifest::parse(content_type.as_deref(), &bytes)?;
     check_references(app, &name, &parsed).await?;
-    let referrer = parsed.subject.as_ref().map(|s| ReferrerEntry {
-        subject: s.digest.clone(),
-        descriptor: referrer_descriptor(&parsed, &digest, bytes.len()),
-    });
+    let referrer = ReferrerEntry::of(&parsed, &digest, bytes.len());
     let tag = match &reference {
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,
@@ -162,18 +159,6 @@ async fn check_references(app: &App, name: &RepoName, m: &Manifest) -> Result<()
         }
     }
     Ok(())
-}
-
-/// The descriptor the referrers API lists for a manifest with a subject.
-fn referrer_descriptor(m: &Manifest, digest: &Digest, size: usize) -> Vec<u8> {
-    let mut d = json!({"mediaType": m.media_type, "digest": digest.to_string(), "size": size});
-    if let Some(a) = &m.artifact_type {
-        d["artifactType"] = json!(a);
-    }
-    if let Some(a) = &m.annotations {
-        d["annotations"] = json!(a);
-    }
-    d.to_string().into_bytes()
 }
 
 async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerResult {
