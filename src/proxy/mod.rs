@@ -353,13 +353,7 @@ impl Proxy {
     ) -> Result<bool, UpstreamError> {
         let resp = t
             .upstream
-            .send(
-                Method::HEAD,
-                &t.remote,
-                &format!("manifests/{tag}"),
-                Some(upstream::MANIFEST_ACCEPT),
-                true,
-            )
+            .manifest(Method::HEAD, &t.remote, &Reference::Tag(tag.clone()))
             .await?;
         let theirs = resp
             .headers()
@@ -384,13 +378,7 @@ impl Proxy {
     ) -> Result<(Digest, Arc<CachedManifest>), ProxyError> {
         let resp = t
             .upstream
-            .send(
-                Method::GET,
-                &t.remote,
-                &format!("manifests/{reference}"),
-                Some(upstream::MANIFEST_ACCEPT),
-                true,
-            )
+            .manifest(Method::GET, &t.remote, reference)
             .await?;
         let content_type = resp
             .headers()

@@ -190,6 +190,18 @@ impl Upstream {
         }
     }
 
+    /// `method` (GET or HEAD) of manifest `reference` in `repo`, asking for every manifest kind.
+    pub async fn manifest(
+        &self,
+        method: Method,
+        repo: &str,
+        reference: &crate::registry::Reference,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let path = format!("manifests/{reference}");
+        self.send(method, repo, &path, Some(MANIFEST_ACCEPT), true)
+            .await
+    }
+
     fn unreachable(&self, e: &reqwest::Error) -> UpstreamError {
         // Walk to the root cause (connection refused, timeout, certificate) for the message; the
         // URL never holds credentials (they go in headers).

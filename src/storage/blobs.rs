@@ -16,7 +16,7 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync
 /// Bytes read per storage call while streaming a blob. Each chunk is one hop to a blocking thread
 /// and at most two are alive per download (one being sent, one being read), so this trades thread
 /// switches against memory per concurrent pull.
-const CHUNK: u64 = 512 * 1024;
+pub(super) const CHUNK: u64 = 512 * 1024;
 
 /// Chunk buffers kept for reuse once the client has been sent their bytes. Reused buffers cost no
 /// page faults or zeroing, and memory stays at what concurrent downloads hold: freed 512 KiB

@@ -27,8 +27,6 @@ use sha2::{Digest as _, Sha256};
 use super::{BlobStream, Result, Storage, StorageError, atomic, exists, layout, read_link};
 use crate::registry::{Digest, RepoName, Tag};
 
-const CHUNK: usize = 512 * 1024;
-
 /// The files of one blob's fill.
 #[derive(Clone)]
 struct FillPaths {
@@ -189,7 +187,7 @@ impl Storage {
                 }
                 loop {
                     let (f, pos) = (t.file.clone(), t.pos);
-                    let want = (size - pos).min(CHUNK as u64) as usize;
+                    let want = (size - pos).min(super::blobs::CHUNK) as usize;
                     let chunk = t
                         .storage
                         .blocking(move || {
