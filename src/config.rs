@@ -24,11 +24,19 @@ pub struct Config {
     pub storage: StorageConfig,
     pub node: Node,
     pub limits: Limits,
+    pub auth: AuthConfig,
+    pub cors: Cors,
     pub proxy: Proxy,
     pub log: Log,
     /// Upstream registries of the pull-through cache (`[[upstream]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<Upstream>,
+    /// Per-repository access rules (`[[access]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<AccessRule>,
+    /// Named groups of users for the access rules (`[[group]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<Group>,
     /// Things worth telling the operator that do not stop start-up (printed once logging starts).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -39,6 +47,7 @@ pub struct Config {
 pub struct Server {
     pub listen: Vec<String>,
     pub shutdown_grace_secs: u64,
+    pub headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +86,55 @@ pub struct Node {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_manifest_bytes: u64,
+    pub max_blob_bytes: u64,
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: u64,
+    pub max_concurrent_uploads: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub htpasswd: PathBuf,
+    pub realm: String,
+    pub anonymous: String,
+    pub anonymous_by_listener: Vec<String>,
+    pub cache_secs: u64,
+    pub max_failures_per_minute: u64,
+    pub allow_plain_http: bool,
+}
+
+/// One `[[access]]` rule: who may pull and push under a repository prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    pub prefix: String,
+    #[serde(default)]
+    pub pull: Vec<String>,
+    #[serde(default)]
+    pub push: Vec<String>,
+}
+
+/// One `[[group]]`: a name the access rules use as `@name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub exposed_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,8 +169,33 @@ pub struct Upstream {
     pub push: bool,
 }
 
-/// The keys an `[[upstream]]` table may hold, with a value of each one's type.
+/// The keys an array-of-tables entry may hold, with a value of each one's type.
 type KeyType = (&'static str, fn() -> Value);
+const ACCESS_KEYS: &[KeyType] = &[
+    ("prefix", || Value::String(String::new())),
+    ("pull", || Value::Array(Vec::new())),
+    ("push", || Value::Array(Vec::new())),
+];
+const GROUP_KEYS: &[KeyType] = &[
+    ("name", || Value::String(String::new())),
+    ("members", || Value::Array(Vec::new())),
+];
+/// The arrays of tables the configuration has: name, keys, required keys, what one describes.
+const TABLE_ARRAYS: &[(&str, &[KeyType], &[&str], &str)] = &[
+    (
+        "upstream",
+        UPSTREAM_KEYS,
+        &["name", "url"],
+        "one per upstream registry",
+    ),
+    (
+        "access",
+        ACCESS_KEYS,
+        &["prefix"],
+        "one per repository prefix",
+    ),
+    ("group", GROUP_KEYS, &["name"], "one per group of users"),
+];
 const UPSTREAM_KEYS: &[KeyType] = &[
     ("name", || Value::String(String::new())),
     ("url", || Value::String(String::new())),
@@ -252,8 +335,8 @@ impl Config {
                             Some(l) => format!("{fname} line {l}"),
                             None => fname.to_string(),
                         };
-                        if section == "upstream" {
-                            match check_upstreams(&value) {
+                        if let Some(spec) = TABLE_ARRAYS.iter().find(|t| t.0 == section) {
+                            match check_table_array(spec, &value) {
                                 Ok(()) => {
                                     merged.insert(section.clone(), value);
                                 }
@@ -505,6 +588,8 @@ impl Config {
             ));
         }
         self.validate_proxy(&mut p);
+        self.validate_access(&mut p);
+        self.validate_http(&mut p);
         if !self.storage.require_fstype.is_empty() && self.storage.require_mount.is_empty() {
             p.push((
                 "storage.require_fstype",
@@ -615,6 +700,155 @@ impl Config {
         }
     }
 
+    fn validate_access(&self, p: &mut Vec<(&'static str, String)>) {
+        let a = &self.auth;
+        if a.anonymous != "auto" && a.anonymous.parse::<crate::auth::Anonymous>().is_err() {
+            p.push((
+                "auth.anonymous",
+                format!("{:?} is not one of auto, none, pull, all", a.anonymous),
+            ));
+        }
+        let listen = self.listen_addrs();
+        for entry in &a.anonymous_by_listener {
+            match crate::auth::policy::parse_listener_policy(entry) {
+                Err(e) => p.push(("auth.anonymous_by_listener", e)),
+                Ok((addr, _)) if !listen.contains(&addr) => p.push((
+                    "auth.anonymous_by_listener",
+                    format!("{addr} is not one of server.listen"),
+                )),
+                Ok(_) => {}
+            }
+        }
+        if !a.htpasswd.as_os_str().is_empty() && !self.tls.enabled && !a.allow_plain_http {
+            p.push((
+                "auth.htpasswd",
+                "logins need TLS (Basic auth over plain HTTP sends passwords in clear text): enable tls, or set auth.allow_plain_http = true for loopback tests".into(),
+            ));
+        }
+        if a.htpasswd.as_os_str().is_empty()
+            && self
+                .access
+                .iter()
+                .flat_map(|r| r.pull.iter().chain(&r.push))
+                .any(|e| e != "anonymous")
+        {
+            p.push((
+                "access",
+                "rules name users but auth.htpasswd is not set, so nobody can log in".into(),
+            ));
+        }
+        let groups: std::collections::HashSet<&str> =
+            self.group.iter().map(|g| g.name.as_str()).collect();
+        if groups.len() != self.group.len() {
+            p.push(("group.name", "a group name appears twice".into()));
+        }
+        for g in &self.group {
+            if g.name.is_empty() || g.name.contains(['@', ':', ' ']) {
+                p.push((
+                    "group.name",
+                    format!("{:?} is not a group name (no '@', ':' or space)", g.name),
+                ));
+            }
+        }
+        let mut prefixes = std::collections::HashSet::new();
+        for r in &self.access {
+            let prefix = r.prefix.trim_end_matches('/');
+            if !prefix.is_empty() && !valid_repo_name(prefix) {
+                p.push((
+                    "access.prefix",
+                    format!(
+                        "{:?} is not a repository name prefix (\"\" covers all)",
+                        r.prefix
+                    ),
+                ));
+            }
+            if !prefixes.insert(prefix) {
+                p.push(("access.prefix", format!("{:?} has two rules", r.prefix)));
+            }
+            for e in r.pull.iter().chain(&r.push) {
+                let ok = match e.strip_prefix('@') {
+                    Some(g) => groups.contains(g),
+                    None => !e.is_empty() && !e.contains([':', ' ']),
+                };
+                if !ok {
+                    p.push((
+                        "access.pull",
+                        format!(
+                            "{e:?} (prefix {:?}) is not a user, \"*\", \"anonymous\" or a defined @group",
+                            r.prefix
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn validate_http(&self, p: &mut Vec<(&'static str, String)>) {
+        for h in &self.server.headers {
+            if crate::http::cors::parse_header_line(h).is_none() {
+                p.push((
+                    "server.headers",
+                    format!("{h:?} is not \"Name: value\" with a valid header name and value"),
+                ));
+            }
+        }
+        for o in &self.cors.allowed_origins {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.trim_end_matches('/').contains(['?', '#'])
+                    && o.split("://")
+                        .nth(1)
+                        .is_some_and(|h| !h.is_empty() && !h.contains('/')));
+            if !ok {
+                p.push((
+                    "cors.allowed_origins",
+                    format!("{o:?} is not an origin (scheme://host[:port], or \"*\")"),
+                ));
+            }
+        }
+        for m in &self.cors.allowed_methods {
+            if m.parse::<http::Method>().is_err() {
+                p.push((
+                    "cors.allowed_methods",
+                    format!("{m:?} is not an HTTP method"),
+                ));
+            }
+        }
+        for h in self
+            .cors
+            .allowed_headers
+            .iter()
+            .chain(&self.cors.exposed_headers)
+        {
+            if h.parse::<http::HeaderName>().is_err() {
+                p.push((
+                    "cors.allowed_headers",
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+        }
+        for (key, v) in [
+            (
+                "limits.header_read_timeout_secs",
+                self.limits.header_read_timeout_secs,
+            ),
+            (
+                "limits.body_read_timeout_secs",
+                self.limits.body_read_timeout_secs,
+            ),
+            ("limits.idle_timeout_secs", self.limits.idle_timeout_secs),
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_concurrent_uploads",
+                self.limits.max_concurrent_uploads,
+            ),
+        ] {
+            if v == 0 {
+                p.push((key, "must be greater than 0".to_string()));
+            }
+        }
+    }
+
     /// The listen addresses, already validated.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.server
@@ -630,35 +864,35 @@ impl Config {
     }
 }
 
-/// Checks `[[upstream]]` tables: known keys with values of the right type.
-fn check_upstreams(value: &Value) -> Result<(), Vec<(String, String)>> {
+/// Checks `[[upstream]]`-style tables: known keys with values of the right type, required keys.
+fn check_table_array(
+    (name, keys, required, what): &(&str, &[KeyType], &[&str], &str),
+    value: &Value,
+) -> Result<(), Vec<(String, String)>> {
     let Value::Array(items) = value else {
         return Err(vec![(
-            "upstream".into(),
-            "must be [[upstream]] tables (one per upstream registry)".into(),
+            name.to_string(),
+            format!("must be [[{name}]] tables ({what})"),
         )]);
     };
     let mut errors = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Value::Table(t) = item else {
             errors.push((
-                format!("upstream[{i}]"),
-                "must be an [[upstream]] table".into(),
+                format!("{name}[{i}]"),
+                format!("must be a [[{name}]] table"),
             ));
             continue;
         };
         for (key, v) in t {
-            let default = UPSTREAM_KEYS
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, make)| make());
+            let default = keys.iter().find(|(k, _)| k == key).map(|(_, make)| make());
             if let Err(message) = check_type(default.as_ref(), v) {
-                errors.push((format!("upstream[{i}].{key}"), message));
+                errors.push((format!("{name}[{i}].{key}"), message));
             }
         }
-        for required in ["name", "url"] {
-            if !t.contains_key(required) {
-                errors.push((format!("upstream[{i}].{required}"), "is required".into()));
+        for r in *required {
+            if !t.contains_key(*r) {
+                errors.push((format!("{name}[{i}].{r}"), "is required".into()));
             }
         }
     }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, parse_cidr};
 use crate::health::Health;
-use crate::http::handlers::{App, Settings};
+use crate::http::handlers::{App, ConnLimits, Settings};
 use crate::http::server;
 use crate::node::mount::MountGuard;
 use crate::node::tls::{Reload, Tls};
@@ -213,14 +213,24 @@ pub async fn run(
             "pull-through cache on"
         );
     }
+    let auth = crate::auth::Auth::from_config(&config).map_err(|e| {
+        anyhow::anyhow!("{e}. Fix the file (entries from `htpasswd -B`) or unset auth.htpasswd")
+    })?;
+    if !config.auth.htpasswd.as_os_str().is_empty() {
+        tracing::info!(
+            htpasswd = %config.auth.htpasswd.display(),
+            users = auth.user_count(),
+            rules = config.access.len(),
+            "logins on"
+        );
+    }
     let app = App::build(
         storage.clone(),
         Health::new(guard),
-        Settings {
-            delete_enabled: config.storage.delete_enabled,
-            max_manifest_bytes: config.limits.max_manifest_bytes,
-        },
+        Settings::from_config(&config),
         proxy,
+        auth,
+        ConnLimits::from_config(&config),
     );
     // A check may take as long as any storage call: a loaded shared mount is slow, not broken.
     let check_timeout = Duration::from_secs(config.storage.operation_timeout_secs);
@@ -296,6 +306,7 @@ pub async fn run(
         }
         None => None,
     };
+    let _htpasswd_watcher = watch_htpasswd(&app);
     {
         let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
         let threshold = config.storage.check_failures;
@@ -411,10 +422,13 @@ fn reload(
     if let Err(e) = set_level(&new.log.level) {
         tracing::warn!(error = %e, "cannot change the log level");
     }
-    app.settings.store(Arc::new(Settings {
-        delete_enabled: new.storage.delete_enabled,
-        max_manifest_bytes: new.limits.max_manifest_bytes,
-    }));
+    app.settings.store(Arc::new(Settings::from_config(&new)));
+    match app.auth.apply(&new) {
+        Ok(()) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "htpasswd file refused, previous users stay in service")
+        }
+    }
     apply_hosts(&new, ip);
     if let Some(t) = tls {
         t.set_paths(new.tls.certificate.clone(), new.tls.key.clone());
@@ -434,6 +448,12 @@ fn reload(
             current.node.interface != new.node.interface,
         ),
         ("proxy", current.proxy != new.proxy),
+        (
+            "limits (connections and timeouts)",
+            current.limits.header_read_timeout_secs != new.limits.header_read_timeout_secs
+                || current.limits.idle_timeout_secs != new.limits.idle_timeout_secs
+                || current.limits.max_connections != new.limits.max_connections,
+        ),
         ("upstream", current.upstream != new.upstream),
     ]
     .into_iter()
@@ -444,6 +464,31 @@ fn reload(
     }
     tracing::info!("configuration reloaded");
     new
+}
+
+/// Re-reads the htpasswd file whenever it changes (its directory is watched, as for certificates).
+/// The watch follows the path in force at start; a new path arrives with SIGHUP.
+fn watch_htpasswd(app: &Arc<App>) -> Option<notify::RecommendedWatcher> {
+    let path = app.auth.htpasswd_path();
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    let a = app.clone();
+    let w = crate::node::watch::watch_files(std::slice::from_ref(&path), move || {
+        match a.auth.reload_users() {
+            Ok(users) => tracing::info!(users, "htpasswd file reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "htpasswd file refused, previous users stay in service")
+            }
+        }
+    });
+    match w {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot watch the htpasswd file; reload with SIGHUP");
+            None
+        }
+    }
 }
 
 fn reload_certificate(t: &Tls) {

@@ -2,8 +2,9 @@
 //! storage layout, built for small clusters sharing a replicated mount.
 //!
 //! Module map (ARCHITECTURE.md): `registry` is the pure vocabulary (names, digests, manifests),
-//! `storage` the on-disk layout and durability, `http` the API edge, `daemon` the wiring.
+//! `storage` the on-disk layout and durability, `http` the API edge, `auth` who may do what, `daemon` the wiring.
 
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod health;

@@ -187,9 +187,15 @@ impl From<StorageError> for ApiError {
             StorageError::DigestMismatch { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, Code::DigestInvalid, msg)
             }
-            StorageError::Body(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, Code::BlobUploadInvalid, msg)
-            }
+            StorageError::Body(ref e) => match e.kind() {
+                std::io::ErrorKind::FileTooLarge => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::SizeInvalid, msg)
+                }
+                std::io::ErrorKind::TimedOut => {
+                    ApiError::new(StatusCode::REQUEST_TIMEOUT, Code::BlobUploadInvalid, msg)
+                }
+                _ => ApiError::new(StatusCode::BAD_REQUEST, Code::BlobUploadInvalid, msg),
+            },
             StorageError::Unavailable(ref reason) => ApiError::storage_unavailable(reason),
             StorageError::Io(ref io) => match io.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => ApiError::new(

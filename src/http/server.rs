@@ -1,30 +1,167 @@
 //! The listener loop: HTTP/1.1 and HTTP/2 on one socket (hyper-util's auto builder), one access-log
-//! line per request, and graceful drain on shutdown.
+//! line per request, graceful drain on shutdown, and the limits that keep hostile or broken
+//! clients from holding resources: a bound on open connections, a deadline for the first request
+//! (hyper's own header timeout starts only once it knows the protocol), hyper's header read timeout
+//! for every HTTP/1.1 request head, and an idle timeout for connections with no request running and
+//! no byte moving.
 
-use std::net::SocketAddr;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::handlers::{self, App};
+use super::handlers::{self, App, Conn, ConnLimits};
+
+/// What the idle watch of one connection needs to know.
+struct Activity {
+    opened: Instant,
+    /// Milliseconds after `opened` of the last byte read or written.
+    last_ms: AtomicU64,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.opened
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Marks a request as running for as long as it lives (also when the client goes away mid-way).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(a: &Arc<Activity>) -> InFlight {
+        a.requests.fetch_add(1, Ordering::Relaxed);
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A stream that records when bytes last moved either way.
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves when the connection should be closed: no complete request within the header timeout
+/// of opening it, or idle (nothing running, nothing moving) for the idle timeout.
+async fn idle_watch(activity: Arc<Activity>, limits: ConnLimits) -> &'static str {
+    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        if activity.requests.load(Ordering::Relaxed) == 0
+            && activity.opened.elapsed() > limits.header_read_timeout
+        {
+            return "no complete request within limits.header_read_timeout_secs";
+        }
+        if activity.in_flight.load(Ordering::Relaxed) == 0
+            && activity.quiet_for() > limits.idle_timeout
+        {
+            return "idle for limits.idle_timeout_secs";
+        }
+    }
+}
 
 async fn logged(
     app: Arc<App>,
     req: http::Request<Incoming>,
-    client: SocketAddr,
+    conn: Conn,
 ) -> http::Response<super::Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = handlers::handle(app, req).await;
+    let client = conn.client;
+    let resp = handlers::handle(app, req, conn).await;
     let bytes = resp
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -69,9 +206,36 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let limits = app.limits.clone();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let local = listener.local_addr().ok();
+    let mut last_full_warning: Option<Instant> = None;
     loop {
+        // Past max_connections, stop accepting: new clients wait in the kernel's queue.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if last_full_warning.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(60))
+                {
+                    tracing::warn!(
+                        max = limits.max_connections,
+                        "connection limit reached (limits.max_connections): new connections wait"
+                    );
+                    last_full_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shutdown.changed() => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -84,36 +248,60 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let conn = Conn { client: peer, listener: local.unwrap_or(peer) };
+                let activity = Arc::new(Activity::new());
                 let app = app.clone();
-                let svc = service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(logged(app, req, peer).await) }
-                });
-                let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-                tokio::spawn(async move {
-                    let result = match tls {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                            watcher.watch(conn).await
+                let svc = {
+                    let activity = activity.clone();
+                    service_fn(move |req| {
+                        let app = app.clone();
+                        let running = InFlight::start(&activity);
+                        async move {
+                            let resp = logged(app, req, conn).await;
+                            drop(running);
+                            Ok::<_, std::convert::Infallible>(resp)
                         }
-                        Some(acceptor) => {
-                            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(error = %e, client = %peer, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(client = %peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                            watcher.watch(conn).await
+                    })
+                };
+                let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+                let limits = limits.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let watch = idle_watch(activity.clone(), limits);
+                    let served = async {
+                        match tls {
+                            None => {
+                                let io = Tracked { inner: stream, activity };
+                                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+                                watcher.watch(conn).await
+                            }
+                            Some(acceptor) => {
+                                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(error = %e, client = %peer, "TLS handshake failed");
+                                        return Ok(());
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(client = %peer, "TLS handshake timed out");
+                                        return Ok(());
+                                    }
+                                };
+                                let io = Tracked { inner: stream, activity };
+                                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+                                watcher.watch(conn).await
+                            }
                         }
                     };
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, client = %peer, "connection ended with error");
+                    tokio::select! {
+                        result = served => {
+                            if let Err(e) = result {
+                                tracing::debug!(error = %e, client = %peer, "connection ended with error");
+                            }
+                        }
+                        why = watch => {
+                            tracing::debug!(client = %peer, reason = why, "closing connection");
+                        }
                     }
                 });
             }

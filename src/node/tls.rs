@@ -9,11 +9,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecursiveMode, Watcher};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -304,50 +302,11 @@ impl Tls {
     /// long as the returned handle.
     pub fn watch(
         self: &Arc<Self>,
-        on_reload: impl Fn(&Result<Reload, TlsError>) + Send + 'static,
+        on_reload: impl Fn(&Result<Reload, TlsError>) + Send + Sync + 'static,
     ) -> notify::Result<notify::RecommendedWatcher> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev {
-                let relevant = match ev.kind {
-                    // Opening and reading (our own loads among them) change nothing.
-                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                    EventKind::Access(_) => false,
-                    _ => true,
-                };
-                if relevant {
-                    let _ = tx.send(());
-                }
-            }
-        })?;
         let (cert, key) = self.paths();
-        let mut dirs: Vec<PathBuf> = [cert, key]
-            .iter()
-            .filter_map(|p| p.parent().map(Path::to_path_buf))
-            .collect();
-        dirs.dedup();
-        for d in &dirs {
-            watcher.watch(d, RecursiveMode::NonRecursive)?;
-        }
         let me = self.clone();
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                // Debounce: a rotation is a burst of events; act once it has been quiet briefly.
-                loop {
-                    match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                        Ok(Some(())) => continue,
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
-                }
-                let me2 = me.clone();
-                let outcome = tokio::task::spawn_blocking(move || me2.reload()).await;
-                if let Ok(outcome) = outcome {
-                    on_reload(&outcome);
-                }
-            }
-        });
-        Ok(watcher)
+        super::watch::watch_files(&[cert, key], move || on_reload(&me.reload()))
     }
 }
 

@@ -168,8 +168,22 @@ impl Storage {
         }
         self.timed(file.seek(io::SeekFrom::Start(cursor.offset)))
             .await?;
+        let started_at = cursor.offset;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(StorageError::Body)?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // A body cut off by the client or a stall timeout: keep what arrived, so the
+                    // client resumes from there (GET on the upload says where) instead of
+                    // sending it all again. A body refused for its size keeps nothing.
+                    if e.kind() != io::ErrorKind::FileTooLarge && cursor.offset > started_at {
+                        self.timed(file.flush()).await?;
+                        self.timed(file.sync_data()).await?;
+                        self.checkpoint(name, id, &cursor).await?;
+                    }
+                    return Err(StorageError::Body(e));
+                }
+            };
             self.timed(file.write_all(&chunk)).await?;
             cursor.sha.update(&chunk);
             cursor.offset += chunk.len() as u64;

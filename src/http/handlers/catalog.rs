@@ -3,6 +3,8 @@
 use http::{Method, StatusCode, header};
 
 use super::{App, HandlerResult, Req, json_response, method_not_allowed, next_link, page_size};
+use crate::auth::Action;
+use crate::http::error::ApiError;
 
 #[derive(serde::Serialize)]
 struct Catalog<'a> {
@@ -15,7 +17,11 @@ pub async fn get(app: &App, req: &Req) -> HandlerResult {
     }
     let n = page_size(&req.query)?;
     let last = req.query.get("last").cloned();
-    let (page, more) = app.storage.list_repositories(last, n).await?;
+    let (page, more) = if app.auth.policy().has_rules() {
+        visible_page(app, req, last, n).await?
+    } else {
+        app.storage.list_repositories(last, n).await?
+    };
     let page = page.as_slice();
     let mut resp = json_response(
         StatusCode::OK,
@@ -29,4 +35,38 @@ pub async fn get(app: &App, req: &Req) -> HandlerResult {
         resp.headers_mut().insert(header::LINK, v);
     }
     Ok(resp)
+}
+
+/// A page of the repositories the client may pull (the catalog never names a repository its reader
+/// could not pull), read from storage in batches until the page is full.
+async fn visible_page(
+    app: &App,
+    req: &Req,
+    mut last: Option<String>,
+    n: Option<usize>,
+) -> Result<(Vec<String>, bool), ApiError> {
+    let batch = n.unwrap_or(1000).max(100);
+    let mut out = Vec::new();
+    loop {
+        let (page, more) = app
+            .storage
+            .list_repositories(last.clone(), Some(batch))
+            .await?;
+        last = page.last().cloned();
+        for (i, repo) in page.iter().enumerate() {
+            if !app.may(req, repo, Action::Pull) {
+                continue;
+            }
+            if n.is_some_and(|n| out.len() == n) {
+                return Ok((out, true));
+            }
+            out.push(repo.clone());
+            if n.is_some_and(|n| out.len() == n) && i + 1 == page.len() && !more {
+                return Ok((out, false));
+            }
+        }
+        if !more {
+            return Ok((out, false));
+        }
+    }
 }

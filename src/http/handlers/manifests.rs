@@ -82,7 +82,7 @@ async fn put(app: &App, name: RepoName, reference: Reference, req: Req) -> Handl
         return Err(too_large(limit));
     }
     let content_type = req.header(header::CONTENT_TYPE).map(str::to_string);
-    let bytes = read_limited(req.body, limit).await?;
+    let bytes = read_limited(req.body, limit, req.body_timeout).await?;
     let digest = match &reference {
         Reference::Digest(d) if d.algorithm() == Algorithm::Sha512 => {
             Digest::compute(Algorithm::Sha512, &bytes)

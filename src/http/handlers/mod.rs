@@ -11,7 +11,10 @@ mod uploads;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -20,8 +23,11 @@ use http_body_util::BodyStream;
 use hyper::body::Incoming;
 
 use super::Body;
+use super::cors::ResponseHeaders;
 use super::error::{ApiError, Code};
 use super::route::{self, Route};
+use crate::auth::{Action, Anonymous, Auth, AuthError, Principal};
+use crate::config::Config;
 use crate::health::Health;
 use crate::proxy::{Proxy, Target};
 use crate::registry::RepoName;
@@ -33,6 +39,59 @@ use arc_swap::ArcSwap;
 pub struct Settings {
     pub delete_enabled: bool,
     pub max_manifest_bytes: u64,
+    /// Largest blob accepted; 0: no limit.
+    pub max_blob_bytes: u64,
+    /// How long a request body may stall before the request fails.
+    pub body_timeout: Duration,
+    pub max_concurrent_uploads: u64,
+    pub headers: ResponseHeaders,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            delete_enabled: c.storage.delete_enabled,
+            max_manifest_bytes: c.limits.max_manifest_bytes,
+            max_blob_bytes: c.limits.max_blob_bytes,
+            body_timeout: Duration::from_secs(c.limits.body_read_timeout_secs),
+            max_concurrent_uploads: c.limits.max_concurrent_uploads,
+            headers: ResponseHeaders::from_config(c),
+        }
+    }
+
+    /// The defaults, with deletes and the manifest limit as given (in-process tests).
+    pub fn basic(delete_enabled: bool, max_manifest_bytes: u64) -> Settings {
+        let mut s = Settings::from_config(&Config::defaults());
+        s.delete_enabled = delete_enabled;
+        s.max_manifest_bytes = max_manifest_bytes;
+        s
+    }
+}
+
+/// Connection limits, fixed at start (the listeners apply them).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl ConnLimits {
+    pub fn from_config(c: &Config) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(c.limits.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
+            max_connections: c.limits.max_connections as usize,
+        }
+    }
+}
+
+/// Where a request arrived: the client's address and the listener it came through (whose
+/// anonymous policy applies).
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub client: SocketAddr,
+    pub listener: SocketAddr,
 }
 
 /// What every handler may use: storage, its health, and the request-path settings.
@@ -42,6 +101,19 @@ pub struct App {
     pub settings: ArcSwap<Settings>,
     /// The pull-through cache's upstreams (none: every name is local).
     pub proxy: Proxy,
+    pub auth: Auth,
+    pub limits: ConnLimits,
+    /// Blob uploads with a body running now (bounded by `max_concurrent_uploads`).
+    uploads_running: AtomicU64,
+}
+
+/// Counts one running upload for as long as it lives.
+pub struct UploadSlot<'a>(&'a AtomicU64);
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
@@ -49,24 +121,86 @@ impl App {
         App::with_health(
             storage,
             Health::always(),
-            Settings {
-                delete_enabled,
-                max_manifest_bytes,
-            },
+            Settings::basic(delete_enabled, max_manifest_bytes),
         )
     }
 
     pub fn with_health(storage: Storage, health: Health, settings: Settings) -> Arc<App> {
-        App::build(storage, health, settings, Proxy::none())
+        App::build(
+            storage,
+            health,
+            settings,
+            Proxy::none(),
+            Auth::open(),
+            ConnLimits::from_config(&Config::defaults()),
+        )
     }
 
-    pub fn build(storage: Storage, health: Health, settings: Settings, proxy: Proxy) -> Arc<App> {
+    pub fn build(
+        storage: Storage,
+        health: Health,
+        settings: Settings,
+        proxy: Proxy,
+        auth: Auth,
+        limits: ConnLimits,
+    ) -> Arc<App> {
         Arc::new(App {
             storage,
             health,
             settings: ArcSwap::from_pointee(settings),
             proxy,
+            auth,
+            limits,
+            uploads_running: AtomicU64::new(0),
         })
+    }
+
+    /// Takes one of the `max_concurrent_uploads` slots, or says 429 (clients retry uploads).
+    fn upload_slot(&self) -> Result<UploadSlot<'_>, ApiError> {
+        let max = self.settings.load().max_concurrent_uploads;
+        let now = self.uploads_running.fetch_add(1, Ordering::Relaxed);
+        let slot = UploadSlot(&self.uploads_running);
+        if now >= max {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::TooManyRequests,
+                format!("{max} uploads are running on this node (limits.max_concurrent_uploads); retry shortly"),
+            )
+            .header(header::RETRY_AFTER, "1"));
+        }
+        Ok(slot)
+    }
+
+    /// Whether the request's principal may do `action` on `name`.
+    pub fn may(&self, req: &Req, name: &str, action: Action) -> bool {
+        self.auth.policy().allows(&req.who, req.anon, name, action)
+    }
+
+    /// The refusal for a request its principal may not make: 401 with a challenge when logging in
+    /// could help, 403 when the principal is known and simply not allowed.
+    fn refusal(&self, who: &Principal, what: String) -> ApiError {
+        match who {
+            Principal::Anonymous if self.auth.policy().has_accounts() => {
+                self.challenge(format!("authentication required to {what}"))
+            }
+            Principal::Anonymous => ApiError::new(
+                StatusCode::FORBIDDEN,
+                Code::Denied,
+                format!("anonymous clients may not {what} here"),
+            ),
+            Principal::User(u) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                Code::Denied,
+                format!("user {u} may not {what}"),
+            ),
+        }
+    }
+
+    fn challenge(&self, message: String) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, message).header(
+            header::WWW_AUTHENTICATE,
+            format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.auth.realm()),
+        )
     }
 
     /// Where a repository name leads in the pull-through cache (`ns` is containerd's mirror form).
@@ -105,12 +239,18 @@ impl App {
 
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
-/// The request as handlers see it: method, headers, query, and the body still streaming.
+/// The request as handlers see it: method, headers, query, the body still streaming, and who
+/// sent it.
 pub struct Req {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: HashMap<String, String>,
     pub body: Incoming,
+    pub who: Principal,
+    /// What anonymous clients may do on the listener this request came through.
+    pub anon: Anonymous,
+    /// How long the body may stall.
+    pub body_timeout: Duration,
 }
 
 impl Req {
@@ -124,20 +264,69 @@ impl Req {
     }
 }
 
-/// Turns a request body into a stream of byte chunks, the form storage takes.
-pub fn body_stream(body: Incoming) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
-    Box::pin(BodyStream::new(body).filter_map(|frame| async move {
+/// Turns a request body into a stream of byte chunks, the form storage takes. A body that stalls
+/// for `stall` (no byte arrives) ends with a `TimedOut` error, so a client that stops sending does
+/// not hold an upload, its file and its task forever.
+pub fn body_stream(
+    body: Incoming,
+    stall: Duration,
+) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    let frames = Box::pin(BodyStream::new(body).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
             Err(e) => Some(Err(io::Error::other(e))),
         }
+    }));
+    Box::pin(futures_util::stream::unfold(
+        Some(frames),
+        move |frames| async move {
+            let mut frames = frames?;
+            match tokio::time::timeout(stall, frames.next()).await {
+                Ok(Some(item)) => Some((item, Some(frames))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no data for {} s (limits.body_read_timeout_secs)",
+                            stall.as_secs()
+                        ),
+                    )),
+                    None,
+                )),
+            }
+        },
+    ))
+}
+
+/// The body of `req` as a stream, with the body timeout in force and the blob size limit.
+pub fn upload_body(
+    req: Req,
+    max_blob_bytes: u64,
+    already: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    let mut seen = already;
+    Box::pin(body_stream(req.body, req.body_timeout).map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if max_blob_bytes > 0 && seen > max_blob_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("blob is larger than {max_blob_bytes} bytes (limits.max_blob_bytes)"),
+            ));
+        }
+        Ok(chunk)
     }))
 }
 
 /// Reads a body into memory, refusing more than `limit` bytes.
-pub async fn read_limited(body: Incoming, limit: u64) -> Result<Vec<u8>, ApiError> {
+pub async fn read_limited(
+    body: Incoming,
+    limit: u64,
+    stall: Duration,
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
-    let mut s = body_stream(body);
+    let mut s = body_stream(body, stall);
     while let Some(chunk) = s.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(
@@ -254,26 +443,120 @@ pub fn deletes_disabled() -> ApiError {
 }
 
 /// Handles one request; never fails (every error is an OCI error response).
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    let settings = app.settings();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = if req.method() == Method::OPTIONS {
+        settings.headers.options(req.headers())
+    } else {
+        let head_only = req.method() == Method::HEAD;
+        handle_api(&app, req, conn, &settings)
+            .await
+            .unwrap_or_else(|e| e.into_response(head_only))
+    };
+    settings.headers.decorate(origin.as_ref(), &mut resp);
+    resp
+}
+
+/// Docker before 1.6 speaks only the v1 protocol and misreads v2 answers; it gets a clear 404, as
+/// Distribution's documentation has its nginx front do.
+fn too_old_client(headers: &HeaderMap) -> bool {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    ua.starts_with("Go 1.1 package http")
+        || ["docker/1.3.", "docker/1.4.", "docker/1.5."]
+            .iter()
+            .any(|p| ua.starts_with(p))
+}
+
+async fn handle_api(
+    app: &App,
+    req: Request<Incoming>,
+    conn: Conn,
+    settings: &Settings,
+) -> HandlerResult {
     let (parts, body) = req.into_parts();
-    let head_only = parts.method == Method::HEAD;
+    if too_old_client(&parts.headers) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Code::Unsupported,
+            "this client speaks only the v1 registry protocol; use Docker 1.6 or later",
+        ));
+    }
     let query = parts
         .uri
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let route = route::parse(parts.uri.path());
+    let route = route::parse(parts.uri.path())?;
+    if matches!(route, Route::Healthz | Route::Readyz) {
+        // Probes answer without credentials on every listener.
+        return match route {
+            Route::Readyz => base::readyz(app),
+            _ => base::healthz(),
+        };
+    }
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let who = match app.auth.identify(authorization, conn.client.ip()).await {
+        Ok(who) => who,
+        Err(AuthError::Throttled(wait)) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::TooManyRequests,
+                "too many failed logins from this address; wait and retry",
+            )
+            .header(header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+        }
+        Err(AuthError::BadCredentials) => {
+            return Err(app.challenge("wrong user name or password".into()));
+        }
+        Err(AuthError::Malformed(m)) => return Err(app.challenge(m)),
+    };
+    let anon = app.auth.policy().anonymous_on(conn.listener);
     let req = Req {
         method: parts.method,
         headers: parts.headers,
         query,
         body,
+        who,
+        anon,
+        body_timeout: settings.body_timeout,
     };
-    let result = match route {
-        Err(e) => Err(ApiError::from(e)),
-        Ok(route) => dispatch(&app, route, req).await,
+    authorize(app, &route, &req)?;
+    dispatch(app, route, req).await
+}
+
+/// Refuses a request its principal may not make, before any storage is touched.
+fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
+    let policy = app.auth.policy();
+    let (name, action) = match route {
+        Route::Base | Route::Catalog => {
+            if policy.may_pull_somewhere(&req.who, req.anon) {
+                return Ok(());
+            }
+            return Err(app.refusal(&req.who, "use this registry".into()));
+        }
+        Route::Healthz | Route::Readyz => return Ok(()),
+        Route::Tags(n) | Route::Referrers(n, _) => (n, Action::Pull),
+        Route::Manifest(n, _) | Route::Blob(n, _) => {
+            let read = matches!(req.method, Method::GET | Method::HEAD);
+            (n, if read { Action::Pull } else { Action::Push })
+        }
+        Route::UploadStart(n) | Route::Upload(n, _) => (n, Action::Push),
     };
-    result.unwrap_or_else(|e| e.into_response(head_only))
+    if policy.allows(&req.who, req.anon, name.as_str(), action) {
+        return Ok(());
+    }
+    let verb = match action {
+        Action::Pull => "pull from",
+        Action::Push => "push to",
+    };
+    Err(app.refusal(&req.who, format!("{verb} {name}")))
 }
 
 async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
@@ -297,10 +580,15 @@ async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
                 Route::Blob(name, digest) => blobs::handle(app, &name, &digest, &req).await,
                 Route::UploadStart(name) => {
                     app.refuse_push(&name)?;
+                    let _slot = app.upload_slot()?;
                     uploads::start(app, name, req).await
                 }
                 Route::Upload(name, id) => {
                     app.refuse_push(&name)?;
+                    let _slot = match req.method {
+                        Method::PATCH | Method::PUT => Some(app.upload_slot()?),
+                        _ => None,
+                    };
                     uploads::handle(app, name, id, req).await
                 }
                 Route::Referrers(name, digest) => referrers::get(app, &name, &digest, &req).await,

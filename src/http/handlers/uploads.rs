@@ -6,7 +6,8 @@
 use http::{Method, StatusCode, header};
 use uuid::Uuid;
 
-use super::{App, HandlerResult, Req, body_stream, method_not_allowed, response};
+use super::{App, HandlerResult, Req, method_not_allowed, response, upload_body};
+use crate::auth::Action;
 use crate::http::error::{ApiError, Code, upload_range};
 use crate::http::range::parse_content_range;
 use crate::registry::{Digest, RepoName};
@@ -63,9 +64,17 @@ pub async fn start(app: &App, name: RepoName, req: Req) -> HandlerResult {
                         .map_err(|e: crate::registry::name::NameError| {
                             ApiError::new(StatusCode::BAD_REQUEST, Code::NameInvalid, e.to_string())
                         })?;
-                app.storage.blob_linked(&from, &mount).await?
+                // Mounting needs pull rights on the source: a blob of a private repository must
+                // not become readable by linking it into a public one.
+                app.may(&req, from.as_str(), Action::Pull)
+                    && app.storage.blob_linked(&from, &mount).await?
             }
-            None => app.storage.blob_size_global(&mount).await?.is_some(),
+            // Without `from` any repository could be the source, so only where every user
+            // may read every repository (no per-repository rules).
+            None => {
+                !app.auth.policy().has_rules()
+                    && app.storage.blob_size_global(&mount).await?.is_some()
+            }
         };
         if source {
             app.storage.link_blob(&name, &mount).await?;
@@ -75,10 +84,12 @@ pub async fn start(app: &App, name: RepoName, req: Req) -> HandlerResult {
         // Not mountable: the client falls back to a regular upload at the Location we return.
     }
     if let Some(digest) = digest_param(&req, "digest")? {
+        let max = app.settings().max_blob_bytes;
+        check_size(&req, max, 0)?;
         let id = app.storage.start_upload(&name).await?;
         let done = app
             .storage
-            .complete_upload(&name, &id, &digest, None, Some(body_stream(req.body)))
+            .complete_upload(&name, &id, &digest, None, Some(upload_body(req, max, 0)))
             .await;
         if let Err(e) = done {
             // The client never saw this session: leave nothing behind (a full disk, a cut body).
@@ -108,9 +119,11 @@ pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerRes
         }
         Method::PATCH => {
             let start = chunk_start(&req)?;
+            let (max, already) = size_budget(app, &name, &id, start).await?;
+            check_size(&req, max, already)?;
             let offset = app
                 .storage
-                .append_upload(&name, &id, start, body_stream(req.body))
+                .append_upload(&name, &id, start, upload_body(req, max, already))
                 .await?;
             Ok(response(
                 StatusCode::ACCEPTED,
@@ -127,8 +140,16 @@ pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerRes
                 )
             })?;
             let start = chunk_start(&req)?;
+            let (max, already) = size_budget(app, &name, &id, start).await?;
+            check_size(&req, max, already)?;
             app.storage
-                .complete_upload(&name, &id, &digest, start, Some(body_stream(req.body)))
+                .complete_upload(
+                    &name,
+                    &id,
+                    &digest,
+                    start,
+                    Some(upload_body(req, max, already)),
+                )
                 .await?;
             tracing::debug!(repository = %name, digest = %digest, "blob upload completed");
             created(&name, &digest)
@@ -142,6 +163,39 @@ pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerRes
             ))
         }
         ref m => Err(method_not_allowed(m)),
+    }
+}
+
+/// The blob size limit, and how much of it the upload has used (looked up only when there is a limit).
+async fn size_budget(
+    app: &App,
+    name: &RepoName,
+    id: &Uuid,
+    start: Option<u64>,
+) -> Result<(u64, u64), ApiError> {
+    let max = app.settings().max_blob_bytes;
+    if max == 0 {
+        return Ok((0, 0));
+    }
+    let already = match start {
+        Some(s) => s,
+        None => app.storage.upload_status(name, id).await?.offset,
+    };
+    Ok((max, already))
+}
+
+/// Refuses at once a body whose declared length would take the blob past the limit.
+fn check_size(req: &Req, max: u64, already: u64) -> Result<(), ApiError> {
+    match req.content_length() {
+        Some(len) if max > 0 && already + len > max => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::SizeInvalid,
+            format!(
+                "blob would be {} bytes, more than the {max} this registry accepts (limits.max_blob_bytes)",
+                already + len
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -1,0 +1,371 @@
+//! Authentication and authorization: who sent a request (HTTP Basic against an htpasswd file of
+//! bcrypt hashes) and what the access policy lets them do (`policy`).
+//!
+//! bcrypt is slow on purpose (tens of milliseconds), so it runs on the blocking pool, and a
+//! successful check is remembered for `auth.cache_secs` under a salted SHA-256 of the credentials
+//! (never the password itself): a pull of 50 layers costs one bcrypt, not 50. Failed logins are
+//! logged with the client and user (never the password) and, past `auth.max_failures` in a minute,
+//! refused for the rest of that minute without running bcrypt at all.
+
+pub mod htpasswd;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+
+pub use htpasswd::Users;
+pub use policy::{Action, Anonymous, Policy, Principal};
+
+use crate::config::Config;
+
+/// Why a request's credentials were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The `Authorization` header is not `Basic base64(user:password)`.
+    Malformed(String),
+    /// Unknown user or wrong password.
+    BadCredentials,
+    /// Too many failures from this client lately; try again after this long.
+    Throttled(Duration),
+}
+
+/// Settings a reload may change.
+#[derive(Debug, Clone)]
+struct Tuning {
+    realm: String,
+    cache_ttl: Duration,
+    max_failures: u32,
+}
+
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Verified against when the user does not exist, so an unknown user costs the same time as a
+/// wrong password (no probing for user names by timing). `htpasswd -nbB -C 5 x x`.
+const DUMMY_HASH: &str = "$2y$05$B0jN8qgaO5AszKUPQrT5NugfuJbVc3mYLwVrN.DH01F9UL.p2lbG.";
+
+struct Failures {
+    count: u32,
+    since: Instant,
+}
+
+/// The authentication state of the daemon.
+pub struct Auth {
+    policy: ArcSwap<Policy>,
+    users: ArcSwap<Users>,
+    tuning: ArcSwap<Tuning>,
+    htpasswd: Mutex<PathBuf>,
+    /// Salted credential hash → (user, verified at).
+    cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    salt: [u8; 16],
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these maps leaves plain data behind; keep using it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Auth {
+    /// No accounts: every client is anonymous and may do everything.
+    pub fn open() -> Auth {
+        Auth::with(
+            Policy::open(),
+            Users::default(),
+            PathBuf::new(),
+            default_tuning(),
+        )
+    }
+
+    /// The authentication a configuration describes; loads the htpasswd file (an unreadable or
+    /// invalid one is an error: the daemon must not start open when the operator asked for logins).
+    pub fn from_config(c: &Config) -> Result<Auth, String> {
+        let users = if c.auth.htpasswd.as_os_str().is_empty() {
+            Users::default()
+        } else {
+            Users::load(&c.auth.htpasswd)?
+        };
+        Ok(Auth::with(
+            Policy::from_config(c),
+            users,
+            c.auth.htpasswd.clone(),
+            tuning(c),
+        ))
+    }
+
+    fn with(policy: Policy, users: Users, htpasswd: PathBuf, tuning: Tuning) -> Auth {
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..]);
+        Auth {
+            policy: ArcSwap::from_pointee(policy),
+            users: ArcSwap::from_pointee(users),
+            tuning: ArcSwap::from_pointee(tuning),
+            htpasswd: Mutex::new(htpasswd),
+            cache: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            salt,
+        }
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    pub fn realm(&self) -> String {
+        self.tuning.load().realm.clone()
+    }
+
+    pub fn htpasswd_path(&self) -> PathBuf {
+        lock(&self.htpasswd).clone()
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.load().len()
+    }
+
+    /// Applies a reloaded configuration: the policy at once, the users when the file changed path.
+    pub fn apply(&self, c: &Config) -> Result<(), String> {
+        self.policy.store(Arc::new(Policy::from_config(c)));
+        self.tuning.store(Arc::new(tuning(c)));
+        let changed = {
+            let mut p = lock(&self.htpasswd);
+            let changed = *p != c.auth.htpasswd;
+            *p = c.auth.htpasswd.clone();
+            changed
+        };
+        if changed || !c.auth.htpasswd.as_os_str().is_empty() {
+            self.reload_users().map(|_| ())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Re-reads the htpasswd file. A file that does not load keeps the previous users (a half-edited
+    /// file must not lock everybody out) and the error says why.
+    pub fn reload_users(&self) -> Result<usize, String> {
+        let path = self.htpasswd_path();
+        let users = if path.as_os_str().is_empty() {
+            Users::default()
+        } else {
+            Users::load(&path)?
+        };
+        let n = users.len();
+        self.users.store(Arc::new(users));
+        // A removed user or a changed password must not live on in the cache.
+        lock(&self.cache).clear();
+        Ok(n)
+    }
+
+    /// Who sent a request with these headers from `client`.
+    pub async fn identify(
+        &self,
+        authorization: Option<&str>,
+        client: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        let Some(header) = authorization else {
+            return Ok(Principal::Anonymous);
+        };
+        if !self.policy.load().has_accounts() {
+            // Without accounts there is nothing to check against; clients that send stored
+            // credentials anyway (a `docker login` from before) are served as anonymous.
+            return Ok(Principal::Anonymous);
+        }
+        let (user, password) = parse_basic(header)?;
+        if let Some(wait) = self.throttled(client) {
+            return Err(AuthError::Throttled(wait));
+        }
+        let key = self.cache_key(&user, &password);
+        let ttl = self.tuning.load().cache_ttl;
+        if let Some((u, at)) = lock(&self.cache).get(&key)
+            && at.elapsed() < ttl
+        {
+            return Ok(Principal::User(u.clone()));
+        }
+        let users = self.users.load_full();
+        let hash = users.hash_of(&user).map(str::to_string);
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_string());
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        if ok && known {
+            let mut cache = lock(&self.cache);
+            if cache.len() >= 10_000 {
+                cache.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            cache.insert(key, (user.clone(), Instant::now()));
+            return Ok(Principal::User(user));
+        }
+        let failures = self.record_failure(client);
+        tracing::warn!(
+            client = %client,
+            user = %user,
+            known_user = known,
+            failures_last_minute = failures,
+            "login failed"
+        );
+        Err(AuthError::BadCredentials)
+    }
+
+    fn cache_key(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(user.as_bytes());
+        h.update([0u8]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    fn throttled(&self, client: IpAddr) -> Option<Duration> {
+        let max = self.tuning.load().max_failures;
+        let f = lock(&self.failures);
+        let entry = f.get(&client)?;
+        let age = entry.since.elapsed();
+        (max > 0 && entry.count >= max && age < FAILURE_WINDOW).then(|| FAILURE_WINDOW - age)
+    }
+
+    fn record_failure(&self, client: IpAddr) -> u32 {
+        let mut f = lock(&self.failures);
+        if f.len() >= 10_000 {
+            f.retain(|_, e| e.since.elapsed() < FAILURE_WINDOW);
+        }
+        let e = f.entry(client).or_insert(Failures {
+            count: 0,
+            since: Instant::now(),
+        });
+        if e.since.elapsed() >= FAILURE_WINDOW {
+            *e = Failures {
+                count: 0,
+                since: Instant::now(),
+            };
+        }
+        e.count += 1;
+        e.count
+    }
+}
+
+fn default_tuning() -> Tuning {
+    Tuning {
+        realm: "registryd".into(),
+        cache_ttl: Duration::from_secs(60),
+        max_failures: 10,
+    }
+}
+
+fn tuning(c: &Config) -> Tuning {
+    Tuning {
+        realm: c.auth.realm.clone(),
+        cache_ttl: Duration::from_secs(c.auth.cache_secs),
+        max_failures: c.auth.max_failures_per_minute as u32,
+    }
+}
+
+/// Splits `Basic base64(user:password)`.
+fn parse_basic(header: &str) -> Result<(String, String), AuthError> {
+    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(AuthError::Malformed(format!(
+            "{scheme} authentication is not supported here; use Basic (docker login)"
+        )));
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .map_err(|_| AuthError::Malformed("Basic credentials are not valid base64".into()))?;
+    let text = String::from_utf8(raw)
+        .map_err(|_| AuthError::Malformed("Basic credentials are not UTF-8".into()))?;
+    let (user, password) = text
+        .split_once(':')
+        .ok_or_else(|| AuthError::Malformed("Basic credentials are not user:password".into()))?;
+    Ok((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(s: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    }
+
+    fn auth_with_alice() -> Auth {
+        let users = Users::parse(&format!("alice:{DUMMY_HASH}")).unwrap();
+        let c = Config::defaults();
+        let mut policy_config = c.clone();
+        policy_config.auth.htpasswd = "/nonexistent".into();
+        Auth::with(
+            Policy::from_config(&policy_config),
+            users,
+            PathBuf::new(),
+            Tuning {
+                realm: "r".into(),
+                cache_ttl: Duration::from_secs(60),
+                max_failures: 3,
+            },
+        )
+    }
+
+    #[test]
+    fn basic_header_parsing() {
+        assert_eq!(parse_basic(&basic("a:b:c")), Ok(("a".into(), "b:c".into())));
+        assert!(parse_basic("Bearer xyz").is_err());
+        assert!(parse_basic("Basic !!!").is_err());
+        assert!(parse_basic(&basic("nocolon")).is_err());
+        assert_eq!(
+            parse_basic(&format!("basic  {}", &basic("u:p")[6..])),
+            Ok(("u".into(), "p".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_cache_and_throttle() {
+        let a = auth_with_alice();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(a.identify(None, ip).await, Ok(Principal::Anonymous));
+        assert_eq!(
+            a.identify(Some(&basic("alice:secret")), ip).await,
+            Ok(Principal::User("alice".into()))
+        );
+        assert_eq!(lock(&a.cache).len(), 1, "the login is remembered");
+        for _ in 0..3 {
+            assert_eq!(
+                a.identify(Some(&basic("alice:wrong")), ip).await,
+                Err(AuthError::BadCredentials)
+            );
+        }
+        // Throttled now, even with the right password; another client is not.
+        assert!(matches!(
+            a.identify(Some(&basic("alice:secret")), ip).await,
+            Err(AuthError::Throttled(_))
+        ));
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(
+            a.identify(Some(&basic("nobody:secret")), other).await,
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            a.identify(Some(&basic("alice:secret")), other).await,
+            Ok(Principal::User("alice".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn credentials_are_ignored_without_accounts() {
+        let a = Auth::open();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            a.identify(Some(&basic("x:y")), ip).await,
+            Ok(Principal::Anonymous)
+        );
+    }
+}
