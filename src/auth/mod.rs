@@ -9,6 +9,7 @@
 
 pub mod htpasswd;
 pub mod policy;
+pub mod token;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use htpasswd::Users;
 pub use policy::{Action, Anonymous, Policy, Principal};
+pub use token::TokenKey;
 
 use crate::config::Config;
 
@@ -34,6 +36,8 @@ pub enum AuthError {
     BadCredentials,
     /// Too many failures from this client lately; try again after this long.
     Throttled(Duration),
+    /// A Bearer token that is not ours or has expired (the client fetches a new one).
+    BadToken,
 }
 
 /// Settings a reload may change.
@@ -65,6 +69,7 @@ pub struct Auth {
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
     salt: [u8; 16],
+    token_key: ArcSwap<TokenKey>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,7 +115,18 @@ impl Auth {
             cache: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             salt,
+            token_key: ArcSwap::from_pointee(TokenKey::random()),
         }
+    }
+
+    /// Signs tokens with `key` from now on (the shared key, once storage is open).
+    pub fn set_token_key(&self, key: TokenKey) {
+        self.token_key.store(Arc::new(key));
+    }
+
+    /// A Bearer token for `who`.
+    pub fn issue_token(&self, who: &Principal) -> String {
+        self.token_key.load().issue(who)
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -175,6 +191,13 @@ impl Auth {
             // Without accounts there is nothing to check against; clients that send stored
             // credentials anyway (a `docker login` from before) are served as anonymous.
             return Ok(Principal::Anonymous);
+        }
+        if let Some(token) = strip_scheme(header, "bearer") {
+            return self
+                .token_key
+                .load()
+                .verify(token)
+                .ok_or(AuthError::BadToken);
         }
         let (user, password) = parse_basic(header)?;
         if let Some(wait) = self.throttled(client) {
@@ -268,14 +291,20 @@ fn tuning(c: &Config) -> Tuning {
     }
 }
 
+/// The credentials after `scheme` (case-insensitive), if the header uses that scheme.
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.trim().split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+}
+
 /// Splits `Basic base64(user:password)`.
 fn parse_basic(header: &str) -> Result<(String, String), AuthError> {
-    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header, ""));
-    if !scheme.eq_ignore_ascii_case("basic") {
+    let Some(rest) = strip_scheme(header, "basic") else {
+        let scheme = header.split(' ').next().unwrap_or("");
         return Err(AuthError::Malformed(format!(
             "{scheme} authentication is not supported here; use Basic (docker login)"
         )));
-    }
+    };
     let raw = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
         .map_err(|_| AuthError::Malformed("Basic credentials are not valid base64".into()))?;

@@ -31,6 +31,8 @@ pub enum Route {
     Healthz,
     /// `/readyz`: storage is usable.
     Readyz,
+    /// `/auth/token`: a Bearer token for the credentials given (or none), see `auth::token`.
+    Token,
 }
 
 impl Route {
@@ -92,6 +94,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
     match path {
         "/healthz" => return Ok(Route::Healthz),
         "/readyz" => return Ok(Route::Readyz),
+        "/auth/token" => return Ok(Route::Token),
         "/v2" | "/v2/" => return Ok(Route::Base),
         "/v2/_catalog" => return Ok(Route::Catalog),
         _ => {}

@@ -248,7 +248,7 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = Conn { client: peer, listener: local.unwrap_or(peer) };
+                let conn = Conn { client: peer, listener: local.unwrap_or(peer), tls: tls.is_some() };
                 let activity = Arc::new(Activity::new());
                 let app = app.clone();
                 let svc = {

@@ -22,6 +22,7 @@
 //! ```text
 //! registryd/v1/repositories/<name>/_referrers/<alg>/<subject hex>/<alg>-<hex>.json
 //!                                                                   one descriptor per referrer
+//! registryd/auth/token.key                                         the key signing Bearer tokens
 //! ```
 //!
 //! Every argument is a parsed type (`RepoName`, `Tag`, `Digest`, `Uuid`), so no path built here can
@@ -45,6 +46,11 @@ impl Layout {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The key that signs Bearer tokens, shared by every node on this storage.
+    pub fn token_key(&self) -> PathBuf {
+        self.root.join("registryd/auth/token.key")
     }
 
     fn v2(&self) -> PathBuf {

@@ -92,6 +92,7 @@ impl ConnLimits {
 pub struct Conn {
     pub client: SocketAddr,
     pub listener: SocketAddr,
+    pub tls: bool,
 }
 
 /// What every handler may use: storage, its health, and the request-path settings.
@@ -178,11 +179,13 @@ impl App {
 
     /// The refusal for a request its principal may not make: 401 with a challenge when logging in
     /// could help, 403 when the principal is known and simply not allowed.
-    fn refusal(&self, who: &Principal, what: String) -> ApiError {
-        match who {
-            Principal::Anonymous if self.auth.policy().has_accounts() => {
-                self.challenge(format!("authentication required to {what}"))
-            }
+    fn refusal(&self, req: &Req, scope: Option<String>, what: String) -> ApiError {
+        match &req.who {
+            Principal::Anonymous if self.auth.policy().has_accounts() => self.challenge(
+                req.token_realm.as_deref(),
+                scope,
+                format!("authentication required to {what}"),
+            ),
             Principal::Anonymous => ApiError::new(
                 StatusCode::FORBIDDEN,
                 Code::Denied,
@@ -196,11 +199,26 @@ impl App {
         }
     }
 
-    fn challenge(&self, message: String) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, message).header(
-            header::WWW_AUTHENTICATE,
-            format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.auth.realm()),
-        )
+    /// 401 with the challenge of this listener: Bearer where anonymous clients may pull (see
+    /// `auth::token` for why), Basic where every client must log in.
+    fn challenge(
+        &self,
+        token_realm: Option<&str>,
+        scope: Option<String>,
+        message: String,
+    ) -> ApiError {
+        let value = match token_realm {
+            Some(url) => {
+                let mut v = format!("Bearer realm=\"{url}\",service=\"{TOKEN_SERVICE}\"");
+                if let Some(scope) = scope {
+                    v.push_str(&format!(",scope=\"{scope}\""));
+                }
+                v
+            }
+            None => format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.auth.realm()),
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, message)
+            .header(header::WWW_AUTHENTICATE, value)
     }
 
     /// Where a repository name leads in the pull-through cache (`ns` is containerd's mirror form).
@@ -239,6 +257,9 @@ impl App {
 
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
+/// The `service` named in Bearer challenges and accepted by the token endpoint.
+const TOKEN_SERVICE: &str = "registryd";
+
 /// The request as handlers see it: method, headers, query, the body still streaming, and who
 /// sent it.
 pub struct Req {
@@ -251,6 +272,8 @@ pub struct Req {
     pub anon: Anonymous,
     /// How long the body may stall.
     pub body_timeout: Duration,
+    /// The token endpoint's URL when this listener uses the Bearer flow.
+    pub token_realm: Option<String>,
 }
 
 impl Req {
@@ -502,6 +525,10 @@ async fn handle_api(
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let policy = app.auth.policy();
+    let anon = policy.anonymous_on(conn.listener);
+    let token_realm =
+        (policy.has_accounts() && anon != Anonymous::None).then(|| token_url(&parts, conn));
     let who = match app.auth.identify(authorization, conn.client.ip()).await {
         Ok(who) => who,
         Err(AuthError::Throttled(wait)) => {
@@ -513,11 +540,21 @@ async fn handle_api(
             .header(header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
         }
         Err(AuthError::BadCredentials) => {
-            return Err(app.challenge("wrong user name or password".into()));
+            return Err(app.challenge(
+                token_realm.as_deref(),
+                None,
+                "wrong user name or password".into(),
+            ));
         }
-        Err(AuthError::Malformed(m)) => return Err(app.challenge(m)),
+        Err(AuthError::BadToken) => {
+            return Err(app.challenge(
+                token_realm.as_deref(),
+                None,
+                "the token is not valid here or has expired; fetch a new one".into(),
+            ));
+        }
+        Err(AuthError::Malformed(m)) => return Err(app.challenge(token_realm.as_deref(), None, m)),
     };
-    let anon = app.auth.policy().anonymous_on(conn.listener);
     let req = Req {
         method: parts.method,
         headers: parts.headers,
@@ -526,7 +563,11 @@ async fn handle_api(
         who,
         anon,
         body_timeout: settings.body_timeout,
+        token_realm,
     };
+    if route == Route::Token {
+        return base::token(app, &req);
+    }
     authorize(app, &route, &req)?;
     dispatch(app, route, req).await
 }
@@ -535,13 +576,18 @@ async fn handle_api(
 fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
     let policy = app.auth.policy();
     let (name, action) = match route {
+        // The ping tells clients how to authenticate: where tokens are used, anonymous clients
+        // get the challenge (and fetch an anonymous token) even though they may pull.
+        Route::Base if req.who == Principal::Anonymous && req.token_realm.is_some() => {
+            return Err(app.refusal(req, None, "use this registry".into()));
+        }
         Route::Base | Route::Catalog => {
             if policy.may_pull_somewhere(&req.who, req.anon) {
                 return Ok(());
             }
-            return Err(app.refusal(&req.who, "use this registry".into()));
+            return Err(app.refusal(req, None, "use this registry".into()));
         }
-        Route::Healthz | Route::Readyz => return Ok(()),
+        Route::Healthz | Route::Readyz | Route::Token => return Ok(()),
         Route::Tags(n) | Route::Referrers(n, _) => (n, Action::Pull),
         Route::Manifest(n, _) | Route::Blob(n, _) => {
             let read = matches!(req.method, Method::GET | Method::HEAD);
@@ -552,11 +598,25 @@ fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
     if policy.allows(&req.who, req.anon, name.as_str(), action) {
         return Ok(());
     }
-    let verb = match action {
-        Action::Pull => "pull from",
-        Action::Push => "push to",
+    let (verb, scope) = match action {
+        Action::Pull => ("pull from", format!("repository:{name}:pull")),
+        Action::Push => ("push to", format!("repository:{name}:pull,push")),
     };
-    Err(app.refusal(&req.who, format!("{verb} {name}")))
+    Err(app.refusal(req, Some(scope), format!("{verb} {name}")))
+}
+
+/// The token endpoint as this client reaches it: the host it asked for, on this listener's scheme.
+fn token_url(parts: &http::request::Parts, conn: Conn) -> String {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .filter(|h| !h.is_empty() && !h.contains(['"', ' ', '/', '\\']))
+        .map(str::to_string)
+        .unwrap_or_else(|| conn.listener.to_string());
+    let scheme = if conn.tls { "https" } else { "http" };
+    format!("{scheme}://{host}/auth/token")
 }
 
 async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
@@ -592,7 +652,7 @@ async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
                     uploads::handle(app, name, id, req).await
                 }
                 Route::Referrers(name, digest) => referrers::get(app, &name, &digest, &req).await,
-                Route::Healthz | Route::Readyz | Route::Base => base::healthz(),
+                Route::Healthz | Route::Readyz | Route::Base | Route::Token => base::healthz(),
             }
         }
     }
