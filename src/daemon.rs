@@ -494,7 +494,8 @@ fn watch_htpasswd(app: &Arc<App>) -> Option<notify::RecommendedWatcher> {
     let a = app.clone();
     let w = crate::node::watch::watch_files(std::slice::from_ref(&path), move || {
         match a.auth.reload_users() {
-            Ok(users) => tracing::info!(users, "htpasswd file reloaded"),
+            Ok(Some(users)) => tracing::info!(users, "htpasswd file reloaded"),
+            Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "htpasswd file refused, previous users stay in service")
             }

@@ -3,7 +3,6 @@
 //! a file that holds one is refused whole, naming the line, rather than silently locking that user out.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 /// Users and their bcrypt hashes.
 #[derive(Debug, Clone, Default)]
@@ -56,13 +55,6 @@ impl Users {
             }
         }
         Ok(Users { hashes })
-    }
-
-    /// Reads and parses `path`; the error names the file.
-    pub fn load(path: &Path) -> Result<Users, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read htpasswd file {}: {e}", path.display()))?;
-        Users::parse(&text).map_err(|e| format!("htpasswd file {}: {e}", path.display()))
     }
 }
 

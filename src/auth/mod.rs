@@ -65,6 +65,8 @@ pub struct Auth {
     users: ArcSwap<Users>,
     tuning: ArcSwap<Tuning>,
     htpasswd: Mutex<PathBuf>,
+    /// SHA-256 of the htpasswd text in force, so a reload that changes nothing does nothing.
+    loaded: Mutex<[u8; 32]>,
     /// Salted credential hash → (user, verified at).
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
@@ -91,17 +93,14 @@ impl Auth {
     /// The authentication a configuration describes; loads the htpasswd file (an unreadable or
     /// invalid one is an error: the daemon must not start open when the operator asked for logins).
     pub fn from_config(c: &Config) -> Result<Auth, String> {
-        let users = if c.auth.htpasswd.as_os_str().is_empty() {
-            Users::default()
-        } else {
-            Users::load(&c.auth.htpasswd)?
-        };
-        Ok(Auth::with(
+        let auth = Auth::with(
             Policy::from_config(c),
-            users,
+            Users::default(),
             c.auth.htpasswd.clone(),
             tuning(c),
-        ))
+        );
+        auth.reload_users()?;
+        Ok(auth)
     }
 
     fn with(policy: Policy, users: Users, htpasswd: PathBuf, tuning: Tuning) -> Auth {
@@ -112,6 +111,7 @@ impl Auth {
             users: ArcSwap::from_pointee(users),
             tuning: ArcSwap::from_pointee(tuning),
             htpasswd: Mutex::new(htpasswd),
+            loaded: Mutex::new([0; 32]),
             cache: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             salt,
@@ -155,27 +155,35 @@ impl Auth {
             *p = c.auth.htpasswd.clone();
             changed
         };
-        if changed || !c.auth.htpasswd.as_os_str().is_empty() {
-            self.reload_users().map(|_| ())
-        } else {
-            Ok(())
+        if changed {
+            *lock(&self.loaded) = [0; 32];
         }
+        self.reload_users().map(|_| ())
     }
 
-    /// Re-reads the htpasswd file. A file that does not load keeps the previous users (a half-edited
-    /// file must not lock everybody out) and the error says why.
-    pub fn reload_users(&self) -> Result<usize, String> {
+    /// Re-reads the htpasswd file: `Some(users)` when it changed and loaded, `None` when its text is
+    /// the same. A file that does not load keeps the previous users (a half-edited file must not
+    /// lock everybody out) and the error says why.
+    pub fn reload_users(&self) -> Result<Option<usize>, String> {
         let path = self.htpasswd_path();
-        let users = if path.as_os_str().is_empty() {
-            Users::default()
+        let text = if path.as_os_str().is_empty() {
+            String::new()
         } else {
-            Users::load(&path)?
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read htpasswd file {}: {e}", path.display()))?
         };
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        if *lock(&self.loaded) == digest {
+            return Ok(None);
+        }
+        let users =
+            Users::parse(&text).map_err(|e| format!("htpasswd file {}: {e}", path.display()))?;
         let n = users.len();
         self.users.store(Arc::new(users));
+        *lock(&self.loaded) = digest;
         // A removed user or a changed password must not live on in the cache.
         lock(&self.cache).clear();
-        Ok(n)
+        Ok(Some(n))
     }
 
     /// Who sent a request with these headers from `client`.

@@ -16,6 +16,10 @@ pub fn watch_files(
     on_change: impl Fn() + Send + Sync + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let names: Vec<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+        .collect();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
             let relevant = match ev.kind {
@@ -24,7 +28,15 @@ pub fn watch_files(
                 EventKind::Access(_) => false,
                 _ => true,
             };
-            if relevant {
+            // Only our files, or the `..data` symlink and `..<timestamp>` directories that
+            // Kubernetes and Nomad swap; a log file in the same directory must not trigger
+            // reloads (whose log lines would trigger more).
+            let ours = ev.paths.iter().any(|p| {
+                p.file_name().is_some_and(|n| {
+                    names.iter().any(|w| w == n) || n.to_string_lossy().starts_with("..")
+                })
+            });
+            if relevant && ours {
                 let _ = tx.send(());
             }
         }
