@@ -53,7 +53,8 @@ name = "team"
 members = ["tm"]
 EOF
 "$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-PIDS+=("$!")
+REG=$!
+PIDS+=("$REG")
 for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$L/healthz" && break; sleep 0.1; done
 curl -sfk -o /dev/null "https://$L/healthz" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
 
@@ -181,6 +182,15 @@ ok=0
 for _ in $(seq 1 50); do [ "$(code -u late:late-pass "https://$A/v2/")" = 401 ] && { ok=1; break; }; sleep 0.1; done
 [ $ok = 1 ] || fail "removed user still accepted (login cache not cleared on reload)"
 pass "htpasswd reloaded live: user added, broken file refused with its line (users kept), user removed"
+
+# --- Rules change with a reload (SIGHUP), no restart.
+[ "$(code -u reader:reader-pass -H 'Accept: application/vnd.oci.image.manifest.v1+json' "https://$A/v2/app/img/manifests/v1")" = 200 ] || fail "reader reads app/ before the reload"
+printf '[[access]]\nprefix = "app"\npull = ["ci"]\npush = ["ci"]\n' >>"$WORK/config.toml"
+kill -HUP "$REG"
+ok=0
+for _ in $(seq 1 50); do [ "$(code -u reader:reader-pass "https://$A/v2/app/img/manifests/v1")" = 403 ] && { ok=1; break; }; sleep 0.1; done
+[ $ok = 1 ] || fail "new access rule not applied after SIGHUP"
+pass "access rules reloaded with SIGHUP: app/ closed to reader"
 
 # --- Failed logins: logged with client and user, never the password; throttled per client.
 grep '"login failed"\|login failed' "$WORK/reg.log" | grep -q 'user=ci' || fail "failed login not logged with the user"
