@@ -24,6 +24,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub node: Node,
     pub limits: Limits,
+    pub gc: Gc,
     pub auth: AuthConfig,
     pub cors: Cors,
     pub proxy: Proxy,
@@ -69,6 +70,8 @@ pub struct StorageConfig {
     pub check_interval_secs: u64,
     pub check_failures: u64,
     pub operation_timeout_secs: u64,
+    pub read_only: bool,
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +95,15 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     pub max_connections: u64,
     pub max_concurrent_uploads: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gc {
+    pub interval_secs: u64,
+    pub grace_secs: u64,
+    pub delete_untagged: bool,
+    pub upload_max_age_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -79,7 +79,52 @@ fn log_certificate(tls: &Tls, config: &Config) {
     }
 }
 
-fn status_line(listen: &[SocketAddr], tls: Option<&Tls>, health: &Health) -> String {
+/// Compares the storage's free space with the floor; `true` when the verdict changed. Bounded in
+/// time like any storage call; a check that does not finish changes nothing.
+async fn check_space(app: &App, storage: &Storage, min_free: u64, timeout: Duration) -> bool {
+    let root = storage.layout().root().to_path_buf();
+    let free = tokio::time::timeout(
+        timeout,
+        tokio::task::spawn_blocking(move || free_bytes(&root)),
+    )
+    .await;
+    let Ok(Ok(Ok(free))) = free else {
+        return false;
+    };
+    // 5% hysteresis, so a registry hovering at the floor does not flap.
+    let verdict = if free < min_free {
+        Some(format!(
+            "{} MiB free, under storage.min_free_bytes ({} MiB)",
+            free >> 20,
+            min_free >> 20
+        ))
+    } else if app.health.low_space().is_some() && free < min_free + min_free / 20 {
+        app.health.low_space()
+    } else {
+        None
+    };
+    app.health.set_low_space(verdict)
+}
+
+/// Bytes available to unprivileged writers on the filesystem holding `path`.
+fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path contains NUL"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn status_line(
+    listen: &[SocketAddr],
+    tls: Option<&Tls>,
+    health: &Health,
+    read_only: bool,
+) -> String {
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     let mut s = format!("serving on {}", addrs.join(", "));
     match tls {
@@ -102,6 +147,12 @@ fn status_line(listen: &[SocketAddr], tls: Option<&Tls>, health: &Health) -> Str
         s.push_str("; storage ok");
     } else {
         s.push_str(&format!("; storage UNAVAILABLE: {}", health.reason()));
+    }
+    if read_only {
+        s.push_str("; READ-ONLY (storage.read_only)");
+    }
+    if let Some(reason) = health.low_space() {
+        s.push_str(&format!("; READ-ONLY: {reason}"));
     }
     s
 }
@@ -288,7 +339,14 @@ pub async fn run(
     // 6. Tell systemd, then keep telling it.
     let status = {
         let (tls, app, listen) = (tls.clone(), app.clone(), listen.clone());
-        Arc::new(move || status_line(&listen, tls.as_deref(), &app.health))
+        Arc::new(move || {
+            status_line(
+                &listen,
+                tls.as_deref(),
+                &app.health,
+                app.settings().read_only,
+            )
+        })
     };
     systemd::ready(&status());
     if let Some(every) = systemd::watchdog_interval() {
@@ -328,6 +386,7 @@ pub async fn run(
     {
         let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
         let threshold = config.storage.check_failures;
+        let min_free = config.storage.min_free_bytes;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -340,6 +399,20 @@ pub async fn run(
                         tracing::info!("storage is usable again, serving");
                     } else {
                         tracing::error!(reason = %app.health.reason(), "storage unavailable, answering 503");
+                    }
+                    systemd::status(&status());
+                }
+                if min_free > 0
+                    && app.health.is_ready()
+                    && check_space(&app, &storage, min_free, check_timeout).await
+                {
+                    match app.health.low_space() {
+                        Some(reason) => {
+                            tracing::error!(%reason, "storage nearly full: refusing pushes until space is freed")
+                        }
+                        None => tracing::info!(
+                            "free space is back above storage.min_free_bytes: accepting pushes"
+                        ),
                     }
                     systemd::status(&status());
                 }
@@ -374,6 +447,44 @@ pub async fn run(
                     ),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cache eviction pass failed"),
+                }
+            }
+        });
+    }
+
+    // Garbage collection: one pass per interval, by whichever node takes the cluster lock.
+    if config.gc.interval_secs > 0 {
+        let (app, storage) = (app.clone(), storage.clone());
+        let opts = crate::lifecycle::cli::gc_options(&config, false, false);
+        let every = Duration::from_secs(config.gc.interval_secs);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                if !app.health.is_ready() || app.settings().read_only {
+                    continue;
+                }
+                let started = std::time::Instant::now();
+                match crate::lifecycle::gc::collect(&storage, &opts, &|_, _, _| {}).await {
+                    Ok(Some(r)) => tracing::info!(
+                        repositories = r.repositories,
+                        manifests = r.manifests,
+                        blobs = r.blobs,
+                        blobs_removed = r.blobs_removed,
+                        bytes_freed = r.bytes_freed,
+                        manifests_removed = r.manifests_removed,
+                        uploads_removed = r.uploads_removed,
+                        young_kept = r.blobs_young_kept,
+                        duration_ms = started.elapsed().as_millis() as u64,
+                        "garbage collection pass"
+                    ),
+                    Ok(None) => {
+                        tracing::debug!("garbage collection skipped: another node is collecting")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "garbage collection pass failed"),
                 }
             }
         });
@@ -441,6 +552,15 @@ fn reload(
         tracing::warn!(error = %e, "cannot change the log level");
     }
     app.settings.store(Arc::new(Settings::from_config(&new)));
+    if current.storage.read_only != new.storage.read_only {
+        if new.storage.read_only {
+            tracing::warn!(
+                "read-only mode ON (storage.read_only): pushes and deletes refused, pulls go on"
+            );
+        } else {
+            tracing::info!("read-only mode OFF: accepting pushes and deletes again");
+        }
+    }
     match app.auth.apply(&new) {
         Ok(()) => {}
         Err(e) => {
@@ -466,6 +586,7 @@ fn reload(
             current.node.interface != new.node.interface,
         ),
         ("proxy", current.proxy != new.proxy),
+        ("gc", current.gc != new.gc),
         (
             "limits (connections and timeouts)",
             current.limits.header_read_timeout_secs != new.limits.header_read_timeout_secs

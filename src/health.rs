@@ -14,6 +14,8 @@ pub struct Health {
     reason: Mutex<String>,
     guard: Option<MountGuard>,
     failures: AtomicU64,
+    /// Why writes are refused for lack of space (free space under `storage.min_free_bytes`).
+    low_space: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -25,6 +27,7 @@ impl Health {
             reason: Mutex::new(String::new()),
             guard,
             failures: AtomicU64::new(0),
+            low_space: Mutex::new(None),
         };
         if let Some(g) = &h.guard {
             h.set_unready(format!("{} not checked yet", g.mount().display()));
@@ -51,6 +54,21 @@ impl Health {
     fn set_ready(&self) {
         self.failures.store(0, Ordering::SeqCst);
         self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Why writes are refused for lack of space, if they are.
+    pub fn low_space(&self) -> Option<String> {
+        self.low_space.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Records the free-space verdict; `true` when it changed (worth a log line and a status).
+    pub fn set_low_space(&self, reason: Option<String>) -> bool {
+        let Ok(mut g) = self.low_space.lock() else {
+            return false;
+        };
+        let changed = g.is_some() != reason.is_some();
+        *g = reason;
+        changed
     }
 
     /// `/readyz`: the last verdict, without touching storage.

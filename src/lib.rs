@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod http;
+pub mod lifecycle;
 pub mod node;
 pub mod proxy;
 pub mod registry;

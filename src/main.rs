@@ -1,4 +1,5 @@
-//! The `registryd` command: `serve`, `check-config`, `hosts`, `cert init`, `--version`.
+//! The `registryd` command: `serve`, `check-config`, `hosts`, `cert init`, `pull`, `gc`, `fsck`,
+//! `--version`.
 
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
@@ -64,6 +65,33 @@ enum Command {
         platform: Vec<String>,
         #[arg(required = true, value_name = "REF")]
         refs: Vec<String>,
+    },
+    /// Collect garbage now: remove blobs no stored manifest references (and, with
+    /// --delete-untagged, manifests no tag reaches), and abandoned uploads. Safe while the daemons
+    /// run on every node. Exit 3: another collector holds the lock.
+    Gc {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove untagged manifests (gc.delete_untagged).
+        #[arg(long)]
+        delete_untagged: bool,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify every blob against its digest and every link, manifest and tag. Exit 4: problems
+    /// found. --repair quarantines corrupt blobs and drops dangling links.
+    Fsck {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        repair: bool,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
@@ -494,6 +522,27 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             pull(&config, &platform, &refs)
+        }
+        Command::Gc {
+            config,
+            dry_run,
+            delete_untagged,
+            json,
+        } => {
+            let Ok(config) = config_or_exit(&config) else {
+                return ExitCode::from(2);
+            };
+            registryd::lifecycle::cli::gc(&config, dry_run, delete_untagged, json)
+        }
+        Command::Fsck {
+            config,
+            repair,
+            json,
+        } => {
+            let Ok(config) = config_or_exit(&config) else {
+                return ExitCode::from(2);
+            };
+            registryd::lifecycle::cli::fsck(&config, repair, json)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();

@@ -175,15 +175,5 @@ fn drop_link(linked_in: &mut HashMap<Digest, Vec<RepoName>>, d: &Digest, repo: &
 /// The blobs and child manifests a manifest references, and its subject (nothing for what does
 /// not parse).
 fn references(bytes: &[u8]) -> (Vec<Digest>, Option<Digest>) {
-    match manifest::parse(None, bytes) {
-        Ok(m) => (
-            m.blobs
-                .iter()
-                .chain(m.manifests.iter())
-                .map(|d| d.digest.clone())
-                .collect(),
-            m.subject.map(|s| s.digest),
-        ),
-        Err(_) => (Vec::new(), None),
-    }
+    manifest::references(bytes).unwrap_or_default()
 }

@@ -144,6 +144,19 @@ fn descriptors(
     }
 }
 
+/// What a stored manifest references (config, layers, child manifests) and its subject, if any.
+pub fn references(body: &[u8]) -> Result<(Vec<Digest>, Option<Digest>), ManifestError> {
+    let m = parse(None, body)?;
+    Ok((
+        m.blobs
+            .iter()
+            .chain(m.manifests.iter())
+            .map(|d| d.digest.clone())
+            .collect(),
+        m.subject.map(|s| s.digest),
+    ))
+}
+
 /// Parses and validates a manifest pushed with `content_type` (the request's `Content-Type`).
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, ManifestError> {
     let value: Value =

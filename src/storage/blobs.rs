@@ -141,10 +141,7 @@ impl Storage {
         let (name, digest) = (name.clone(), digest.clone());
         self.blocking(move || {
             let link = l.layer_link(&name, &digest);
-            if read_link(&link)?.as_ref() == Some(&digest) {
-                return Ok(());
-            }
-            atomic::write_atomic(&link, layout::link_content(&digest).as_bytes())?;
+            atomic::write_or_touch_link(&link, &layout::link_content(&digest))?;
             Ok(())
         })
         .await

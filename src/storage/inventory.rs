@@ -1,13 +1,15 @@
-//! What a repository holds, read whole for maintenance passes (cache eviction now, garbage
-//! collection later): its manifest revisions and its layer links; and the blob removal such a pass
-//! makes. Reads skip entries another node removes meanwhile.
+//! What a repository holds, read whole for maintenance passes (cache eviction, garbage collection,
+//! fsck): its manifest revisions, layer links, tags and uploads; every blob in the store; and the
+//! removals such a pass makes. Reads skip entries another node removes meanwhile.
 
 use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
+use uuid::Uuid;
+
 use super::{Result, Storage, atomic, read_link};
-use crate::registry::{Digest, RepoName};
+use crate::registry::{Digest, RepoName, Tag};
 
 /// One repository's contents.
 #[derive(Debug, Default)]
@@ -16,6 +18,20 @@ pub struct RepoInventory {
     pub revisions: Vec<(Digest, SystemTime)>,
     /// Blobs linked as layers (`_layers`).
     pub layers: Vec<Digest>,
+    /// The same, with the time each link was written.
+    pub layer_links: Vec<(Digest, SystemTime)>,
+    /// Tags and the digest each currently names (`None`: the link is missing or unreadable).
+    pub tags: Vec<(Tag, Option<Digest>)>,
+    /// Upload sessions and when each last received data.
+    pub uploads: Vec<(Uuid, SystemTime)>,
+}
+
+/// One blob in the store.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: SystemTime,
 }
 
 /// The digests under a `<dir>/sha256/<hex>/link` tree whose link names them.
@@ -67,11 +83,173 @@ impl Storage {
         let name = name.clone();
         self.blocking(move || {
             let revisions = linked_digests(&l.manifests_dir(&name).join("revisions"))?;
-            let layers = linked_digests(&l.layers_dir(&name))?
-                .into_iter()
-                .map(|(d, _)| d)
-                .collect();
-            Ok(RepoInventory { revisions, layers })
+            let layer_links = linked_digests(&l.layers_dir(&name))?;
+            let layers = layer_links.iter().map(|(d, _)| d.clone()).collect();
+            let mut tags = Vec::new();
+            for t in super::manifests::list_tag_names(&l.tags_dir(&name))? {
+                let target = read_link(&l.tag_current_link(&name, &t)).ok().flatten();
+                tags.push((t, target));
+            }
+            let mut uploads = Vec::new();
+            if let Some(entries) = super::read_dir_if_exists(&l.uploads_dir(&name))? {
+                for e in entries {
+                    let e = e?;
+                    let Some(id) = e.file_name().to_str().and_then(|s| Uuid::try_parse(s).ok())
+                    else {
+                        continue;
+                    };
+                    // The last append, else the session's start (its directory).
+                    let at = std::fs::metadata(l.upload_data(&name, &id))
+                        .or_else(|_| e.metadata())
+                        .and_then(|m| m.modified());
+                    match at {
+                        Ok(at) => uploads.push((id, at)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Ok(RepoInventory {
+                revisions,
+                layers,
+                layer_links,
+                tags,
+                uploads,
+            })
+        })
+        .await
+    }
+
+    /// Every blob in the store, with its size and modification time.
+    pub async fn all_blobs(&self) -> Result<Vec<StoredBlob>> {
+        let l = self.layout().clone();
+        self.blocking(move || {
+            let mut out = Vec::new();
+            let root = l.blobs_root();
+            let Some(prefixes) = super::read_dir_if_exists(&root)? else {
+                return Ok(out);
+            };
+            for p in prefixes {
+                let p = p?;
+                let Some(blobs) = super::read_dir_if_exists(&p.path())? else {
+                    continue;
+                };
+                for b in blobs {
+                    let b = b?;
+                    let Some(digest) = b
+                        .file_name()
+                        .to_str()
+                        .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
+                    else {
+                        continue;
+                    };
+                    match std::fs::metadata(l.blob_data(&digest)) {
+                        Ok(m) => out.push(StoredBlob {
+                            digest,
+                            size: m.len(),
+                            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        }),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes the layer link of `digest` in `name` if it was written before `before` (a link
+    /// refreshed since belongs to a push in flight). Returns whether it removed it.
+    pub async fn remove_layer_link_older_than(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        before: SystemTime,
+    ) -> Result<bool> {
+        let link = self.layout().layer_link(name, digest);
+        self.blocking(move || {
+            let at = match std::fs::metadata(&link) {
+                Ok(m) => m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if at >= before {
+                return Ok(false);
+            }
+            let dir = link.parent().map(|p| p.to_path_buf()).unwrap_or(link);
+            Ok(atomic::remove_durable(&dir)?)
+        })
+        .await
+    }
+
+    /// Moves a blob whose content does not match its name out of the store, to
+    /// `registryd/quarantine/<hex>`, so it is no longer served but its bytes stay for inspection.
+    /// Returns whether it moved it.
+    pub async fn quarantine_blob(&self, digest: &Digest) -> Result<bool> {
+        let (from, to) = (
+            self.layout().blob_dir(digest),
+            self.layout().quarantine_dir(digest),
+        );
+        self.blocking(move || {
+            if !from.exists() {
+                return Ok(false);
+            }
+            if to.exists() {
+                // Quarantined before (and stored again since): keep the first copy.
+                atomic::remove_durable(&from)?;
+                return Ok(true);
+            }
+            atomic::publish(&from, &to)?;
+            if let Some(parent) = from.parent() {
+                atomic::fsync_dir(parent)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// The sweep lock, shared, for a push about to check and link blobs (waits as long as any
+    /// storage call may take).
+    pub async fn push_guard(&self) -> Result<std::fs::File> {
+        self.sweep_lock(false, self.inner.timeout).await
+    }
+
+    /// A cluster-wide lock shared by pushes and exclusive to the garbage collector's sweep: a push
+    /// holds it shared while it checks that the blobs it references exist and links them, so a
+    /// collector never removes a blob between that check and the link. Waits up to `wait`.
+    pub async fn sweep_lock(
+        &self,
+        exclusive: bool,
+        wait: std::time::Duration,
+    ) -> Result<std::fs::File> {
+        let path = self.layout().root().join("registryd/locks/gc-sweep.lock");
+        self.blocking(move || {
+            let deadline = std::time::Instant::now() + wait;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            let op = if exclusive {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
+            loop {
+                if atomic::flock_nb(&f, op)? {
+                    return Ok(f);
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(super::StorageError::Unavailable(
+                        "a garbage collection sweep holds the storage lock; retry".into(),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         })
         .await
     }

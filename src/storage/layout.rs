@@ -23,6 +23,8 @@
 //! registryd/v1/repositories/<name>/_referrers/<alg>/<subject hex>/<alg>-<hex>.json
 //!                                                                   one descriptor per referrer
 //! registryd/auth/token.key                                         the key signing Bearer tokens
+//! registryd/quarantine/<hex>/data                                  a blob that failed its digest
+//! registryd/locks/<name>.lock                                       cluster-wide advisory locks
 //! ```
 //!
 //! Every argument is a parsed type (`RepoName`, `Tag`, `Digest`, `Uuid`), so no path built here can
@@ -55,6 +57,16 @@ impl Layout {
 
     fn v2(&self) -> PathBuf {
         self.root.join("docker/registry/v2")
+    }
+
+    /// Where sha256 blobs live: `blobs/sha256/<2 hex>/<hex>/data`.
+    pub fn blobs_root(&self) -> PathBuf {
+        self.v2().join("blobs/sha256")
+    }
+
+    /// Where fsck moves a blob whose content no longer matches its name (Distribution never looks).
+    pub fn quarantine_dir(&self, d: &Digest) -> PathBuf {
+        self.root.join("registryd/quarantine").join(d.hex())
     }
 
     pub fn blob_dir(&self, d: &Digest) -> PathBuf {

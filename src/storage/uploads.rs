@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::{Result, Storage, StorageError, atomic, exists, read_link};
+use super::{Result, Storage, StorageError, atomic, exists};
 use crate::registry::{Algorithm, Digest, RepoName};
 
 /// Where an upload stands: bytes acknowledged so far, and the running sha256 over them.
@@ -242,6 +242,8 @@ impl Storage {
         let l = self.layout().clone();
         let (n, i, exp) = (name.clone(), *id, expected.clone());
         let size = cursor.offset;
+        // Publishing and linking must not interleave with a garbage collection sweep.
+        let _sweep = self.push_guard().await?;
         let result = self
             .blocking(move || {
                 let data = l.upload_data(&n, &i);
@@ -283,9 +285,7 @@ impl Storage {
                     }
                 }
                 let link = l.layer_link(&n, &exp);
-                if read_link(&link)?.as_ref() != Some(&exp) {
-                    atomic::write_atomic(&link, super::layout::link_content(&exp).as_bytes())?;
-                }
+                atomic::write_or_touch_link(&link, &super::layout::link_content(&exp))?;
                 // The session is spent. Its removal need not be durable: if a crash brings it
                 // back, it is an abandoned upload that expiry removes.
                 match std::fs::remove_dir_all(l.upload_dir(&n, &i)) {

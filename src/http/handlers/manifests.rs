@@ -99,6 +99,8 @@ async fn put(app: &App, name: RepoName, reference: Reference, req: Req) -> Handl
         ));
     }
     let parsed = manifest::parse(content_type.as_deref(), &bytes)?;
+    // Checking the references and linking the manifest must not interleave with a GC sweep.
+    let _sweep = app.storage.push_guard().await?;
     check_references(app, &name, &parsed).await?;
     let referrer = ReferrerEntry::of(&parsed, &digest, bytes.len());
     let tag = match &reference {

@@ -45,6 +45,8 @@ pub struct Settings {
     pub body_timeout: Duration,
     pub max_concurrent_uploads: u64,
     pub headers: ResponseHeaders,
+    /// `storage.read_only`: pushes and deletes refused.
+    pub read_only: bool,
 }
 
 impl Settings {
@@ -56,6 +58,7 @@ impl Settings {
             body_timeout: Duration::from_secs(c.limits.body_read_timeout_secs),
             max_concurrent_uploads: c.limits.max_concurrent_uploads,
             headers: ResponseHeaders::from_config(c),
+            read_only: c.storage.read_only,
         }
     }
 
@@ -245,6 +248,24 @@ impl App {
 
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.load_full()
+    }
+
+    /// Refuses a write while the registry is read-only (configured, or for lack of space).
+    fn refuse_write(&self) -> Result<(), ApiError> {
+        if self.settings.load().read_only {
+            return Err(ApiError::unsupported(
+                "this registry is read-only for maintenance (storage.read_only = true): pulls work, pushes and deletes are refused until it is set back and reloaded",
+            ));
+        }
+        if let Some(reason) = self.health.low_space() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Denied,
+                format!("pushes are refused while storage is nearly full: {reason}; pulls work"),
+            )
+            .header(header::RETRY_AFTER, "60"));
+        }
+        Ok(())
     }
 
     fn unavailable(&self) -> Option<ApiError> {
@@ -627,6 +648,17 @@ async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
         route => {
             if let Some(e) = app.unavailable() {
                 return Err(e);
+            }
+            let write = match &route {
+                Route::Manifest(..) | Route::Blob(..) => {
+                    !matches!(req.method, Method::GET | Method::HEAD)
+                }
+                Route::UploadStart(_) => true,
+                Route::Upload(..) => !matches!(req.method, Method::GET | Method::HEAD),
+                _ => false,
+            };
+            if write {
+                app.refuse_write()?;
             }
             match route {
                 Route::Catalog => catalog::get(app, &req).await,

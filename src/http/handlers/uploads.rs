@@ -77,9 +77,14 @@ pub async fn start(app: &App, name: RepoName, req: Req) -> HandlerResult {
             }
         };
         if source {
-            app.storage.link_blob(&name, &mount).await?;
-            tracing::debug!(repository = %name, digest = %mount, "blob mounted");
-            return created(&name, &mount);
+            // Linking must not interleave with a GC sweep, and the blob may have been collected
+            // since the check above: then the client uploads it instead.
+            let _sweep = app.storage.push_guard().await?;
+            if app.storage.blob_size_global(&mount).await?.is_some() {
+                app.storage.link_blob(&name, &mount).await?;
+                tracing::debug!(repository = %name, digest = %mount, "blob mounted");
+                return created(&name, &mount);
+            }
         }
         // Not mountable: the client falls back to a regular upload at the Location we return.
     }

@@ -1,0 +1,171 @@
+//! `registryd gc` and `registryd fsck`: the lifecycle passes run by hand (or from a systemd timer),
+//! safe while the daemons run. Exit codes say what happened, so a timer can alert.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::fsck::{self, FsckOptions};
+use super::gc::{self, GcOptions, Phase};
+use super::progress_line;
+use crate::config::Config;
+use crate::storage::Storage;
+
+/// Opens the configured storage for a command, checking the mount guard first (a command must not
+/// write under an unmounted directory either).
+pub fn open_storage(config: &Config, cmd: &str) -> Result<Storage, ExitCode> {
+    if !config.storage.require_mount.is_empty() {
+        let guard = crate::node::mount::MountGuard::new(
+            &config.storage.require_mount,
+            Some(config.storage.require_fstype.clone()),
+        );
+        if let Err(e) = guard.check() {
+            eprintln!("registryd {cmd}: storage is not usable: {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Storage::open_with(
+        &config.storage.root,
+        Duration::from_secs(config.storage.operation_timeout_secs),
+        64,
+    )
+    .map_err(|e| {
+        eprintln!(
+            "registryd {cmd}: storage root {}: {e}",
+            config.storage.root.display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("registryd: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// The options a configuration gives a GC pass.
+pub fn gc_options(config: &Config, dry_run: bool, delete_untagged: bool) -> GcOptions {
+    GcOptions {
+        dry_run,
+        delete_untagged: delete_untagged || config.gc.delete_untagged,
+        grace: Duration::from_secs(config.gc.grace_secs),
+        upload_max_age: Duration::from_secs(config.gc.upload_max_age_secs),
+        lock_wait: Duration::from_secs(config.storage.operation_timeout_secs),
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// `registryd gc`: exit 0 when the pass ran, 3 when another node's collector holds the lock.
+pub fn gc(config: &Config, dry_run: bool, delete_untagged: bool, json: bool) -> ExitCode {
+    let storage = match open_storage(config, "gc") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let opts = gc_options(config, dry_run, delete_untagged);
+    let progress = |phase: Phase, done: usize, total: usize| {
+        let label = match phase {
+            Phase::Mark => "mark",
+            Phase::Sweep => "sweep",
+        };
+        progress_line(label, done, total);
+    };
+    match rt.block_on(gc::collect(&storage, &opts, &progress)) {
+        Ok(Some(r)) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                let verb = if r.dry_run { "would remove" } else { "removed" };
+                println!(
+                    "{} repositories, {} manifests, {} blobs checked",
+                    r.repositories, r.manifests, r.blobs
+                );
+                println!(
+                    "{verb}: {} blobs ({}), {} untagged manifests, {} layer links, {} abandoned uploads",
+                    r.blobs_removed,
+                    mib(r.bytes_freed),
+                    r.manifests_removed,
+                    r.layer_links_removed,
+                    r.uploads_removed
+                );
+                if r.blobs_young_kept > 0 {
+                    println!(
+                        "kept {} unreferenced blobs younger than gc.grace_secs ({} s)",
+                        r.blobs_young_kept, config.gc.grace_secs
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!(
+                "registryd gc: another collector is running on this storage (lock registryd/locks/gc.lock); nothing done"
+            );
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("registryd gc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `registryd fsck`: exit 0 when everything checks out, 4 when problems were found (repaired or
+/// not; the list says which), 1 when the check itself failed.
+pub fn fsck(config: &Config, repair: bool, json: bool) -> ExitCode {
+    let storage = match open_storage(config, "fsck") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let opts = FsckOptions { repair, jobs };
+    let progress = |done: usize, total: usize| progress_line("verify", done, total);
+    match rt.block_on(fsck::check(&storage, &opts, &progress)) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "{} blobs ({}) verified, {} repositories checked",
+                    r.blobs_checked,
+                    mib(r.bytes_checked),
+                    r.repositories
+                );
+                for p in &r.problems {
+                    let state = if p.repaired { "repaired" } else { "found" };
+                    println!("{state} {}: {}", p.kind, p.what);
+                }
+                if r.problems.is_empty() {
+                    println!("no problems");
+                } else if !repair {
+                    println!(
+                        "run `registryd fsck --repair` to quarantine corrupt blobs and drop dangling links"
+                    );
+                }
+            }
+            if r.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            }
+        }
+        Err(e) => {
+            eprintln!("registryd fsck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Online garbage collection over Distribution's layout, safe while every node keeps pushing.
+//!
+//! Mark: every manifest revision linked in any repository is kept (or, with `delete_untagged`, the
+//! tagged ones, the children of kept indexes, the referrers of kept manifests, and anything younger
+//! than the grace period, since a push links children before it tags the index), and every blob a
+//! kept manifest references is marked. Sweep: a blob neither marked nor younger than the grace
+//! period goes, with the old layer links that name it.
+//!
+//! Why a push in flight on another node never loses a blob: pushes hold the storage's sweep lock
+//! shared while they check that referenced blobs exist and link them (manifest PUT, upload
+//! completion, mount); the sweep holds it exclusive while it rescans every link written since the
+//! mark began, marks what they reference, and removes the rest, each removal re-checking right
+//! before that no repository links the blob. One collector at a time across the cluster: an
+//! advisory lock on the shared storage, released by the kernel if the collector dies.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::registry::{Digest, Reference, RepoName, manifest};
+use crate::storage::{Storage, StorageError};
+
+/// How a pass runs.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would go, remove nothing.
+    pub dry_run: bool,
+    /// Remove manifests no tag reaches (Distribution's `--delete-untagged`).
+    pub delete_untagged: bool,
+    /// Nothing written more recently than this is removed.
+    pub grace: Duration,
+    /// Upload sessions idle longer than this are removed.
+    pub upload_max_age: Duration,
+    /// How long the sweep waits for pushes holding the sweep lock.
+    pub lock_wait: Duration,
+}
+
+/// What a pass found and did (with `dry_run`, what it would do).
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub repositories: usize,
+    pub manifests: usize,
+    pub manifests_removed: usize,
+    pub blobs: usize,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period.
+    pub blobs_young_kept: usize,
+    pub layer_links_removed: usize,
+    pub uploads_removed: usize,
+}
+
+/// The phase a pass is in, for progress display.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    Mark,
+    Sweep,
+}
+
+struct Rev {
+    repo: RepoName,
+    digest: Digest,
+    linked_at: SystemTime,
+    refs: Vec<Digest>,
+    subject: Option<Digest>,
+    tagged: bool,
+}
+
+async fn revision_refs(
+    storage: &Storage,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<(Vec<Digest>, Option<Digest>), StorageError> {
+    match storage
+        .resolve_manifest(repo, &Reference::Digest(digest.clone()))
+        .await
+    {
+        Ok((_, m)) => Ok(manifest::references(&m.bytes).unwrap_or_default()),
+        // Removed meanwhile, or bytes missing (fsck reports it): it references nothing.
+        Err(StorageError::ManifestUnknown) => Ok((Vec::new(), None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs one pass; `None` when another collector (on any node) holds the lock.
+pub async fn collect(
+    storage: &Storage,
+    opts: &GcOptions,
+    progress: &(dyn Fn(Phase, usize, usize) + Sync),
+) -> Result<Option<GcReport>, StorageError> {
+    let Some(_collector) = storage.try_lock("gc").await? else {
+        return Ok(None);
+    };
+    let started = SystemTime::now();
+    let young = started
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let stale_upload = started
+        .checked_sub(opts.upload_max_age)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+
+    // --- Mark.
+    let repos = storage.all_repositories().await?;
+    report.repositories = repos.len();
+    let mut revs: Vec<Rev> = Vec::new();
+    let mut layer_links: HashMap<Digest, Vec<RepoName>> = HashMap::new();
+    let mut expired_uploads = Vec::new();
+    let mut young_links: HashSet<Digest> = HashSet::new();
+    for (i, repo) in repos.iter().enumerate() {
+        progress(Phase::Mark, i, repos.len());
+        let inv = storage.inventory(repo).await?;
+        let tagged: HashSet<&Digest> = inv.tags.iter().filter_map(|(_, d)| d.as_ref()).collect();
+        for (d, at) in &inv.revisions {
+            let (refs, subject) = revision_refs(storage, repo, d).await?;
+            revs.push(Rev {
+                repo: repo.clone(),
+                digest: d.clone(),
+                linked_at: *at,
+                refs,
+                subject,
+                tagged: tagged.contains(d),
+            });
+        }
+        for (d, at) in &inv.layer_links {
+            layer_links.entry(d.clone()).or_default().push(repo.clone());
+            if *at >= young {
+                // Linked lately (an upload or mount of a push that has not sent its manifest).
+                young_links.insert(d.clone());
+            }
+        }
+        for (id, at) in &inv.uploads {
+            if *at < stale_upload {
+                expired_uploads.push((repo.clone(), *id));
+            }
+        }
+    }
+    progress(Phase::Mark, repos.len(), repos.len());
+    report.manifests = revs.len();
+    let keep = kept_revisions(&revs, opts.delete_untagged, young);
+    let mut marked: HashSet<Digest> = young_links;
+    for (i, r) in revs.iter().enumerate() {
+        if keep[i] {
+            marked.insert(r.digest.clone());
+            marked.extend(r.refs.iter().cloned());
+        }
+    }
+
+    // --- Abandoned uploads (nobody links an upload; no lock needed).
+    for (repo, id) in &expired_uploads {
+        report.uploads_removed += 1;
+        if !opts.dry_run {
+            match storage.cancel_upload(repo, id).await {
+                Ok(()) | Err(StorageError::UploadUnknown) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    // --- Sweep candidates: unmarked and old.
+    let blobs = storage.all_blobs().await?;
+    report.blobs = blobs.len();
+    let mut candidates = Vec::new();
+    for b in &blobs {
+        if marked.contains(&b.digest) {
+            continue;
+        }
+        if b.modified >= young {
+            report.blobs_young_kept += 1;
+            continue;
+        }
+        candidates.push(b.clone());
+    }
+    let untagged: Vec<&Rev> = revs
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| !**k)
+        .map(|(r, _)| r)
+        .collect();
+    if opts.dry_run || (candidates.is_empty() && untagged.is_empty()) {
+        report.manifests_removed = untagged.len();
+        report.blobs_removed = candidates.len();
+        report.bytes_freed = candidates.iter().map(|b| b.size).sum();
+        return Ok(Some(report));
+    }
+
+    // --- Under the sweep lock no push links anything. What was linked or tagged since the mark
+    // began belongs to pushes that finished meanwhile: it stays, with what it references.
+    let _sweep = storage.sweep_lock(true, opts.lock_wait).await?;
+    let repos = storage.all_repositories().await?;
+    let mut tagged_now: HashSet<(RepoName, Digest)> = HashSet::new();
+    for repo in &repos {
+        let inv = storage.inventory(repo).await?;
+        for (_, d) in &inv.tags {
+            if let Some(d) = d {
+                tagged_now.insert((repo.clone(), d.clone()));
+            }
+        }
+        for (d, at) in &inv.revisions {
+            if *at >= started {
+                marked.insert(d.clone());
+                marked.extend(revision_refs(storage, repo, d).await?.0);
+            }
+        }
+        for (d, at) in &inv.layer_links {
+            if *at >= started {
+                marked.insert(d.clone());
+            }
+        }
+    }
+    for r in untagged {
+        let still_untagged = !tagged_now.contains(&(r.repo.clone(), r.digest.clone()))
+            && !marked.contains(&r.digest);
+        if !still_untagged {
+            // Tagged (or linked again) by a push meanwhile: it and what it references stay.
+            marked.insert(r.digest.clone());
+            marked.extend(r.refs.iter().cloned());
+            continue;
+        }
+        match storage
+            .delete_manifest(&r.repo, &r.digest, r.subject.clone())
+            .await
+        {
+            Ok(()) => report.manifests_removed += 1,
+            Err(StorageError::ManifestUnknown) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for (i, b) in candidates.iter().enumerate() {
+        progress(Phase::Sweep, i, candidates.len());
+        if marked.contains(&b.digest) {
+            continue;
+        }
+        for repo in layer_links.get(&b.digest).into_iter().flatten() {
+            if storage
+                .remove_layer_link_older_than(repo, &b.digest, started)
+                .await?
+            {
+                report.layer_links_removed += 1;
+            }
+        }
+        let freed = storage
+            .delete_blob_if_unlinked(&b.digest, repos.clone())
+            .await?;
+        if freed > 0 || storage.blob_size_global(&b.digest).await?.is_none() {
+            report.blobs_removed += 1;
+            report.bytes_freed += freed;
+        }
+    }
+    progress(Phase::Sweep, candidates.len(), candidates.len());
+    Ok(Some(report))
+}
+
+/// Which revisions survive: all of them, or with `delete_untagged` the tagged ones, the young ones
+/// (a push in flight), the children of kept indexes and the referrers of kept manifests.
+fn kept_revisions(revs: &[Rev], delete_untagged: bool, young: SystemTime) -> Vec<bool> {
+    if !delete_untagged {
+        return vec![true; revs.len()];
+    }
+    let mut keep: Vec<bool> = revs
+        .iter()
+        .map(|r| r.tagged || r.linked_at >= young)
+        .collect();
+    loop {
+        let kept: HashSet<(&RepoName, &Digest)> = revs
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .flat_map(|(r, _)| {
+                std::iter::once((&r.repo, &r.digest))
+                    .chain(r.refs.iter().map(move |d| (&r.repo, d)))
+            })
+            .collect();
+        let mut changed = false;
+        for (i, r) in revs.iter().enumerate() {
+            if keep[i] {
+                continue;
+            }
+            let child_of_kept = kept.contains(&(&r.repo, &r.digest));
+            let referrer_of_kept = r
+                .subject
+                .as_ref()
+                .is_some_and(|s| kept.contains(&(&r.repo, s)));
+            if child_of_kept || referrer_of_kept {
+                keep[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            return keep;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> Digest {
+        Digest::sha256_of(&[n])
+    }
+
+    fn rev(digest: u8, refs: &[u8], subject: Option<u8>, tagged: bool, age_secs: u64) -> Rev {
+        Rev {
+            repo: "r".parse().unwrap(),
+            digest: d(digest),
+            linked_at: SystemTime::now() - Duration::from_secs(age_secs),
+            refs: refs.iter().map(|n| d(*n)).collect(),
+            subject: subject.map(d),
+            tagged,
+        }
+    }
+
+    #[test]
+    fn untagged_closure_keeps_children_referrers_and_young() {
+        let young = SystemTime::now() - Duration::from_secs(3600);
+        let revs = vec![
+            rev(1, &[2, 3], None, true, 7200),   // tagged index
+            rev(2, &[10], None, false, 7200),    // its child
+            rev(3, &[11], None, false, 7200),    // its other child
+            rev(4, &[12], Some(2), false, 7200), // a referrer of the child
+            rev(5, &[13], None, false, 7200),    // untagged, old: goes
+            rev(6, &[14], None, false, 60),      // untagged, young: a push in flight
+            rev(7, &[15], Some(5), false, 7200), // referrer of what goes: goes too
+        ];
+        assert_eq!(
+            kept_revisions(&revs, true, young),
+            vec![true, true, true, true, false, true, false]
+        );
+        assert_eq!(kept_revisions(&revs, false, young), vec![true; 7]);
+    }
+}
