@@ -143,7 +143,7 @@ pub async fn collect(
     progress(Phase::Mark, repos.len(), repos.len());
     report.manifests = revs.len();
     let keep = kept_revisions(&revs, opts.delete_untagged, young);
-    let mut marked: HashSet<Digest> = young_links;
+    let mut marked: HashSet<Digest> = HashSet::new();
     for (i, r) in revs.iter().enumerate() {
         if keep[i] {
             marked.insert(r.digest.clone());
@@ -170,7 +170,7 @@ pub async fn collect(
         if marked.contains(&b.digest) {
             continue;
         }
-        if b.modified >= young {
+        if b.modified >= young || young_links.contains(&b.digest) {
             report.blobs_young_kept += 1;
             continue;
         }

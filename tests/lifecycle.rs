@@ -1,0 +1,268 @@
+//! Garbage collection and fsck against a registry filled through its HTTP API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{OCI_MANIFEST, TestRegistry, image_manifest};
+use registryd::lifecycle::fsck::{self, FsckOptions};
+use registryd::lifecycle::gc::{self, GcOptions, GcReport};
+use registryd::registry::Digest;
+use registryd::storage::Storage;
+
+fn opts(dry_run: bool, delete_untagged: bool, grace_secs: u64) -> GcOptions {
+    GcOptions {
+        dry_run,
+        delete_untagged,
+        grace: Duration::from_secs(grace_secs),
+        upload_max_age: Duration::from_secs(86400),
+        lock_wait: Duration::from_secs(5),
+    }
+}
+
+async fn run_gc(root: &std::path::Path, o: &GcOptions) -> GcReport {
+    // Blob times have the filesystem's granularity: let "now" move past the last write.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let storage = Storage::open(root).unwrap();
+    gc::collect(&storage, o, &|_, _, _| {})
+        .await
+        .unwrap()
+        .expect("no other collector")
+}
+
+/// Pushes config + the given layers as an image tagged `tag`; returns (manifest digest, layers).
+async fn push(reg: &TestRegistry, repo: &str, tag: &str, layers: &[&str]) -> (Digest, Vec<Digest>) {
+    let config = format!(
+        r#"{{"os":"linux","tag":"{tag}","layers":{}}}"#,
+        layers.len()
+    );
+    let c = reg.push_blob(repo, config.as_bytes()).await;
+    let mut ls = Vec::new();
+    for l in layers {
+        ls.push((reg.push_blob(repo, l.as_bytes()).await, l.len()));
+    }
+    let refs: Vec<(&Digest, usize)> = ls.iter().map(|(d, s)| (d, *s)).collect();
+    let m = image_manifest(&c, config.len(), &refs, None, None);
+    let d = reg.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+    let mut all = vec![c];
+    all.extend(ls.into_iter().map(|(d, _)| d));
+    (d, all)
+}
+
+async fn status(reg: &TestRegistry, path: &str) -> u16 {
+    reg.req("GET", path)
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn gc_removes_only_what_no_manifest_references_and_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let (da, blobs_a) = push(&reg, "app", "v1", &["shared-layer", "only-in-a"]).await;
+    let (db, blobs_b) = push(&reg, "app", "v2", &["shared-layer", "only-in-b"]).await;
+    let r = reg.send("DELETE", &format!("/v2/app/manifests/{db}")).await;
+    assert_eq!(r.status(), 202);
+
+    let dry = run_gc(dir.path(), &opts(true, false, 0)).await;
+    // B's config, B's own layer and B's manifest blob.
+    assert_eq!(dry.blobs_removed, 3, "{dry:?}");
+    assert!(dry.dry_run);
+    assert_eq!(
+        status(&reg, &format!("/v2/app/blobs/{}", blobs_b[2])).await,
+        200
+    );
+
+    let done = run_gc(dir.path(), &opts(false, false, 0)).await;
+    assert_eq!(done.blobs_removed, 3, "{done:?}");
+    assert_eq!(done.bytes_freed, dry.bytes_freed);
+    assert_eq!(
+        status(&reg, &format!("/v2/app/blobs/{}", blobs_b[2])).await,
+        404
+    );
+    assert_eq!(
+        status(&reg, &format!("/v2/app/blobs/{}", blobs_b[0])).await,
+        404
+    );
+    let storage = Storage::open(dir.path()).unwrap();
+    assert!(
+        storage
+            .blob_size_global(&blobs_b[2])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A is whole: manifest by tag and every blob, the shared layer included.
+    assert_eq!(status(&reg, "/v2/app/manifests/v1").await, 200);
+    for b in &blobs_a {
+        assert_eq!(status(&reg, &format!("/v2/app/blobs/{b}")).await, 200);
+    }
+    assert_eq!(status(&reg, &format!("/v2/app/manifests/{da}")).await, 200);
+    // A second pass finds nothing more.
+    let again = run_gc(dir.path(), &opts(false, false, 0)).await;
+    assert_eq!(again.blobs_removed, 0, "{again:?}");
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn grace_keeps_a_push_paused_between_layers_and_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let config = br#"{"os":"linux","paused":true}"#;
+    let c = reg.push_blob("paused", config).await;
+    let l = reg
+        .push_blob("paused", b"uploaded, manifest not sent yet")
+        .await;
+    let report = run_gc(dir.path(), &opts(false, false, 3600)).await;
+    assert_eq!(report.blobs_removed, 0, "{report:?}");
+    assert_eq!(report.blobs_young_kept, 2, "{report:?}");
+    // The push completes after the pass.
+    let m = image_manifest(&c, config.len(), &[(&l, 31)], None, None);
+    reg.put_manifest("paused", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(status(&reg, "/v2/paused/manifests/v1").await, 200);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn delete_untagged_removes_retagged_images_and_expired_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let (old, old_blobs) = push(&reg, "svc", "latest", &["old-layer"]).await;
+    let (new, new_blobs) = push(&reg, "svc", "latest", &["new-layer"]).await;
+    let upload = reg.start_upload("svc").await;
+    let r = reg
+        .req("PATCH", &upload)
+        .body(b"abandoned".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    // Without --delete-untagged the old image stays (addressable by digest).
+    let keep = run_gc(dir.path(), &opts(false, false, 0)).await;
+    assert_eq!(keep.manifests_removed, 0);
+    assert_eq!(status(&reg, &format!("/v2/svc/manifests/{old}")).await, 200);
+
+    let mut o = opts(false, true, 0);
+    o.upload_max_age = Duration::ZERO;
+    let r = run_gc(dir.path(), &o).await;
+    assert_eq!(r.manifests_removed, 1, "{r:?}");
+    assert_eq!(r.uploads_removed, 1, "{r:?}");
+    assert_eq!(status(&reg, &format!("/v2/svc/manifests/{old}")).await, 404);
+    assert_eq!(
+        status(&reg, &format!("/v2/svc/blobs/{}", old_blobs[1])).await,
+        404
+    );
+    assert_eq!(status(&reg, &format!("/v2/svc/manifests/{new}")).await, 200);
+    assert_eq!(status(&reg, "/v2/svc/manifests/latest").await, 200);
+    for b in &new_blobs {
+        assert_eq!(status(&reg, &format!("/v2/svc/blobs/{b}")).await, 200);
+    }
+    assert_eq!(reg.send("GET", &upload).await.status(), 404);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn fsck_finds_and_repairs_planted_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let (_, a) = push(&reg, "x", "flip", &["a layer whose byte flips"]).await;
+    let (_, b) = push(&reg, "x", "gone", &["a layer that disappears"]).await;
+    let (mc, _) = push(&reg, "x", "trunc", &["a layer under a truncated manifest"]).await;
+    let storage = Storage::open(dir.path()).unwrap();
+    let l = storage.layout();
+    let clean = fsck::check(
+        &storage,
+        &FsckOptions {
+            repair: false,
+            jobs: 2,
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+
+    let flip = l.blob_data(&a[1]);
+    let mut bytes = std::fs::read(&flip).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&flip, bytes).unwrap();
+    std::fs::remove_dir_all(l.blob_dir(&b[1])).unwrap();
+    let m = l.blob_data(&mc);
+    let len = std::fs::metadata(&m).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&m)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let found = fsck::check(
+        &storage,
+        &FsckOptions {
+            repair: false,
+            jobs: 2,
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = found.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "corrupt-blob").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"dangling-layer-link"), "{kinds:?}");
+    assert!(kinds.contains(&"missing-referenced-blob"), "{kinds:?}");
+    assert!(found.problems.iter().all(|p| !p.repaired));
+    assert!(flip.exists(), "fsck without --repair changed nothing");
+
+    let repaired = fsck::check(
+        &storage,
+        &FsckOptions {
+            repair: true,
+            jobs: 2,
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    let corrupt: Vec<_> = repaired
+        .problems
+        .iter()
+        .filter(|p| p.kind == "corrupt-blob")
+        .collect();
+    assert!(corrupt.iter().all(|p| p.repaired), "{corrupt:?}");
+    // Quarantined, not deleted: the bytes are kept aside for inspection.
+    assert!(l.quarantine_dir(&a[1]).join("data").exists());
+    assert!(l.quarantine_dir(&mc).join("data").exists());
+    assert!(!flip.exists());
+    // The truncated manifest's revision and tag went with it; the flipped layer is no longer served.
+    assert_eq!(status(&reg, "/v2/x/manifests/trunc").await, 404);
+    assert_eq!(status(&reg, &format!("/v2/x/blobs/{}", a[1])).await, 404);
+    // What remains is what cannot be repaired without the data: manifests naming missing layers.
+    let after = fsck::check(
+        &storage,
+        &FsckOptions {
+            repair: false,
+            jobs: 2,
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(
+        after
+            .problems
+            .iter()
+            .all(|p| p.kind == "missing-referenced-blob"),
+        "{:?}",
+        after.problems
+    );
+    reg.stop().await;
+}
