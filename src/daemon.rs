@@ -386,7 +386,6 @@ pub async fn run(
     {
         let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
         let threshold = config.storage.check_failures;
-        let min_free = config.storage.min_free_bytes;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -402,10 +401,14 @@ pub async fn run(
                     }
                     systemd::status(&status());
                 }
-                if min_free > 0
-                    && app.health.is_ready()
-                    && check_space(&app, &storage, min_free, check_timeout).await
-                {
+                let min_free = app.settings().min_free_bytes;
+                let changed = if min_free == 0 {
+                    app.health.set_low_space(None)
+                } else {
+                    app.health.is_ready()
+                        && check_space(&app, &storage, min_free, check_timeout).await
+                };
+                if changed {
                     match app.health.low_space() {
                         Some(reason) => {
                             tracing::error!(%reason, "storage nearly full: refusing pushes until space is freed")

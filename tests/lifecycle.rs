@@ -266,3 +266,46 @@ async fn fsck_finds_and_repairs_planted_damage() {
     );
     reg.stop().await;
 }
+
+#[tokio::test]
+async fn a_blob_that_fails_its_digest_while_served_is_cut_off_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let good = vec![7u8; 3 * 1024 * 1024];
+    let d = reg.push_blob("rot", &good).await;
+    let storage = Storage::open(dir.path()).unwrap();
+    let path = storage.layout().blob_data(&d);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1_000_000] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    let r = reg.send("GET", &format!("/v2/rot/blobs/{d}")).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "headers go out before the check can finish"
+    );
+    let body = r.bytes().await;
+    assert!(
+        body.as_ref().map_or(true, |b| b.len() < good.len()),
+        "a corrupt blob was sent whole"
+    );
+    let mut gone = false;
+    for _ in 0..50 {
+        if status(&reg, &format!("/v2/rot/blobs/{d}")).await == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "corrupt blob still served");
+    assert!(storage.layout().quarantine_dir(&d).join("data").exists());
+
+    // A healthy blob is served whole, checked once.
+    let ok = reg.push_blob("rot", b"healthy bytes").await;
+    for _ in 0..2 {
+        let r = reg.send("GET", &format!("/v2/rot/blobs/{ok}")).await;
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"healthy bytes");
+    }
+    reg.stop().await;
+}

@@ -5,7 +5,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::pin::Pin;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use sha2::Digest as _;
 
 use super::{Result, Storage, StorageError, atomic, exists, layout, read_link};
 use crate::registry::{Digest, RepoName};
@@ -190,5 +191,90 @@ pub(super) fn data_size(path: &std::path::Path) -> Result<Option<u64>> {
         Ok(m) => Ok(Some(m.len())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+impl Storage {
+    /// Serves `inner` (the whole of blob `digest`) while checking it against its digest, the first
+    /// time this node serves that blob. The last chunk is held back until the check passes: a blob
+    /// that fails is never sent whole; the client gets an error, the blob is quarantined (fsck's
+    /// quarantine) and the event is logged as an error.
+    pub fn verifying(&self, digest: &Digest, inner: BlobStream) -> BlobStream {
+        let known = self
+            .inner
+            .verified
+            .lock()
+            .map(|v| v.contains(digest))
+            .unwrap_or(false);
+        if known || digest.algorithm() != crate::registry::Algorithm::Sha256 {
+            return inner;
+        }
+        struct State {
+            inner: BlobStream,
+            sha: sha2::Sha256,
+            held: Option<Bytes>,
+            finished: bool,
+        }
+        let me = self.clone();
+        let d = digest.clone();
+        let state = State {
+            inner,
+            sha: sha2::Sha256::new(),
+            held: None,
+            finished: false,
+        };
+        Box::pin(futures_util::stream::unfold(state, move |mut st| {
+            let (me, d) = (me.clone(), d.clone());
+            async move {
+                if st.finished {
+                    return None;
+                }
+                loop {
+                    match st.inner.next().await {
+                        Some(Ok(chunk)) => {
+                            st.sha.update(&chunk);
+                            if let Some(prev) = st.held.replace(chunk) {
+                                return Some((Ok(prev), st));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            st.finished = true;
+                            return Some((Err(e), st));
+                        }
+                        None => {
+                            st.finished = true;
+                            let got = Digest::from_sha256_output(&st.sha.clone().finalize());
+                            if got == d {
+                                if let Ok(mut v) = me.inner.verified.lock() {
+                                    if v.len() >= 100_000 {
+                                        v.clear();
+                                    }
+                                    v.insert(d);
+                                }
+                                let last = st.held.take()?;
+                                return Some((Ok(last), st));
+                            }
+                            tracing::error!(
+                                digest = %d,
+                                computed = %got,
+                                "blob failed its digest while being served: the client got an error and the blob is quarantined (registryd fsck lists it)"
+                            );
+                            tokio::spawn(async move {
+                                if let Err(e) = me.quarantine_blob(&d).await {
+                                    tracing::error!(digest = %d, error = %e, "cannot quarantine the corrupt blob");
+                                }
+                            });
+                            return Some((
+                                Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "blob failed its digest check and was quarantined",
+                                )),
+                                st,
+                            ));
+                        }
+                    }
+                }
+            }
+        }))
     }
 }

@@ -124,6 +124,8 @@ struct Inner {
     /// One writer per upload on this node at a time.
     upload_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     manifests: Mutex<ManifestCache>,
+    /// Blobs whose content this node has checked against their digest while serving them.
+    verified: Mutex<std::collections::HashSet<crate::registry::Digest>>,
     /// Catalog and tag lists, reused while their directories are unchanged.
     listings: Mutex<listing::Listings>,
     /// When set, every blocking storage call first checks that the storage mount is still there.
@@ -160,6 +162,7 @@ impl Storage {
                 cursors: Mutex::new(HashMap::new()),
                 upload_locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(ManifestCache::default()),
+                verified: Mutex::new(std::collections::HashSet::new()),
                 listings: Mutex::new(listing::Listings::default()),
                 catalog: Mutex::new(None),
                 guard: None,

@@ -80,7 +80,10 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
     if req.method == Method::HEAD {
         return Ok(response(status, &headers, crate::http::empty()));
     }
-    let blob = app.storage.open_blob(digest, start, len).await?;
+    let mut blob = app.storage.open_blob(digest, start, len).await?;
+    if start == 0 && len == size {
+        blob = app.storage.verifying(digest, blob);
+    }
     let stream = blob.map_ok(Frame::data);
     Ok(response(status, &headers, StreamBody::new(stream).boxed()))
 }

@@ -47,6 +47,8 @@ pub struct Settings {
     pub headers: ResponseHeaders,
     /// `storage.read_only`: pushes and deletes refused.
     pub read_only: bool,
+    /// `storage.min_free_bytes`: under it, pushes refused.
+    pub min_free_bytes: u64,
 }
 
 impl Settings {
@@ -59,6 +61,7 @@ impl Settings {
             max_concurrent_uploads: c.limits.max_concurrent_uploads,
             headers: ResponseHeaders::from_config(c),
             read_only: c.storage.read_only,
+            min_free_bytes: c.storage.min_free_bytes,
         }
     }
 
