@@ -69,22 +69,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fsync_dir(dir)
 }
 
-/// Sets a file's modification time to now (a link that a push confirms again: the garbage collector
-/// keeps what was linked since its mark began). Not durable, and need not be: after a crash the push
-/// is not acknowledged either.
-pub fn touch(path: &Path) -> io::Result<()> {
-    retry_stale(|| OpenOptions::new().write(true).open(path))?
-        .set_modified(std::time::SystemTime::now())
-}
-
-/// Writes a link file, or refreshes its time when it already says `content`.
+/// Writes a link file even when it already says `content`, so its time says when a push last
+/// confirmed it: the garbage collector keeps what was linked since its mark began. (Rewriting by
+/// rename, not touching the time in place: on GlusterFS, setting the time of a file that another
+/// node renames over at the same moment failed with EIO under a 30-client push storm.)
 pub fn write_or_touch_link(path: &Path, content: &str) -> io::Result<()> {
-    match std::fs::read(path) {
-        Ok(b) if b == content.as_bytes() => touch(path),
-        Ok(_) => write_atomic(path, content.as_bytes()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(path, content.as_bytes()),
-        Err(e) => Err(e),
-    }
+    write_atomic(path, content.as_bytes())
 }
 
 /// Moves an already-fsynced file to `dest` (same filesystem) and makes the rename durable.

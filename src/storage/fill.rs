@@ -5,7 +5,11 @@
 //! - `<hex>.lock`: held with `flock` by the one fetcher (exclusive across GlusterFS mounts and
 //!   released by the kernel when the holder dies, so a crashed fetcher never blocks the next one);
 //! - `<hex>.partial`: the bytes so far, created before the size is announced;
-//! - `<hex>.size`: the blob's size, written once the upstream answered.
+//! - `<hex>.size`: the blob's size, written once the upstream answered;
+//! - `<hex>.synced`: how many bytes of the partial file the fetcher has fsynced. Readers on other
+//!   nodes read no further: on GlusterFS a file written through another client can show its new
+//!   size before every earlier write has reached the bricks (write-behind flushes out of order), so
+//!   reading up to the size alone returned holes as zeros and failed the digest.
 //!
 //! The fetcher verifies the digest, then renames the partial file onto the blob's data path. A
 //! reader that opened the partial file keeps reading the same inode, so the rename never cuts it off.
@@ -33,6 +37,25 @@ struct FillPaths {
     lock: PathBuf,
     partial: PathBuf,
     size: PathBuf,
+    synced: PathBuf,
+}
+
+/// Bytes the fetcher writes between two fsyncs that let readers on other nodes go further.
+const SYNC_EVERY: u64 = 8 << 20;
+
+/// Reads the `.synced` offset (0 when absent or half-written).
+fn synced_offset(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Publishes the `.synced` offset by rename, so readers see the old value or the new one.
+fn write_synced(path: &std::path::Path, offset: u64) -> io::Result<()> {
+    let tmp = path.with_extension("synced.tmp");
+    std::fs::write(&tmp, offset.to_string())?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Storage {
@@ -43,6 +66,7 @@ impl Storage {
             lock: dir.join(format!("{hex}.lock")),
             partial: dir.join(format!("{hex}.partial")),
             size: dir.join(format!("{hex}.size")),
+            synced: dir.join(format!("{hex}.synced")),
         }
     }
 
@@ -61,7 +85,7 @@ impl Storage {
                 if exists(&data)? {
                     return Ok(None);
                 }
-                for stale in [&p.size, &p.partial] {
+                for stale in [&p.size, &p.partial, &p.synced] {
                     match std::fs::remove_file(stale) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                         _ => {}
@@ -78,6 +102,7 @@ impl Storage {
             file: None,
             sha: Sha256::new(),
             written: 0,
+            synced: 0,
             done: false,
         }))
     }
@@ -142,7 +167,7 @@ impl Storage {
                     return Ok(Some((size, self.open_blob(digest, 0, size).await?)));
                 }
                 Seen::Growing(size, file) => {
-                    let stream = self.tail(file, size, digest.clone(), paths.lock.clone(), stall);
+                    let stream = self.tail(file, size, digest.clone(), paths.clone(), stall);
                     return Ok(Some((size, stream)));
                 }
                 Seen::NotYet if began.elapsed() > start_wait => {
@@ -162,13 +187,15 @@ impl Storage {
         file: File,
         size: u64,
         digest: Digest,
-        lock: PathBuf,
+        paths: FillPaths,
         stall: Duration,
     ) -> BlobStream {
         struct Tail {
             storage: Storage,
             file: std::sync::Arc<File>,
             pos: u64,
+            /// How far the fetcher has fsynced: safe to read up to here.
+            limit: u64,
             sha: Sha256,
             last_progress: Instant,
         }
@@ -176,22 +203,42 @@ impl Storage {
             storage: self.clone(),
             file: std::sync::Arc::new(file),
             pos: 0,
+            limit: 0,
             sha: Sha256::new(),
             last_progress: Instant::now(),
         };
+        let data = self.layout().blob_data(&digest);
         let stream = futures_util::stream::try_unfold(state, move |mut t| {
-            let (digest, lock) = (digest.clone(), lock.clone());
+            let (digest, paths, data) = (digest.clone(), paths.clone(), data.clone());
             async move {
                 if t.pos == size {
                     return Ok(None);
                 }
                 loop {
+                    if t.pos >= t.limit {
+                        let (synced, data) = (paths.synced.clone(), data.clone());
+                        let limit = t
+                            .storage
+                            .blocking(move || {
+                                // Published: verified and synced whole.
+                                if exists(&data)? {
+                                    return Ok(size);
+                                }
+                                Ok(synced_offset(&synced).min(size))
+                            })
+                            .await
+                            .map_err(into_io)?;
+                        t.limit = t.limit.max(limit);
+                    }
                     let (f, pos) = (t.file.clone(), t.pos);
-                    let want = (size - pos).min(super::blobs::CHUNK) as usize;
+                    let want = (t.limit.saturating_sub(pos)).min(super::blobs::CHUNK) as usize;
                     let chunk = t
                         .storage
                         .blocking(move || {
                             let mut buf = vec![0u8; want];
+                            if want == 0 {
+                                return Ok(buf);
+                            }
                             let n = f.read_at(&mut buf, pos)?;
                             buf.truncate(n);
                             Ok(buf)
@@ -213,7 +260,7 @@ impl Storage {
                         return Ok(Some((Bytes::from(chunk), t)));
                     }
                     if t.last_progress.elapsed() > stall {
-                        let lock = lock.clone();
+                        let lock = paths.lock.clone();
                         let alive = t.storage.blocking(move || fill_held(&lock)).await;
                         if !matches!(alive, Ok(true)) {
                             return Err(io::Error::other(
@@ -311,6 +358,8 @@ pub struct FillLease {
     file: Option<std::sync::Arc<File>>,
     sha: Sha256,
     written: u64,
+    /// Bytes fsynced and announced in `.synced`.
+    synced: u64,
     done: bool,
 }
 
@@ -347,12 +396,22 @@ impl FillLease {
         self.sha.update(&chunk);
         let at = self.written;
         self.written += chunk.len() as u64;
+        let sync_to = (self.written - self.synced >= SYNC_EVERY).then_some(self.written);
+        let synced = self.paths.synced.clone();
         self.storage
             .blocking(move || {
                 file.write_all_at(&chunk, at)?;
+                if let Some(offset) = sync_to {
+                    file.sync_data()?;
+                    write_synced(&synced, offset)?;
+                }
                 Ok(())
             })
-            .await
+            .await?;
+        if let Some(offset) = sync_to {
+            self.synced = offset;
+        }
+        Ok(())
     }
 
     /// Verifies the digest, makes the blob durable under its name, and links it into `name`.
@@ -373,6 +432,7 @@ impl FillLease {
         self.storage
             .blocking(move || {
                 file.sync_all()?;
+                write_synced(&p.synced, size)?;
                 let dest = l.blob_data(&d);
                 if !exists(&dest)?
                     && let Err(e) = atomic::publish(&p.partial, &dest)
@@ -386,6 +446,7 @@ impl FillLease {
                 }
                 let _ = std::fs::remove_file(&p.size);
                 let _ = std::fs::remove_file(&p.partial);
+                let _ = std::fs::remove_file(&p.synced);
                 Ok(())
             })
             .await?;
@@ -405,6 +466,7 @@ impl Drop for FillLease {
         std::thread::spawn(move || {
             let _ = std::fs::remove_file(&p.size);
             let _ = std::fs::remove_file(&p.partial);
+            let _ = std::fs::remove_file(&p.synced);
             drop(lock);
         });
     }

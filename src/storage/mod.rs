@@ -234,9 +234,12 @@ impl Storage {
         let layout = self.inner.layout.clone();
         self.blocking(move || {
             // A probe of this check's own: nodes sharing the storage check at the same moments.
-            let dir = layout.root().join("registryd/health");
+            // It lives in the root itself: nodes that start together and each create a shared
+            // subdirectory at the same instant can leave GlusterFS with a GFID mismatch on it
+            // (EIO on that directory for good), which took a whole node out at start.
+            let dir = layout.root().to_path_buf();
             let token = Uuid::new_v4().simple().to_string();
-            let probe = dir.join(format!("probe-{token}"));
+            let probe = dir.join(format!(".registryd-probe-{token}"));
             atomic::write_atomic(&probe, token.as_bytes())?;
             let back = std::fs::read(&probe);
             let _ = std::fs::remove_file(&probe);
@@ -263,7 +266,11 @@ fn remove_stale_probes(dir: &Path) {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|t| t < hour_ago);
-        if stale && e.file_name().to_string_lossy().starts_with("probe-") {
+        if stale
+            && e.file_name()
+                .to_string_lossy()
+                .starts_with(".registryd-probe-")
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }

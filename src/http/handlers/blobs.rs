@@ -84,7 +84,10 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
     if start == 0 && len == size {
         blob = app.storage.verifying(digest, blob);
     }
-    let stream = blob.map_ok(Frame::data);
+    let d = digest.clone();
+    let stream = blob
+        .inspect_err(move |e| tracing::warn!(digest = %d, error = %e, "blob stream failed"))
+        .map_ok(Frame::data);
     Ok(response(status, &headers, StreamBody::new(stream).boxed()))
 }
 
@@ -123,7 +126,10 @@ async fn from_upstream(app: &App, t: &Target, digest: &Digest, req: &Req) -> Han
         .fetch_blob(&app.storage, t, digest)
         .await
         .map_err(blob_error)?;
-    let stream = blob.map_ok(Frame::data);
+    let d = digest.clone();
+    let stream = blob
+        .inspect_err(move |e| tracing::warn!(digest = %d, error = %e, "blob stream from the upstream failed"))
+        .map_ok(Frame::data);
     Ok(response(
         StatusCode::OK,
         &blob_headers(size),
