@@ -180,7 +180,8 @@ python3 "$SYS_DIR/lib/mkimage.py" "$WORK/gcgone" v1 --seed gcgone --layer-bytes 
 gl_in 1 $SKN copy -q --dest-cert-dir "$GL/certs.d" "oci:$WORK/gckeep:v1" docker://registry.home:8443/gc/keep:v1 || fail "gc: push keep"
 gl_in 3 $SKN copy -q --dest-cert-dir "$GL/certs.d" "oci:$WORK/gcgone:v1" docker://registry.home:8443/gc/gone:v1 || fail "gc: push gone"
 gone_m=$(jq -r '.manifests[0].digest' "$WORK/gcgone/index.json")
-[ "$(gl_curl 3 -o /dev/null -w '%{http_code}' -X DELETE "https://$N3/v2/gc/gone/manifests/$gone_m")" = 202 ] || fail "gc: delete gone"
+code=$(gl_curl 3 -o "$WORK/gc-del.json" -w '%{http_code}' -X DELETE "https://registry.home:8443/v2/gc/gone/manifests/$gone_m")
+[ "$code" = 202 ] || fail "gc: delete gone: $code $(cat "$WORK/gc-del.json")"
 sleep 3
 gcrun() { REGISTRYD_STORAGE_ROOT=$(gl_root) REGISTRYD_GC_GRACE_SECS=2 "$TEST_REGISTRYD_BIN" gc "$@"; }
 gcrun --dry-run >"$WORK/gc-dry" || { cat "$WORK/gc-dry"; fail "gc --dry-run on GlusterFS"; }
@@ -209,7 +210,7 @@ for ref in gc/keep:v1 $(for i in $(seq 1 6); do echo "gc/load1:$i gc/load3:$i"; 
     rm -rf "$WORK/gccheck"
   done
 done
-[ "$(gl_curl 1 -o /dev/null -w '%{http_code}' "https://$N1/v2/gc/gone/blobs/$gone_m")" = 404 ] || fail "gc: gone's manifest blob still served"
+[ "$(gl_curl 1 -o /dev/null -w '%{http_code}' "https://registry.home:8443/v2/gc/gone/blobs/$gone_m")" = 404 ] || fail "gc: gone's manifest blob still served"
 pass "gc on the shared volume: $gcruns passes during 12 pushes (nodes 1, 3) and 6 pulls; all succeeded, 13 images pull through nodes 1 and 3, the deleted image's 3 blobs collected"
 
 # 5. Brick failures, last: a two-brick outage can leave the volume unusable for a while (see below).
