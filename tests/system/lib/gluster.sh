@@ -61,6 +61,9 @@ gl_up() {
     mkdir -p "$GL/mnt/n$i"
     gl_fuse "$GL/mnt/n$i" "$GL/run/fuse$i.pid" "$GL/log/fuse$i.log" "${ZERO_TIMEOUTS[@]}"
   done
+  # The operator creates the storage root once, as in the README. Three nodes creating it at the same
+  # instant can leave GlusterFS with a GFID mismatch on it (EIO for good: a node never ready).
+  mkdir -p "$GL/mnt/n1/$GL_ROOT_REL"
   ip link add "${GL_TAG}br" type bridge && ip link set "${GL_TAG}br" up
   for i in 1 2 3; do
     local ns
