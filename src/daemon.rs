@@ -79,6 +79,23 @@ fn log_certificate(tls: &Tls, config: &Config) {
     }
 }
 
+/// Runs `tick` every `interval` (after the first wait) until `stop` says shut down.
+fn every<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, mut tick: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+            tick().await;
+        }
+    });
+}
+
 /// Compares the storage's free space with the floor; `true` when the verdict changed. Bounded in
 /// time like any storage call; a check that does not finish changes nothing.
 async fn check_space(app: &App, storage: &Storage, min_free: u64, timeout: Duration) -> bool {
@@ -386,13 +403,9 @@ pub async fn run(
     {
         let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
         let threshold = config.storage.check_failures;
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(check_every) => {}
-                    _ = stop.changed() => return,
-                }
+        every(check_every, stop_rx.clone(), move || {
+            let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
+            async move {
                 if app.health.verify(&storage, check_timeout, threshold).await {
                     if app.health.is_ready() {
                         tracing::info!("storage is usable again, serving");
@@ -427,16 +440,12 @@ pub async fn run(
     if config.proxy.max_cache_bytes > 0 && !app.proxy.is_empty() {
         let (app, storage) = (app.clone(), storage.clone());
         let limit = config.proxy.max_cache_bytes;
-        let every = Duration::from_secs(config.proxy.evict_interval_secs);
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop.changed() => return,
-                }
+        let interval = Duration::from_secs(config.proxy.evict_interval_secs);
+        every(interval, stop_rx.clone(), move || {
+            let (app, storage) = (app.clone(), storage.clone());
+            async move {
                 if !app.health.is_ready() {
-                    continue;
+                    return;
                 }
                 match crate::proxy::evict::evict(&app.proxy, &storage, limit).await {
                     Ok(Some(r)) if r.manifests_removed > 0 => tracing::info!(
@@ -459,16 +468,12 @@ pub async fn run(
     if config.gc.interval_secs > 0 {
         let (app, storage) = (app.clone(), storage.clone());
         let opts = crate::lifecycle::cli::gc_options(&config, false, false);
-        let every = Duration::from_secs(config.gc.interval_secs);
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop.changed() => return,
-                }
+        let interval = Duration::from_secs(config.gc.interval_secs);
+        every(interval, stop_rx.clone(), move || {
+            let (app, storage, opts) = (app.clone(), storage.clone(), opts.clone());
+            async move {
                 if !app.health.is_ready() || app.settings().read_only {
-                    continue;
+                    return;
                 }
                 let started = std::time::Instant::now();
                 match crate::lifecycle::gc::collect(&storage, &opts, &|_, _, _| {}).await {

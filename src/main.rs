@@ -305,27 +305,9 @@ fn pull(config: &Config, platforms: &[String], refs: &[String]) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let root = &config.storage.root;
-        if !config.storage.require_mount.is_empty() {
-            let guard = registryd::node::mount::MountGuard::new(
-                &config.storage.require_mount,
-                Some(config.storage.require_fstype.clone()),
-            );
-            if let Err(e) = guard.check() {
-                eprintln!("registryd pull: storage is not usable: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        let storage = match registryd::storage::Storage::open_with(
-            root,
-            std::time::Duration::from_secs(config.storage.operation_timeout_secs),
-            64,
-        ) {
+        let storage = match registryd::lifecycle::cli::open_storage(config, "pull") {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("registryd pull: storage root {}: {e}", root.display());
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         let mut failed = false;
         for (name, reference) in &parsed {

@@ -4,7 +4,6 @@
 //! With `repair`, corrupt blobs are quarantined (moved aside, never deleted: an operator may want
 //! the bytes), dangling links and tags are dropped, and old temp files removed.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -41,20 +40,6 @@ pub struct FsckReport {
 /// Temp files younger than this may belong to a write in flight.
 const TEMP_AGE: Duration = Duration::from_secs(3600);
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Runs the checks; `progress(done, total)` hears about blob hashing.
 pub async fn check(
     storage: &Storage,
@@ -82,7 +67,8 @@ pub async fn check(
         let path = storage.layout().blob_data(&b.digest);
         tasks.spawn_blocking(move || {
             let _permit = permit;
-            let got = sha256_file(&path);
+            let got = crate::storage::uploads::hash_prefix::<Sha256>(&path, u64::MAX)
+                .map(|h| hex::encode(h.finalize()));
             (b, got)
         });
     }

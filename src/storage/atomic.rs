@@ -73,7 +73,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// confirmed it: the garbage collector keeps what was linked since its mark began. (Rewriting by
 /// rename, not touching the time in place: on GlusterFS, setting the time of a file that another
 /// node renames over at the same moment failed with EIO under a 30-client push storm.)
-pub fn write_or_touch_link(path: &Path, content: &str) -> io::Result<()> {
+pub fn rewrite_link(path: &Path, content: &str) -> io::Result<()> {
     write_atomic(path, content.as_bytes())
 }
 

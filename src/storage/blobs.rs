@@ -142,7 +142,7 @@ impl Storage {
         let (name, digest) = (name.clone(), digest.clone());
         self.blocking(move || {
             let link = l.layer_link(&name, &digest);
-            atomic::write_or_touch_link(&link, &layout::link_content(&digest))?;
+            atomic::rewrite_link(&link, &layout::link_content(&digest))?;
             Ok(())
         })
         .await

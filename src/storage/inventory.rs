@@ -223,7 +223,7 @@ impl Storage {
         exclusive: bool,
         wait: std::time::Duration,
     ) -> Result<std::fs::File> {
-        let path = self.layout().root().join("registryd/locks/gc-sweep.lock");
+        let path = self.layout().lock_file("gc-sweep");
         self.blocking(move || {
             let deadline = std::time::Instant::now() + wait;
             if let Some(dir) = path.parent() {
@@ -295,11 +295,7 @@ impl Storage {
     /// An advisory lock named `name` on the shared storage, held until the returned file is
     /// dropped (or the holder dies); `None` when another process, on any node, holds it.
     pub async fn try_lock(&self, name: &str) -> Result<Option<std::fs::File>> {
-        let path = self
-            .layout()
-            .root()
-            .join("registryd/locks")
-            .join(format!("{name}.lock"));
+        let path = self.layout().lock_file(name);
         self.blocking(move || Ok(atomic::try_lock_file(&path)?))
             .await
     }

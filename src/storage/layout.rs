@@ -64,6 +64,13 @@ impl Layout {
         self.v2().join("blobs/sha256")
     }
 
+    /// A cluster-wide advisory lock file (`flock`), e.g. `gc`, `gc-sweep`, `proxy-evict`.
+    pub fn lock_file(&self, name: &str) -> PathBuf {
+        self.root
+            .join("registryd/locks")
+            .join(format!("{name}.lock"))
+    }
+
     /// Where fsck moves a blob whose content no longer matches its name (Distribution never looks).
     pub fn quarantine_dir(&self, d: &Digest) -> PathBuf {
         self.root.join("registryd/quarantine").join(d.hex())

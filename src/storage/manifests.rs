@@ -61,7 +61,7 @@ impl Storage {
                 }
                 Ok(())
             };
-            atomic::write_or_touch_link(&l.revision_link(&name, &digest), &link)?;
+            atomic::rewrite_link(&l.revision_link(&name, &digest), &link)?;
             if let Some(r) = &referrer {
                 atomic::write_atomic(&l.referrer_entry(&name, &r.subject, &digest), &r.descriptor)?;
             }

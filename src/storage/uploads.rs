@@ -285,7 +285,7 @@ impl Storage {
                     }
                 }
                 let link = l.layer_link(&n, &exp);
-                atomic::write_or_touch_link(&link, &super::layout::link_content(&exp))?;
+                atomic::rewrite_link(&link, &super::layout::link_content(&exp))?;
                 // The session is spent. Its removal need not be durable: if a crash brings it
                 // back, it is an abandoned upload that expiry removes.
                 match std::fs::remove_dir_all(l.upload_dir(&n, &i)) {
@@ -332,7 +332,7 @@ fn acknowledged_offset(dir: &std::path::Path) -> Result<u64> {
 }
 
 /// Hashes the first `len` bytes of a file.
-fn hash_prefix<H: sha2::Digest>(path: &std::path::Path, len: u64) -> Result<H> {
+pub(crate) fn hash_prefix<H: sha2::Digest>(path: &std::path::Path, len: u64) -> io::Result<H> {
     use std::io::Read;
     let file = std::fs::File::open(path)?;
     let mut reader = io::BufReader::with_capacity(1 << 20, file).take(len);

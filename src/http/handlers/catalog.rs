@@ -53,7 +53,7 @@ async fn visible_page(
             .list_repositories(last.clone(), Some(batch))
             .await?;
         last = page.last().cloned();
-        for (i, repo) in page.iter().enumerate() {
+        for repo in page.iter() {
             if !app.may(req, repo, Action::Pull) {
                 continue;
             }
@@ -61,9 +61,6 @@ async fn visible_page(
                 return Ok((out, true));
             }
             out.push(repo.clone());
-            if n.is_some_and(|n| out.len() == n) && i + 1 == page.len() && !more {
-                return Ok((out, false));
-            }
         }
         if !more {
             return Ok((out, false));
