@@ -30,6 +30,12 @@ async fn run_gc(root: &std::path::Path, o: &GcOptions) -> GcReport {
         .expect("no other collector")
 }
 
+async fn run_fsck(storage: &Storage, repair: bool) -> fsck::FsckReport {
+    fsck::check(storage, &FsckOptions { repair, jobs: 2 }, &|_, _| {})
+        .await
+        .unwrap()
+}
+
 /// Pushes config + the given layers as an image tagged `tag`; returns (manifest digest, layers).
 async fn push(reg: &TestRegistry, repo: &str, tag: &str, layers: &[&str]) -> (Digest, Vec<Digest>) {
     let config = format!(
@@ -175,16 +181,7 @@ async fn fsck_finds_and_repairs_planted_damage() {
     let (mc, _) = push(&reg, "x", "trunc", &["a layer under a truncated manifest"]).await;
     let storage = Storage::open(dir.path()).unwrap();
     let l = storage.layout();
-    let clean = fsck::check(
-        &storage,
-        &FsckOptions {
-            repair: false,
-            jobs: 2,
-        },
-        &|_, _| {},
-    )
-    .await
-    .unwrap();
+    let clean = run_fsck(&storage, false).await;
     assert!(clean.problems.is_empty(), "{:?}", clean.problems);
 
     let flip = l.blob_data(&a[1]);
@@ -201,16 +198,7 @@ async fn fsck_finds_and_repairs_planted_damage() {
         .set_len(len / 2)
         .unwrap();
 
-    let found = fsck::check(
-        &storage,
-        &FsckOptions {
-            repair: false,
-            jobs: 2,
-        },
-        &|_, _| {},
-    )
-    .await
-    .unwrap();
+    let found = run_fsck(&storage, false).await;
     let kinds: Vec<&str> = found.problems.iter().map(|p| p.kind).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "corrupt-blob").count(),
@@ -222,16 +210,7 @@ async fn fsck_finds_and_repairs_planted_damage() {
     assert!(found.problems.iter().all(|p| !p.repaired));
     assert!(flip.exists(), "fsck without --repair changed nothing");
 
-    let repaired = fsck::check(
-        &storage,
-        &FsckOptions {
-            repair: true,
-            jobs: 2,
-        },
-        &|_, _| {},
-    )
-    .await
-    .unwrap();
+    let repaired = run_fsck(&storage, true).await;
     let corrupt: Vec<_> = repaired
         .problems
         .iter()
@@ -246,16 +225,7 @@ async fn fsck_finds_and_repairs_planted_damage() {
     assert_eq!(status(&reg, "/v2/x/manifests/trunc").await, 404);
     assert_eq!(status(&reg, &format!("/v2/x/blobs/{}", a[1])).await, 404);
     // What remains is what cannot be repaired without the data: manifests naming missing layers.
-    let after = fsck::check(
-        &storage,
-        &FsckOptions {
-            repair: false,
-            jobs: 2,
-        },
-        &|_, _| {},
-    )
-    .await
-    .unwrap();
+    let after = run_fsck(&storage, false).await;
     assert!(
         after
             .problems

@@ -15,8 +15,7 @@ SK="skopeo --insecure-policy"
 export REGISTRY_AUTH_FILE=$WORK/auth.json
 
 # --- Certificate for 127.0.0.1, users, config.
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+loopback_cert
 htpasswd -Bbc "$WORK/htpasswd" ci ci-pass 2>/dev/null
 htpasswd -Bb "$WORK/htpasswd" reader reader-pass 2>/dev/null
 htpasswd -Bb "$WORK/htpasswd" tm tm-pass 2>/dev/null
@@ -108,18 +107,7 @@ got=$($SK inspect --raw --tls-verify=false "docker://$L/app/img:v1" | sha256sum 
 $SK inspect --raw --tls-verify=false "docker://$A/app/img:v1" >/dev/null 2>&1 && fail "anonymous pull on the 0.0.0.0 listener"
 pass "anonymous pull: allowed on the node listener, refused on 0.0.0.0"
 
-D=$WORK/d
-mkdir -p "$D/root" "$D/exec"
-export DOCKER_CONFIG=$WORK/dockercfg
-dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs \
-  --insecure-registry "$L" --insecure-registry "$A" \
-  --data-root "$D/root" --exec-root "$D/exec" -H "unix://$D/docker.sock" --pidfile "$D/docker.pid" \
-  >"$WORK/dockerd.log" 2>&1 &
-DOCKERD_PID=$!
-CLEANUPS+=("kill $DOCKERD_PID 2>/dev/null; wait $DOCKERD_PID 2>/dev/null; rm -rf '$D'")
-DOCKER="/usr/bin/docker -H unix://$D/docker.sock"
-for _ in $(seq 1 100); do $DOCKER info >/dev/null 2>&1 && break; sleep 0.2; done
-$DOCKER info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; fail "dockerd did not start"; }
+start_dockerd --insecure-registry "$L" --insecure-registry "$A"
 $DOCKER pull -q "$L/app/img:v1" >/dev/null || fail "anonymous docker pull on the node listener"
 $DOCKER tag "$L/app/img:v1" "$L/docker/img:v1"
 $DOCKER push -q "$L/docker/img:v1" >/dev/null 2>&1 && fail "anonymous docker push accepted"

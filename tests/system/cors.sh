@@ -13,8 +13,7 @@ source "$(dirname "$0")/lib/common.sh"
 CHROME=$(command -v chromium || true)
 [ -n "$CHROME" ] || fail "chromium missing: apt-get install chromium"
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+loopback_cert
 htpasswd -Bbc "$WORK/htpasswd" ui ui-pass 2>/dev/null
 P=$(free_port) UI=$(free_port) BAD=$(free_port)
 R=127.0.0.1:$P

@@ -9,18 +9,7 @@ PORT=$(free_port)
 start_registryd docker "$PORT" "$WORK/data"
 R=127.0.0.1:$PORT
 
-# dockerd: no iptables, no bridge, vfs storage, everything under $WORK.
-D=$WORK/d
-mkdir -p "$D/root" "$D/exec"
-export DOCKER_CONFIG=$WORK/dockercfg
-dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs \
-  --data-root "$D/root" --exec-root "$D/exec" -H "unix://$D/docker.sock" --pidfile "$D/docker.pid" \
-  >"$WORK/dockerd.log" 2>&1 &
-DOCKERD_PID=$!
-CLEANUPS+=("kill $DOCKERD_PID 2>/dev/null; wait $DOCKERD_PID 2>/dev/null; rm -rf '$D'")
-DOCKER="/usr/bin/docker -H unix://$D/docker.sock"
-for _ in $(seq 1 100); do $DOCKER info >/dev/null 2>&1 && break; sleep 0.2; done
-$DOCKER info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; fail "dockerd did not start"; }
+start_dockerd
 
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/base" v1 --layer-bytes 200000 >/dev/null
 skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$WORK/base:v1" "docker://$R/base/img:v1"

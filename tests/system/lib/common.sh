@@ -48,6 +48,28 @@ wait_http() {
   return 1
 }
 
+# loopback_cert: a self-signed certificate for 127.0.0.1 at $WORK/tls.crt and $WORK/tls.key.
+loopback_cert() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+}
+
+# start_dockerd [dockerd args]: a Docker engine of the test's own (no iptables, no bridge, vfs, all
+# under $WORK, client config in $WORK/dockercfg), stopped at cleanup; sets DOCKER to its client.
+start_dockerd() {
+  local d=$WORK/d
+  mkdir -p "$d/root" "$d/exec"
+  export DOCKER_CONFIG=$WORK/dockercfg
+  dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs "$@" \
+    --data-root "$d/root" --exec-root "$d/exec" -H "unix://$d/docker.sock" --pidfile "$d/docker.pid" \
+    >"$WORK/dockerd.log" 2>&1 &
+  local pid=$!
+  CLEANUPS+=("kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '$d'")
+  DOCKER="/usr/bin/docker -H unix://$d/docker.sock"
+  for _ in $(seq 1 100); do $DOCKER info >/dev/null 2>&1 && break; sleep 0.2; done
+  $DOCKER info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; fail "dockerd did not start"; }
+}
+
 wait_file() { for _ in $(seq 1 50); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
