@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::registry::{Digest, Reference, RepoName, manifest};
@@ -83,6 +84,9 @@ async fn revision_refs(
         Err(e) => Err(e),
     }
 }
+
+/// Repositories read at once while the sweep lock is held.
+const RESCAN_PARALLEL: usize = 16;
 
 /// Runs one pass; `None` when another collector (on any node) holds the lock.
 pub async fn collect(
@@ -191,11 +195,23 @@ pub async fn collect(
 
     // --- Under the sweep lock no push links anything. What was linked or tagged since the mark
     // began belongs to pushes that finished meanwhile: it stays, with what it references.
+    // Pushes wait while this lock is held, so the rescan reads repositories in parallel (on a
+    // shared mount each read is a network round trip).
     let _sweep = storage.sweep_lock(true, opts.lock_wait).await?;
     let repos = storage.all_repositories().await?;
+    let inventories: Vec<(RepoName, Result<_, StorageError>)> =
+        futures_util::stream::iter(repos.iter().cloned())
+            .map(|repo| async move {
+                let inv = storage.inventory(&repo).await;
+                (repo, inv)
+            })
+            .buffer_unordered(RESCAN_PARALLEL)
+            .collect()
+            .await;
     let mut tagged_now: HashSet<(RepoName, Digest)> = HashSet::new();
-    for repo in &repos {
-        let inv = storage.inventory(repo).await?;
+    for (repo, inv) in inventories {
+        let inv = inv?;
+        let repo = &repo;
         for (_, d) in &inv.tags {
             if let Some(d) = d {
                 tagged_now.insert((repo.clone(), d.clone()));
@@ -244,9 +260,20 @@ pub async fn collect(
                 report.layer_links_removed += 1;
             }
         }
-        let freed = storage
-            .delete_blob_if_unlinked(&b.digest, repos.clone())
-            .await?;
+        // Every link written since the mark began was found by the rescan above (and marked);
+        // what remains to re-check are the repositories that linked the blob when it was marked.
+        let linkers: Vec<RepoName> = layer_links
+            .get(&b.digest)
+            .into_iter()
+            .flatten()
+            .chain(
+                revs.iter()
+                    .filter(|r| r.digest == b.digest)
+                    .map(|r| &r.repo),
+            )
+            .cloned()
+            .collect();
+        let freed = storage.delete_blob_if_unlinked(&b.digest, linkers).await?;
         if freed > 0 || storage.blob_size_global(&b.digest).await?.is_none() {
             report.blobs_removed += 1;
             report.bytes_freed += freed;

@@ -60,7 +60,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut f = retry_stale(|| OpenOptions::new().write(true).create_new(true).open(&tmp))?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        retry_stale(|| fs::rename(&tmp, path))
+        rename_retrying(&tmp, path, || Ok(fs::read(path)? == bytes))
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -83,8 +83,31 @@ pub fn publish(src: &Path, dest: &Path) -> io::Result<()> {
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
     create_dir_all_durable(dir)?;
-    retry_stale(|| fs::rename(src, dest))?;
+    // A blob is immutable: whatever lies at `dest` once `src` is gone is the same bytes.
+    rename_retrying(src, dest, || Ok(fs::symlink_metadata(dest).is_ok()))?;
     fsync_dir(dir)
+}
+
+/// `rename`, repeated on transient errors. A transient error can come after the rename took
+/// effect on the servers, so a repeat that finds `src` gone is success when `landed` confirms
+/// that `dest` holds what was renamed.
+fn rename_retrying(
+    src: &Path,
+    dest: &Path,
+    landed: impl Fn() -> io::Result<bool>,
+) -> io::Result<()> {
+    let mut repeated = false;
+    retry_stale(|| {
+        let r = fs::rename(src, dest);
+        match r {
+            Err(ref e) if repeated && e.kind() == io::ErrorKind::NotFound && landed()? => Ok(()),
+            Err(ref e) if transient(e) => {
+                repeated = true;
+                r
+            }
+            other => other,
+        }
+    })
 }
 
 /// Takes `flock` operation `op` (`LOCK_EX` or `LOCK_SH`) on `f` without waiting: `true` when taken,
@@ -144,14 +167,22 @@ pub fn read_retrying(path: &Path) -> io::Result<Vec<u8>> {
     retry_stale(|| fs::read(path))
 }
 
-/// Runs `op` again when it fails with `ESTALE` (a few times, briefly backing off). On a shared
-/// mount, a file or directory that another node just renamed over or created leaves this node's
-/// cached handle stale for a moment; repeating the lookup finds the new one (durability rule 5).
+/// Whether a shared-mount error is worth repeating the operation for: `ESTALE` (another node just
+/// renamed over or created the entry, leaving this node's cached handle stale) and `ENOTCONN`
+/// (GlusterFS answers it now and then when several clients rename onto one name at the same moment,
+/// with every brick up; a real loss of quorum keeps answering it and the retries end quickly).
+fn transient(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ESTALE) | Some(libc::ENOTCONN))
+}
+
+/// Runs `op` again when it fails with a transient shared-mount error (a few times, backing off
+/// 20 to 100 ms, 300 ms at most in all): repeating the lookup finds the new entry (durability
+/// rule 5).
 pub fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let mut attempt = 0;
     loop {
         match op() {
-            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && attempt < 5 => {
+            Err(e) if transient(&e) && attempt < 5 => {
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
             }

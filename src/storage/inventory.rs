@@ -212,7 +212,14 @@ impl Storage {
     /// The sweep lock, shared, for a push about to check and link blobs (waits as long as any
     /// storage call may take).
     pub async fn push_guard(&self) -> Result<std::fs::File> {
-        self.sweep_lock(false, self.inner.timeout).await
+        // A sweep holds the lock for as long as it rescans and removes, which on a large shared
+        // volume can outlast the operation timeout; clients wait minutes for a PUT's answer, so
+        // waiting a minute beats a 503 they would not retry.
+        self.sweep_lock(
+            false,
+            self.inner.timeout.max(std::time::Duration::from_secs(60)),
+        )
+        .await
     }
 
     /// A cluster-wide lock shared by pushes and exclusive to the garbage collector's sweep: a push

@@ -49,8 +49,8 @@ CLIENT=$!
 PIDS+=("$CLIENT")
 # Kill once some pushes are acknowledged and others are surely in flight (20 pushers).
 # A loaded machine makes GlusterFS slow: wait for the acknowledgements, however long they take.
-for _ in $(seq 1 1200); do [ "$(wc -l <"$WORK/acked" 2>/dev/null || echo 0)" -ge 10 ] && break; sleep 0.1; done
-[ "$(wc -l <"$WORK/acked" 2>/dev/null || echo 0)" -ge 10 ] || fail "fewer than 10 pushes acknowledged in 120 s before the kill"
+for _ in $(seq 1 1200); do [ "$(wc -l 2>/dev/null <"$WORK/acked" || echo 0)" -ge 10 ] && break; sleep 0.1; done
+[ "$(wc -l 2>/dev/null <"$WORK/acked" || echo 0)" -ge 10 ] || fail "fewer than 10 pushes acknowledged in 120 s before the kill"
 kill -9 "${NODE_PID[1]}"
 wait "$CLIENT" || true
 n=$(wc -l <"$WORK/acked")
