@@ -28,6 +28,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub cors: Cors,
     pub proxy: Proxy,
+    pub metrics: MetricsConfig,
     pub log: Log,
     /// Upstream registries of the pull-through cache (`[[upstream]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -147,6 +148,14 @@ pub struct Cors {
     pub exposed_headers: Vec<String>,
     pub allow_credentials: bool,
     pub max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub path: String,
+    pub listeners: Vec<String>,
+    pub users: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -601,6 +610,7 @@ impl Config {
         }
         self.validate_proxy(&mut p);
         self.validate_access(&mut p);
+        self.validate_metrics(&mut p);
         self.validate_http(&mut p);
         if !self.storage.require_fstype.is_empty() && self.storage.require_mount.is_empty() {
             p.push((
@@ -708,6 +718,42 @@ impl Config {
             p.push((
                 "proxy.upstream_timeout_secs",
                 "must be greater than 0".to_string(),
+            ));
+        }
+    }
+
+    fn validate_metrics(&self, p: &mut Vec<(&'static str, String)>) {
+        let m = &self.metrics;
+        if !m.path.is_empty()
+            && (!m.path.starts_with('/')
+                || m.path.starts_with("/v2")
+                || ["/healthz", "/readyz", "/auth/token"].contains(&m.path.as_str()))
+        {
+            p.push((
+                "metrics.path",
+                format!(
+                    "{:?} must start with / and be outside /v2 and the probe and token paths",
+                    m.path
+                ),
+            ));
+        }
+        let listen = self.listen_addrs();
+        for l in &m.listeners {
+            if l == "local" || l == "all" {
+                continue;
+            }
+            match l.parse::<SocketAddr>() {
+                Ok(a) if listen.contains(&a) => {}
+                _ => p.push((
+                    "metrics.listeners",
+                    format!("{l:?} is not \"local\", \"all\" or one of server.listen"),
+                )),
+            }
+        }
+        if !m.users.is_empty() && self.auth.htpasswd.as_os_str().is_empty() {
+            p.push((
+                "metrics.users",
+                "names users but auth.htpasswd is not set, so nobody can log in".into(),
             ));
         }
     }

@@ -476,7 +476,14 @@ pub async fn run(
                     return;
                 }
                 let started = std::time::Instant::now();
-                match crate::lifecycle::gc::collect(&storage, &opts, &|_, _, _| {}).await {
+                let result = crate::lifecycle::gc::collect(&storage, &opts, &|_, _, _| {}).await;
+                let m = crate::metrics::get();
+                match &result {
+                    Ok(Some(r)) => m.gc_run("done", r.bytes_freed),
+                    Ok(None) => m.gc_run("skipped", 0),
+                    Err(_) => m.gc_run("failed", 0),
+                }
+                match result {
                     Ok(Some(r)) => tracing::info!(
                         repositories = r.repositories,
                         manifests = r.manifests,

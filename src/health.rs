@@ -32,6 +32,9 @@ impl Health {
         if let Some(g) = &h.guard {
             h.set_unready(format!("{} not checked yet", g.mount().display()));
         }
+        crate::metrics::get()
+            .storage_ready
+            .set(i64::from(h.is_ready()));
         h
     }
 
@@ -115,6 +118,7 @@ impl Health {
             };
             if let Some(reason) = reason {
                 self.set_unready(reason);
+                crate::metrics::get().storage_check(false, false);
                 return was != self.is_ready();
             }
         }
@@ -126,6 +130,7 @@ impl Health {
                 timeout.as_secs()
             )),
         };
+        crate::metrics::get().storage_check(result.is_ok(), false);
         match result {
             Ok(()) => self.set_ready(),
             Err(reason) => {
@@ -136,6 +141,9 @@ impl Health {
                 }
             }
         }
+        crate::metrics::get()
+            .storage_ready
+            .set(i64::from(self.is_ready()));
         was != self.is_ready()
     }
 }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod node;
 pub mod proxy;
 pub mod registry;

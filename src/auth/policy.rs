@@ -197,7 +197,7 @@ fn rule(r: &AccessRule) -> Rule {
 }
 
 /// Loopback and link-local addresses only reach clients on this node (its containers, its daemons).
-fn is_node_local(ip: IpAddr) -> bool {
+pub(crate) fn is_node_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,

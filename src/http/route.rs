@@ -90,6 +90,34 @@ fn digest(s: &str) -> Result<Digest, RouteError> {
 }
 
 /// Parses a request path (without query).
+/// The kind of endpoint `path` addresses, for metrics labels: the same shape tests as [`parse`],
+/// without allocating or validating (an invalid name still counts under its kind).
+pub fn kind(path: &str, metrics_path: &str) -> &'static str {
+    match path {
+        "/healthz" | "/readyz" => return "probe",
+        "/auth/token" => return "token",
+        "/v2" | "/v2/" => return "base",
+        "/v2/_catalog" => return "catalog",
+        p if p == metrics_path => return "metrics",
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return "other";
+    };
+    let mut back = rest.rsplit('/');
+    let (last, second, third) = (back.next(), back.next(), back.next());
+    if third == Some("blobs") && second == Some("uploads") {
+        return "upload";
+    }
+    match (second, last) {
+        (Some("blobs"), _) => "blob",
+        (Some("manifests"), _) => "manifest",
+        (Some("referrers"), _) => "referrers",
+        (Some("tags"), Some("list")) => "tags",
+        _ => "other",
+    }
+}
+
 pub fn parse(path: &str) -> Result<Route, RouteError> {
     match path {
         "/healthz" => return Ok(Route::Healthz),

@@ -73,7 +73,23 @@ impl Drop for InFlight {
     }
 }
 
-/// A stream that records when bytes last moved either way.
+/// Counts one open connection in the metrics for as long as it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn count() -> OpenConnection {
+        crate::metrics::get().connections_open.inc();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        crate::metrics::get().connections_open.dec();
+    }
+}
+
+/// A stream that records when bytes last moved either way (and counts them for the metrics).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -87,8 +103,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
             self.activity.touch();
+            crate::metrics::get().bytes_received.inc_by(n as u64);
         }
         r
     }
@@ -101,8 +119,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
             self.activity.touch();
+            crate::metrics::get().bytes_sent.inc_by(n as u64);
         }
         r
     }
@@ -113,8 +134,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
             self.activity.touch();
+            crate::metrics::get().bytes_sent.inc_by(n as u64);
         }
         r
     }
@@ -267,6 +291,7 @@ pub async fn serve(
                 let limits = limits.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _open = OpenConnection::count();
                     let watch = idle_watch(activity.clone(), limits);
                     let served = async {
                         match tls {

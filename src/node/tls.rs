@@ -230,6 +230,9 @@ impl Tls {
     /// Loads the pair at start; a failure here stops start-up with the reason.
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Tls>, TlsError> {
         let loaded = load_pair(cert, key)?;
+        crate::metrics::get()
+            .cert_expiry
+            .set(loaded.info.not_after as f64);
         Ok(Arc::new(Tls {
             resolver: Arc::new(CertResolver {
                 current: ArcSwap::new(loaded.key.clone()),
@@ -286,6 +289,9 @@ impl Tls {
                     return Ok(Reload::Unchanged);
                 }
                 self.resolver.current.store(loaded.key);
+                crate::metrics::get()
+                    .cert_expiry
+                    .set(loaded.info.not_after as f64);
                 st.info = loaded.info.clone();
                 st.fingerprint = loaded.fingerprint;
                 Ok(Reload::Replaced(loaded.info))

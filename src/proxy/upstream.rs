@@ -130,6 +130,28 @@ impl Upstream {
         accept: Option<&str>,
         whole: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
+        let r = self.send_once(method, repo, path, accept, whole).await;
+        if let Err(e) = &r {
+            let kind = match e {
+                UpstreamError::Unreachable(..) => "unreachable",
+                UpstreamError::Unauthorized(..) => "unauthorized",
+                UpstreamError::Failed(..) => "failed",
+                // An authoritative answer, not a failure.
+                UpstreamError::NotFound(_) => return r,
+            };
+            crate::metrics::get().upstream_error(&self.name, kind);
+        }
+        r
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        repo: &str,
+        path: &str,
+        accept: Option<&str>,
+        whole: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let url = format!("{}/v2/{repo}/{path}", self.base);
         let scope = format!("repository:{repo}:pull");
         let mut challenged = false;

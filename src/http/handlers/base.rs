@@ -2,9 +2,12 @@
 
 use http::{StatusCode, header};
 
-use super::{App, HandlerResult, Req, json_response, method_not_allowed, response};
-use crate::auth::{Anonymous, Principal};
-use crate::http::error::ApiError;
+use std::net::SocketAddr;
+
+use super::{App, Conn, HandlerResult, Req, json_response, method_not_allowed, response};
+use crate::auth::{Anonymous, AuthError, Principal};
+use crate::config::MetricsConfig;
+use crate::http::error::{ApiError, Code};
 use crate::http::{empty, full};
 
 pub fn version(req: &Req) -> HandlerResult {
@@ -73,5 +76,70 @@ pub fn token(app: &App, req: &Req) -> HandlerResult {
             "issued_at": issued_at,
         }),
         false,
+    ))
+}
+
+/// Whether `/metrics` answers on `listener` (`metrics.listeners`).
+pub fn serves_metrics(m: &MetricsConfig, listener: SocketAddr) -> bool {
+    m.listeners.iter().any(|l| match l.as_str() {
+        "all" => true,
+        "local" => crate::auth::policy::is_node_local(listener.ip()),
+        addr => addr.parse::<SocketAddr>().is_ok_and(|a| a == listener),
+    })
+}
+
+/// `GET /metrics`: every metric in the OpenMetrics text format. With `metrics.users`, only those
+/// users (Basic auth, as Prometheus' `basic_auth` sends it) may read them; otherwise anyone who
+/// reaches the listener.
+pub async fn metrics(
+    app: &App,
+    parts: &http::request::Parts,
+    conn: Conn,
+    m: &MetricsConfig,
+) -> HandlerResult {
+    match parts.method {
+        http::Method::GET | http::Method::HEAD => {}
+        ref other => return Err(method_not_allowed(other)),
+    }
+    if !m.users.is_empty() {
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let allowed = match app.auth.identify(authorization, conn.client.ip()).await {
+            Ok(Principal::User(u)) => m.users.iter().any(|x| x == "*" || *x == u),
+            Ok(Principal::Anonymous) => false,
+            Err(AuthError::Throttled(wait)) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Code::TooManyRequests,
+                    "too many failed logins from this address; wait and retry",
+                )
+                .header(header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+            }
+            Err(_) => false,
+        };
+        if !allowed {
+            return Err(app.challenge(
+                None,
+                None,
+                "metrics need a login as one of metrics.users".into(),
+            ));
+        }
+    }
+    let text = crate::metrics::get().encode();
+    let len = text.len();
+    let body = if parts.method == http::Method::HEAD {
+        empty()
+    } else {
+        full(text)
+    };
+    Ok(response(
+        StatusCode::OK,
+        &[
+            (header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE.into()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
     ))
 }

@@ -44,8 +44,14 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
             .await
             .map_err(blob_error)?
         {
-            Some((_, size)) => size,
-            None => return from_upstream(app, &t, digest, req).await,
+            Some((_, size)) => {
+                crate::metrics::get().cache(&t.upstream.name, "blob", "hit");
+                size
+            }
+            None => {
+                crate::metrics::get().cache(&t.upstream.name, "blob", "miss");
+                return from_upstream(app, &t, digest, req).await;
+            }
         },
     };
     let mut headers = vec![

@@ -27,7 +27,7 @@ use super::cors::ResponseHeaders;
 use super::error::{ApiError, Code};
 use super::route::{self, Route};
 use crate::auth::{Action, Anonymous, Auth, AuthError, Principal};
-use crate::config::Config;
+use crate::config::{Config, MetricsConfig};
 use crate::health::Health;
 use crate::proxy::{Proxy, Target};
 use crate::registry::RepoName;
@@ -49,6 +49,8 @@ pub struct Settings {
     pub read_only: bool,
     /// `storage.min_free_bytes`: under it, pushes refused.
     pub min_free_bytes: u64,
+    /// `[metrics]`: where and for whom `/metrics` answers.
+    pub metrics: MetricsConfig,
 }
 
 impl Settings {
@@ -62,6 +64,7 @@ impl Settings {
             headers: ResponseHeaders::from_config(c),
             read_only: c.storage.read_only,
             min_free_bytes: c.storage.min_free_bytes,
+            metrics: c.metrics.clone(),
         }
     }
 
@@ -120,6 +123,7 @@ pub struct UploadSlot<'a>(&'a AtomicU64);
 impl Drop for UploadSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::get().uploads_in_progress.dec();
     }
 }
 
@@ -166,6 +170,7 @@ impl App {
     fn upload_slot(&self) -> Result<UploadSlot<'_>, ApiError> {
         let max = self.settings.load().max_concurrent_uploads;
         let now = self.uploads_running.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::get().uploads_in_progress.inc();
         let slot = UploadSlot(&self.uploads_running);
         if now >= max {
             return Err(ApiError::new(
@@ -491,7 +496,10 @@ pub fn deletes_disabled() -> ApiError {
 
 /// Handles one request; never fails (every error is an OCI error response).
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    let started = std::time::Instant::now();
     let settings = app.settings();
+    let method = req.method().clone();
+    let kind = route::kind(req.uri().path(), &settings.metrics.path);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if req.method() == Method::OPTIONS {
         settings.headers.options(req.headers())
@@ -499,9 +507,21 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: Conn) -> Respon
         let head_only = req.method() == Method::HEAD;
         handle_api(&app, req, conn, &settings)
             .await
-            .unwrap_or_else(|e| e.into_response(head_only))
+            .unwrap_or_else(|e| {
+                // A client error is the client's business; a server-side failure is the
+                // operator's, and the journal is where they look for it.
+                if e.status.is_server_error() {
+                    tracing::warn!(
+                        method = %method, route = kind, client = %conn.client,
+                        status = e.status.as_u16(), message = %e.message,
+                        "request failed"
+                    );
+                }
+                e.into_response(head_only)
+            })
     };
     settings.headers.decorate(origin.as_ref(), &mut resp);
+    crate::metrics::get().request(&method, kind, resp.status().as_u16(), started.elapsed());
     resp
 }
 
@@ -537,6 +557,13 @@ async fn handle_api(
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
+    let metrics = &settings.metrics;
+    if !metrics.path.is_empty()
+        && parts.uri.path() == metrics.path
+        && base::serves_metrics(metrics, conn.listener)
+    {
+        return base::metrics(app, &parts, conn, metrics).await;
+    }
     let route = route::parse(parts.uri.path())?;
     if matches!(route, Route::Healthz | Route::Readyz) {
         // Probes answer without credentials on every listener.
