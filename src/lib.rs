@@ -4,6 +4,7 @@
 //! Module map (ARCHITECTURE.md): `registry` is the pure vocabulary (names, digests, manifests),
 //! `storage` the on-disk layout and durability, `http` the API edge, `auth` who may do what, `daemon` the wiring.
 
+pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod daemon;

@@ -93,6 +93,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load image archives straight into storage: `docker save` tarballs (legacy and Docker 25+
+    /// OCI layouts), OCI image-layout directories and tarballs, gzip or not. Manifest digests the
+    /// archive has stay the same. Safe while the daemons run.
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Store every image under this repository (keeping its tags), instead of the names in
+        /// the archive.
+        #[arg(long, value_name = "NAME")]
+        repo: Option<String>,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Write images to an OCI image-layout tarball (with a Docker manifest.json, so docker load
+    /// takes it too), for carrying into an air-gapped cluster. REF: REPO[:TAG] or REPO@DIGEST.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The tarball to write (gzip when it ends in .gz or .tgz; - for standard output).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        #[arg(required = true, value_name = "REF")]
+        refs: Vec<String>,
+    },
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man,
@@ -525,6 +549,26 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             registryd::lifecycle::cli::fsck(&config, repair, json)
+        }
+        Command::Import {
+            config,
+            repo,
+            files,
+        } => {
+            let Ok(config) = config_or_exit(&config) else {
+                return ExitCode::from(2);
+            };
+            registryd::archive::cli::import(&config, repo.as_deref(), &files)
+        }
+        Command::Export {
+            config,
+            output,
+            refs,
+        } => {
+            let Ok(config) = config_or_exit(&config) else {
+                return ExitCode::from(2);
+            };
+            registryd::archive::cli::export(&config, &refs, &output)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
