@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod migrate;
 pub mod node;
 pub mod proxy;
 pub mod registry;

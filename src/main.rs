@@ -117,6 +117,12 @@ enum Command {
         #[arg(required = true, value_name = "REF")]
         refs: Vec<String>,
     },
+    /// Convert a CNCF Distribution config.yml (registry:2, Debian's docker-registry) into registryd
+    /// TOML on stdout, with a warning comment for each setting that has no equivalent.
+    ImportConfig {
+        #[arg(value_name = "CONFIG_YML")]
+        file: PathBuf,
+    },
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man,
@@ -569,6 +575,31 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             registryd::archive::cli::export(&config, &refs, &output)
+        }
+        Command::ImportConfig { file } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!(
+                        "registryd import-config: cannot read {}: {e}",
+                        file.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            match registryd::migrate::convert(&text) {
+                Ok(m) => {
+                    print!("{}", m.toml);
+                    for w in &m.warnings {
+                        eprintln!("registryd import-config: warning: {w}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("registryd import-config: {}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();

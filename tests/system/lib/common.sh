@@ -48,10 +48,17 @@ wait_http() {
   return 1
 }
 
-# loopback_cert: a self-signed certificate for 127.0.0.1 at $WORK/tls.crt and $WORK/tls.key.
+# loopback_cert: a certificate for 127.0.0.1 at $WORK/tls.crt and $WORK/tls.key, issued by a test
+# CA at $WORK/ca.crt (a client that verifies, such as registryd's upstream client, trusts that CA;
+# webpki refuses a self-signed CA certificate used as a server's own).
 loopback_cert() {
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
-    -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=registryd test CA" \
+    -keyout "$WORK/ca.key" -out "$WORK/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$WORK/tls.ext"
+  openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/tls.ext" -out "$WORK/tls.crt" 2>/dev/null
 }
 
 # start_dockerd [dockerd args]: a Docker engine of the test's own (no iptables, no bridge, vfs, all

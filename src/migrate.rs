@@ -1,0 +1,534 @@
+//! `registryd import-config`: a CNCF Distribution `config.yml` (the registry:2 image, Debian's
+//! docker-registry) turned into the equivalent registryd TOML, with a warning for each setting that
+//! has no equivalent or means something else here. The output is a complete configuration file:
+//! only the keys that differ from registryd's defaults, plus the warnings as comments at the top.
+
+use serde_yaml::Value as Yaml;
+use toml::{Table, Value};
+
+/// The TOML text and the warnings (also written into the text as comments).
+pub struct Migrated {
+    pub toml: String,
+    pub warnings: Vec<String>,
+}
+
+/// Converts the text of a Distribution configuration.
+pub fn convert(yaml: &str) -> Result<Migrated, String> {
+    let doc: Yaml = serde_yaml::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
+    if !doc.is_mapping() {
+        return Err("not a Distribution configuration (the top level is not a mapping)".into());
+    }
+    let mut m = Migration {
+        out: Table::new(),
+        warnings: Vec::new(),
+    };
+    m.storage(&doc)?;
+    m.http(&doc)?;
+    m.auth(&doc)?;
+    m.health(&doc)?;
+    m.proxy(&doc)?;
+    m.log(&doc);
+    for (key, why) in [
+        (
+            "notifications",
+            "webhook notifications have no equivalent; metrics and the journal are registryd's event sources",
+        ),
+        (
+            "redis",
+            "no Redis: registryd caches manifests in memory per node and reads links from the shared storage",
+        ),
+        (
+            "validation",
+            "manifest validation settings have no equivalent: registryd always checks that referenced blobs exist",
+        ),
+        ("compatibility", "schema1 is not served by registryd"),
+        ("reporting", "bugsnag/newrelic reporting has no equivalent"),
+        (
+            "middleware",
+            "storage and registry middleware (CloudFront, redirects) have no equivalent",
+        ),
+        (
+            "loglevel",
+            "the old top-level loglevel is ignored; use log.level",
+        ),
+    ] {
+        if doc.get(key).is_some_and(|v| !v.is_null()) {
+            m.warn(format!("{key}: {why}"));
+        }
+    }
+    let mut text = String::from(
+        "# registryd configuration converted from a Distribution config.yml by\n# `registryd import-config`. Every key not set here has registryd's default\n# (`registryd check-config` prints them all).\n",
+    );
+    for w in &m.warnings {
+        text.push_str(&format!("# warning: {w}\n"));
+    }
+    text.push('\n');
+    text.push_str(&toml::to_string(&m.out).map_err(|e| format!("cannot write the TOML: {e}"))?);
+    Ok(Migrated {
+        toml: text,
+        warnings: m.warnings,
+    })
+}
+
+struct Migration {
+    out: Table,
+    warnings: Vec<String>,
+}
+
+impl Migration {
+    fn warn(&mut self, w: String) {
+        self.warnings.push(w);
+    }
+
+    fn set(&mut self, section: &str, key: &str, v: Value) {
+        let t = self
+            .out
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = t {
+            t.insert(key.to_string(), v);
+        }
+    }
+
+    fn storage(&mut self, doc: &Yaml) -> Result<(), String> {
+        let Some(s) = doc.get("storage") else {
+            return Ok(());
+        };
+        if let Some(root) = s
+            .get("filesystem")
+            .and_then(|f| f.get("rootdirectory"))
+            .and_then(Yaml::as_str)
+        {
+            // registryd reads the same layout: the same directory serves the same images.
+            self.set("storage", "root", Value::String(root.into()));
+        } else if s.get("filesystem").is_some() {
+            self.set("storage", "root", Value::String("/var/lib/registry".into()));
+        }
+        for driver in ["s3", "azure", "gcs", "swift", "oss", "inmemory"] {
+            if s.get(driver).is_some() {
+                self.warn(format!(
+                    "storage.{driver}: registryd stores on a filesystem (a shared mount in a cluster); copy the data to a directory and set storage.root"
+                ));
+            }
+        }
+        if let Some(d) = s.get("delete").and_then(|d| d.get("enabled")) {
+            self.set("storage", "delete_enabled", Value::Boolean(truthy(d)));
+        } else {
+            // Distribution refuses deletes unless enabled; registryd allows them by default.
+            self.set("storage", "delete_enabled", Value::Boolean(false));
+        }
+        if s.get("cache").is_some() {
+            self.warn(
+                "storage.cache: not needed; registryd caches manifests in memory by itself".into(),
+            );
+        }
+        if let Some(m) = s.get("maintenance") {
+            if let Some(up) = m.get("uploadpurging") {
+                if up.get("enabled").is_some_and(|e| !truthy(e)) {
+                    self.warn("storage.maintenance.uploadpurging.enabled = false: registryd always removes abandoned uploads; set gc.upload_max_age_secs high to keep them longer".into());
+                }
+                if let Some(age) = up.get("age") {
+                    let secs = duration_secs(age)
+                        .map_err(|e| format!("storage.maintenance.uploadpurging.age: {e}"))?;
+                    self.set("gc", "upload_max_age_secs", Value::Integer(secs as i64));
+                }
+                if let Some(iv) = up.get("interval") {
+                    let secs = duration_secs(iv)
+                        .map_err(|e| format!("storage.maintenance.uploadpurging.interval: {e}"))?;
+                    self.set("gc", "interval_secs", Value::Integer(secs as i64));
+                    self.warn("storage.maintenance.uploadpurging.interval became gc.interval_secs: registryd's garbage collection runs online on that schedule and also removes unreferenced blobs (Distribution needed `registry garbage-collect` offline for that)".into());
+                }
+            }
+            if let Some(ro) = m.get("readonly").and_then(|r| r.get("enabled")) {
+                self.set("storage", "read_only", Value::Boolean(truthy(ro)));
+            }
+        }
+        Ok(())
+    }
+
+    fn http(&mut self, doc: &Yaml) -> Result<(), String> {
+        let Some(h) = doc.get("http") else {
+            return Ok(());
+        };
+        let tls = h.get("tls");
+        let cert = tls
+            .and_then(|t| t.get("certificate"))
+            .and_then(Yaml::as_str);
+        let key = tls.and_then(|t| t.get("key")).and_then(Yaml::as_str);
+        if let Some(addr) = h.get("addr").and_then(Yaml::as_str) {
+            let addr = if addr.starts_with(':') {
+                format!("0.0.0.0{addr}")
+            } else {
+                addr.to_string()
+            };
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!("http.addr {addr:?} is not ADDRESS:PORT"));
+            }
+            self.set("server", "listen", Value::Array(vec![Value::String(addr)]));
+            self.warn("http.addr: kept as server.listen; on a cluster node registryd's own address is 169.254.254.254:8443 (add it to server.listen), the same on every node".into());
+        }
+        match (cert, key) {
+            (Some(c), Some(k)) => {
+                self.set("tls", "enabled", Value::Boolean(true));
+                self.set("tls", "certificate", Value::String(c.into()));
+                self.set("tls", "key", Value::String(k.into()));
+            }
+            _ => {
+                self.set("tls", "enabled", Value::Boolean(false));
+                if tls.and_then(|t| t.get("letsencrypt")).is_some() {
+                    self.warn("http.tls.letsencrypt: no ACME client in registryd; use certbot or `registryd cert init` and point tls.certificate/tls.key at the files (they are reloaded when they change)".into());
+                } else {
+                    self.warn("no http.tls: this registry serves plain HTTP, and clients need it listed as insecure".into());
+                }
+            }
+        }
+        if tls.and_then(|t| t.get("clientcas")).is_some() {
+            self.warn("http.tls.clientcas: client certificates are not checked by registryd; use auth.htpasswd".into());
+        }
+        if let Some(d) = h.get("draintimeout") {
+            let secs = duration_secs(d).map_err(|e| format!("http.draintimeout: {e}"))?;
+            self.set("server", "shutdown_grace_secs", Value::Integer(secs as i64));
+        }
+        if h.get("prefix")
+            .and_then(Yaml::as_str)
+            .is_some_and(|p| !p.is_empty() && p != "/")
+        {
+            self.warn("http.prefix: registryd serves the API at /v2/ only; put a path-rewriting proxy in front if clients use a prefix".into());
+        }
+        for k in ["secret", "host", "relativeurls"] {
+            if h.get(k).is_some() {
+                self.warn(format!("http.{k}: not needed (registryd signs nothing with a secret and answers with relative Location URLs)"));
+            }
+        }
+        if let Some(p) = h.get("debug").and_then(|d| d.get("prometheus"))
+            && p.get("enabled").is_some_and(truthy)
+        {
+            let path = p.get("path").and_then(Yaml::as_str).unwrap_or("/metrics");
+            self.set("metrics", "path", Value::String(path.into()));
+            self.warn("http.debug.prometheus: metrics are served on the registry listeners (metrics.listeners), not on a separate debug address".into());
+        }
+        if let Some(headers) = h.get("headers").and_then(Yaml::as_mapping) {
+            self.headers(headers)?;
+        }
+        if h.get("http2")
+            .and_then(|x| x.get("disabled"))
+            .is_some_and(truthy)
+        {
+            self.warn(
+                "http.http2.disabled: registryd always offers HTTP/2 (by ALPN) and HTTP/1.1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `http.headers`: CORS headers become `[cors]` (answered per allowed origin, preflight
+    /// included); the rest stay fixed response headers.
+    fn headers(&mut self, headers: &serde_yaml::Mapping) -> Result<(), String> {
+        let mut fixed = Vec::new();
+        for (name, values) in headers {
+            let Some(name) = name.as_str() else { continue };
+            let vals: Vec<String> = match values {
+                Yaml::Sequence(s) => s.iter().map(scalar).collect(),
+                other => vec![scalar(other)],
+            };
+            let split = || -> Vec<Value> {
+                vals.iter()
+                    .flat_map(|v| v.split(','))
+                    .map(|v| Value::String(v.trim().to_string()))
+                    .filter(|v| v.as_str() != Some(""))
+                    .collect()
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "access-control-allow-origin" => {
+                    self.set("cors", "allowed_origins", Value::Array(split()))
+                }
+                "access-control-allow-methods" => {
+                    self.set("cors", "allowed_methods", Value::Array(split()))
+                }
+                "access-control-allow-headers" => {
+                    self.set("cors", "allowed_headers", Value::Array(split()))
+                }
+                "access-control-expose-headers" => {
+                    self.set("cors", "exposed_headers", Value::Array(split()))
+                }
+                "access-control-allow-credentials" => self.set(
+                    "cors",
+                    "allow_credentials",
+                    Value::Boolean(vals.iter().any(|v| v.eq_ignore_ascii_case("true"))),
+                ),
+                "access-control-max-age" => {
+                    let secs = vals.first().and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| {
+                        format!("http.headers.Access-Control-Max-Age: {vals:?} is not a number of seconds")
+                    })?;
+                    self.set("cors", "max_age_secs", Value::Integer(secs));
+                }
+                _ => fixed.push(Value::String(format!("{name}: {}", vals.join(", ")))),
+            }
+        }
+        if !fixed.is_empty() {
+            self.set("server", "headers", Value::Array(fixed));
+        }
+        Ok(())
+    }
+
+    fn auth(&mut self, doc: &Yaml) -> Result<(), String> {
+        let Some(a) = doc.get("auth") else {
+            return Ok(());
+        };
+        if let Some(h) = a.get("htpasswd") {
+            let path = h
+                .get("path")
+                .and_then(Yaml::as_str)
+                .ok_or("auth.htpasswd.path is missing")?;
+            self.set("auth", "htpasswd", Value::String(path.into()));
+            if let Some(realm) = h.get("realm").and_then(Yaml::as_str) {
+                self.set("auth", "realm", Value::String(realm.into()));
+            }
+            // Distribution asks every client to log in once htpasswd is set.
+            self.set("auth", "anonymous", Value::String("none".into()));
+            let tls = self
+                .out
+                .get("tls")
+                .and_then(|t| t.get("enabled"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if !tls {
+                self.set("auth", "allow_plain_http", Value::Boolean(true));
+                self.warn("auth.htpasswd without http.tls: passwords cross the network in clear text, as they did with Distribution (auth.allow_plain_http = true); set up TLS and remove that line".into());
+            }
+            self.warn("auth.htpasswd: every client must log in, as with Distribution (auth.anonymous = \"none\"); registryd's \"auto\" would let the node's own containers pull without a login on the link-local address".into());
+        }
+        if a.get("token").is_some() {
+            self.warn("auth.token: an external token server is not supported; registryd issues its own tokens from auth.htpasswd accounts".into());
+        }
+        if a.get("silly").is_some() {
+            self.warn("auth.silly: a test-only scheme, dropped".into());
+        }
+        Ok(())
+    }
+
+    fn health(&mut self, doc: &Yaml) -> Result<(), String> {
+        let Some(sd) = doc.get("health").and_then(|h| h.get("storagedriver")) else {
+            return Ok(());
+        };
+        if sd.get("enabled").is_some_and(|e| !truthy(e)) {
+            self.warn(
+                "health.storagedriver.enabled = false: registryd always checks its storage".into(),
+            );
+            return Ok(());
+        }
+        if let Some(iv) = sd.get("interval") {
+            let secs =
+                duration_secs(iv).map_err(|e| format!("health.storagedriver.interval: {e}"))?;
+            self.set(
+                "storage",
+                "check_interval_secs",
+                Value::Integer(secs.max(1) as i64),
+            );
+        }
+        if let Some(t) = sd.get("threshold").and_then(Yaml::as_u64) {
+            self.set("storage", "check_failures", Value::Integer(t.max(1) as i64));
+        }
+        Ok(())
+    }
+
+    fn proxy(&mut self, doc: &Yaml) -> Result<(), String> {
+        let Some(p) = doc.get("proxy") else {
+            return Ok(());
+        };
+        let Some(url) = p.get("remoteurl").and_then(Yaml::as_str) else {
+            return Ok(());
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| format!("proxy.remoteurl {url:?} is not a URL"))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("proxy.remoteurl {url:?} has no host"))?;
+        let name = match host {
+            "registry-1.docker.io" | "index.docker.io" => "docker.io".to_string(),
+            h => h.to_ascii_lowercase(),
+        };
+        let mut up = Table::new();
+        up.insert("name".into(), Value::String(name.clone()));
+        up.insert(
+            "url".into(),
+            Value::String(url.trim_end_matches('/').into()),
+        );
+        if let Some(u) = p.get("username").and_then(Yaml::as_str) {
+            up.insert("username".into(), Value::String(u.into()));
+            let pw = p.get("password").map(scalar).unwrap_or_default();
+            up.insert("password".into(), Value::String(pw));
+            self.warn("proxy.password: copied into this file; consider password_file = \"/etc/registryd/upstream.password\" (mode 0600) instead".into());
+        }
+        self.out
+            .insert("upstream".into(), Value::Array(vec![Value::Table(up)]));
+        self.set("proxy", "default_upstream", Value::String(name));
+        // Distribution's proxy mode mirrors every name.
+        self.set(
+            "proxy",
+            "default_patterns",
+            Value::Array(vec![Value::String("**".into())]),
+        );
+        if p.get("ttl").is_some() {
+            self.warn("proxy.ttl: cached content is kept until the cache is over proxy.max_cache_bytes (least recently pulled first); cached tags are checked with the upstream every proxy.tag_ttl_secs".into());
+        }
+        self.warn("proxy: Distribution in proxy mode refused pushes; registryd also stores pushed images (under names the default upstream does not serve)".into());
+        Ok(())
+    }
+
+    fn log(&mut self, doc: &Yaml) {
+        let Some(l) = doc.get("log") else { return };
+        if let Some(level) = l.get("level").and_then(Yaml::as_str) {
+            let level = match level {
+                "warning" => "warn",
+                "panic" | "fatal" => "error",
+                other => other,
+            };
+            self.set("log", "level", Value::String(level.into()));
+        }
+        match l.get("formatter").and_then(Yaml::as_str) {
+            Some("json") | Some("logstash") => {
+                self.set("log", "format", Value::String("json".into()))
+            }
+            Some("text") => self.set("log", "format", Value::String("auto".into())),
+            _ => {}
+        }
+        if l.get("fields").is_some() || l.get("hooks").is_some() {
+            self.warn(
+                "log.fields / log.hooks: no equivalent (the journal adds the unit and host)".into(),
+            );
+        }
+        if l.get("accesslog")
+            .and_then(|a| a.get("disabled"))
+            .is_some_and(|d| !truthy(d))
+        {
+            self.warn(
+                "log.accesslog: registryd logs failed requests; request counts are in the metrics"
+                    .into(),
+            );
+        }
+    }
+}
+
+fn truthy(v: &Yaml) -> bool {
+    match v {
+        Yaml::Bool(b) => *b,
+        Yaml::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+fn scalar(v: &Yaml) -> String {
+    match v {
+        Yaml::String(s) => s.clone(),
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::Number(n) => n.to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// A Go duration (`10s`, `168h`, `1h30m`, `500ms`) or a bare number of seconds, in whole seconds
+/// (rounded up).
+fn duration_secs(v: &Yaml) -> Result<u64, String> {
+    if let Some(n) = v.as_u64() {
+        // Go reads a bare number in YAML as nanoseconds.
+        return Ok(n.div_ceil(1_000_000_000));
+    }
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{v:?} is not a duration"))?;
+    let mut total_ms: u128 = 0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(|| format!("{s:?}: a number without a unit"))?;
+        let n: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 10s or 1h30m"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit_len] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            "us" | "µs" => 0.001,
+            "ns" => 0.000_001,
+            u => return Err(format!("{s:?}: unknown unit {u:?}")),
+        };
+        total_ms += (n * ms).ceil() as u128;
+        rest = &rest[unit_len..];
+    }
+    Ok(total_ms.div_ceil(1000) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let d = |s: &str| duration_secs(&Yaml::String(s.into()));
+        assert_eq!(d("10s"), Ok(10));
+        assert_eq!(d("168h"), Ok(604_800));
+        assert_eq!(d("1h30m"), Ok(5_400));
+        assert_eq!(d("500ms"), Ok(1));
+        assert!(d("ten").is_err());
+        assert!(d("10").is_err());
+        assert!(d("5d").is_err());
+    }
+
+    #[test]
+    fn compose_style() {
+        let m = convert(
+            r#"
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+  tls:
+    certificate: /certs/domain.crt
+    key: /certs/domain.key
+  headers:
+    X-Content-Type-Options: [nosniff]
+    Access-Control-Allow-Origin: ['http://ui.example']
+    Access-Control-Allow-Methods: ['HEAD,GET,OPTIONS,DELETE']
+    Access-Control-Max-Age: [1728000]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"#,
+        )
+        .unwrap();
+        let t: Table = toml::from_str(&m.toml).unwrap();
+        assert_eq!(t["storage"]["root"].as_str(), Some("/var/lib/registry"));
+        assert_eq!(t["server"]["listen"][0].as_str(), Some("0.0.0.0:5000"));
+        assert_eq!(
+            t["server"]["headers"][0].as_str(),
+            Some("X-Content-Type-Options: nosniff")
+        );
+        assert_eq!(
+            t["cors"]["allowed_methods"].as_array().map(Vec::len),
+            Some(4)
+        );
+        assert_eq!(t["cors"]["max_age_secs"].as_integer(), Some(1_728_000));
+        assert_eq!(t["storage"]["check_interval_secs"].as_integer(), Some(10));
+        assert!(convert("- a list").is_err());
+    }
+}
