@@ -124,7 +124,7 @@ async fn check_space(app: &App, storage: &Storage, min_free: u64, timeout: Durat
 }
 
 /// Bytes available to unprivileged writers on the filesystem holding `path`.
-fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("path contains NUL"))?;

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod health;
 pub mod http;
 pub mod lifecycle;

@@ -123,6 +123,20 @@ enum Command {
         #[arg(value_name = "CONFIG_YML")]
         file: PathBuf,
     },
+    /// Check this node and say how to fix what is wrong: the link-local address, the hosts entries,
+    /// the certificate (key, expiry, names), the clock, the storage (mount, writable, free space,
+    /// GlusterFS options), every listener over TLS as a client here sees it, and systemd.
+    /// Exit 1 when a check fails.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also trust this CA (PEM) when trying the listeners, as a client that has it would.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+    },
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man,
@@ -575,6 +589,35 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             registryd::archive::cli::export(&config, &refs, &output)
+        }
+        Command::Doctor { config, json, ca } => {
+            let config = match config_or_exit(&config) {
+                Ok(c) => c,
+                Err(_) => {
+                    println!("FAIL  config       the configuration has errors (above)");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Ok(rt) = registryd::lifecycle::cli::runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let findings = rt.block_on(registryd::doctor::run(&config, ca.as_deref()));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&findings).unwrap_or_default()
+                );
+            } else {
+                print!("{}", registryd::doctor::render(&findings));
+            }
+            if findings
+                .iter()
+                .any(|f| f.verdict == registryd::doctor::Verdict::Fail)
+            {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::ImportConfig { file } => {
             let text = match std::fs::read_to_string(&file) {

@@ -3,7 +3,7 @@
 //! has no equivalent or means something else here. The output is a complete configuration file:
 //! only the keys that differ from registryd's defaults, plus the warnings as comments at the top.
 
-use serde_yaml::Value as Yaml;
+use serde_json::Value as Yaml;
 use toml::{Table, Value};
 
 /// The TOML text and the warnings (also written into the text as comments).
@@ -14,8 +14,10 @@ pub struct Migrated {
 
 /// Converts the text of a Distribution configuration.
 pub fn convert(yaml: &str) -> Result<Migrated, String> {
-    let doc: Yaml = serde_yaml::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
-    if !doc.is_mapping() {
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
+    let doc = docs.first().map(to_json).unwrap_or(Yaml::Null);
+    if !doc.is_object() {
         return Err("not a Distribution configuration (the top level is not a mapping)".into());
     }
     let mut m = Migration {
@@ -207,7 +209,7 @@ impl Migration {
             self.set("metrics", "path", Value::String(path.into()));
             self.warn("http.debug.prometheus: metrics are served on the registry listeners (metrics.listeners), not on a separate debug address".into());
         }
-        if let Some(headers) = h.get("headers").and_then(Yaml::as_mapping) {
+        if let Some(headers) = h.get("headers").and_then(Yaml::as_object) {
             self.headers(headers)?;
         }
         if h.get("http2")
@@ -223,12 +225,11 @@ impl Migration {
 
     /// `http.headers`: CORS headers become `[cors]` (answered per allowed origin, preflight
     /// included); the rest stay fixed response headers.
-    fn headers(&mut self, headers: &serde_yaml::Mapping) -> Result<(), String> {
+    fn headers(&mut self, headers: &serde_json::Map<String, Yaml>) -> Result<(), String> {
         let mut fixed = Vec::new();
         for (name, values) in headers {
-            let Some(name) = name.as_str() else { continue };
             let vals: Vec<String> = match values {
-                Yaml::Sequence(s) => s.iter().map(scalar).collect(),
+                Yaml::Array(s) => s.iter().map(scalar).collect(),
                 other => vec![scalar(other)],
             };
             let split = || -> Vec<Value> {
@@ -424,10 +425,39 @@ fn scalar(v: &Yaml) -> String {
         Yaml::String(s) => s.clone(),
         Yaml::Bool(b) => b.to_string(),
         Yaml::Number(n) => n.to_string(),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A parsed YAML document as JSON values (the shapes a registry config uses: maps with string
+/// keys, lists, scalars). A pure-Rust YAML parser, so the binary embeds no libyaml.
+fn to_json(y: &yaml_rust2::Yaml) -> Yaml {
+    use yaml_rust2::Yaml as Y;
+    match y {
+        Y::String(s) => Yaml::String(s.clone()),
+        Y::Integer(i) => Yaml::from(*i),
+        Y::Real(r) => r
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Yaml::Number)
+            .unwrap_or_else(|| Yaml::String(r.clone())),
+        Y::Boolean(b) => Yaml::Bool(*b),
+        Y::Array(a) => Yaml::Array(a.iter().map(to_json).collect()),
+        Y::Hash(h) => Yaml::Object(
+            h.iter()
+                .filter_map(|(k, v)| {
+                    let key = match k {
+                        Y::String(s) => s.clone(),
+                        Y::Integer(i) => i.to_string(),
+                        Y::Boolean(b) => b.to_string(),
+                        _ => return None,
+                    };
+                    Some((key, to_json(v)))
+                })
+                .collect(),
+        ),
+        Y::Alias(_) | Y::Null | Y::BadValue => Yaml::Null,
     }
 }
 

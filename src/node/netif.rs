@@ -88,6 +88,15 @@ async fn holder(handle: &Handle, ip: IpAddr) -> Result<Option<String>, io::Error
     Ok(None)
 }
 
+/// The interface that holds `ip` on this node, if any (read-only; for `registryd doctor`).
+pub async fn find(ip: IpAddr) -> io::Result<Option<String>> {
+    let (conn, handle, _) = new_connection()?;
+    let conn_task = tokio::spawn(conn);
+    let found = holder(&handle, ip).await;
+    conn_task.abort();
+    found
+}
+
 /// Makes sure `ip/prefix` is on this node, creating `interface` (a dummy link) if allowed.
 pub async fn ensure(
     ip: IpAddr,

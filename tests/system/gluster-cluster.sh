@@ -168,8 +168,14 @@ start_registryd coherence2 "$PORT" "$GL/plain/elsewhere"
 grep -q "gluster volume set $GL_VOL performance.quick-read off" "$WORK/coherence2.log" \
   || { cat "$WORK/coherence2.log"; fail "no warning for quick-read"; }
 stop_pid "$REG_PID"
+# registryd doctor names the same problems (its other checks fail here: no link, no certificate).
+"$TEST_REGISTRYD_BIN" doctor --storage "$GL/plain/elsewhere" >"$WORK/doctor.out" 2>&1 || true
+grep -qE "^ok +storage .*\(fuse.glusterfs\): writable" "$WORK/doctor.out" \
+  && grep -qE "^WARN +glusterfs .*quick-read" "$WORK/doctor.out" \
+  && grep -q "fix: .*gluster volume set $GL_VOL performance.quick-read off" "$WORK/doctor.out" \
+  || { cat "$WORK/doctor.out"; fail "doctor did not report the GlusterFS mount and its quick-read"; }
 gl_cli volume set "$GL_VOL" performance.quick-read off >/dev/null
-pass "coherence: warnings name the mount options and volume options that are off, with the fix"
+pass "coherence: warnings (daemon and doctor) name the mount options and volume options that are off, with the fix"
 
 # 8. Garbage collection across nodes: `registryd gc` runs again and again on the shared volume while
 # skopeo pushes through nodes 1 and 3 and pulls through node 3. Every push and pull succeeds, every

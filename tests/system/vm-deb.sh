@@ -29,4 +29,4 @@ echo "vm: boot + guest test in $(( $(date +%s) - t1 ))s"
 cp "$SHARE/out/run.log" /var/cache/registryd-tests/vm/last-guest.log 2>/dev/null || true
 grep -E "^(==|FAIL)" "$SHARE/out/run.log" 2>/dev/null || true
 [ "$(cat "$SHARE/out/rc" 2>/dev/null)" = 0 ] || { cat "$SHARE/out/run.log" 2>/dev/null | tail -40; tail -30 /var/cache/registryd-tests/vm/console.log; fail "guest test"; }
-pass "VM: .deb install, unit, link, hosts, skopeo+docker, rotation, reload, SIGKILL restart, purge ($(cat "$SHARE/out/security.txt" 2>/dev/null))"
+pass "VM: .deb install, unit, link, hosts, skopeo+docker, rotation, reload, SIGKILL restart, purge, doctor ($(cat "$SHARE/out/security.txt" 2>/dev/null))"

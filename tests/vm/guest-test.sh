@@ -40,6 +40,15 @@ skopeo --insecure-policy copy --quiet "oci:$S/img:v1" docker://registry.home:844
 systemctl is-active --quiet docker || systemctl start docker || fail "dockerd does not start in the VM"
 docker pull -q registry.home:8443/vm/img:v1 >/dev/null || fail "docker pull"
 curl -fsS https://registry.home:8443/v2/_catalog | grep -q '"vm/img"' || fail "catalog"
+# The installed node, as registryd doctor sees it: every check passes, systemd included.
+registryd doctor >"$S/out/doctor.txt" 2>&1 || { cat "$S/out/doctor.txt"; fail "registryd doctor on the installed node"; }
+grep -qE "^ok +systemd +registryd.service is active and enabled" "$S/out/doctor.txt" || { cat "$S/out/doctor.txt"; fail "doctor: systemd line"; }
+grep -qE "^ok +listener +https://registry.home:8443/v2/ answers 200" "$S/out/doctor.txt" || { cat "$S/out/doctor.txt"; fail "doctor: listener line"; }
+systemctl stop registryd
+registryd doctor >"$S/out/doctor-stopped.txt" 2>&1 && fail "doctor passed with the service stopped"
+grep -qE "^FAIL +systemd +registryd.service is inactive" "$S/out/doctor-stopped.txt" || { cat "$S/out/doctor-stopped.txt"; fail "doctor: stopped service not named"; }
+systemctl start registryd || fail "start after the doctor check"
+poll 'curl -fsS -o /dev/null https://registry.home:8443/v2/' || fail "not serving after the restart"
 
 stage "4. certificate rotation without systemctl, then reload with a new hostname"
 cp "$S/tls2/tls.crt" /etc/registryd/tls/.tls.crt.new && cp "$S/tls2/tls.key" /etc/registryd/tls/.tls.key.new
