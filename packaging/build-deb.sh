@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds target/debian/registryd_<version>_amd64.deb (release binary, man page rendered from the
+# Builds target/debian/registryd_<version>_amd64.deb (the dist-profile binary, man page rendered from the
 # CLI definition, unit, conffile) and checks it with lintian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
-cargo build --release
+cargo build --profile dist
 mkdir -p target/man
-./target/release/registryd man | gzip -9n >target/man/registryd.8.gz
+./target/dist/registryd man | gzip -9n >target/man/registryd.8.gz
 cargo deb --no-build --quiet >/dev/null
 deb=$(ls -t target/debian/registryd_*_amd64.deb | head -1)
 echo "$deb"

@@ -23,7 +23,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: &'static str,
     /// blob, manifest, upload, tags, catalog, referrers, base, token, probe, metrics, other.
     pub route: &'static str,
     pub status: u16,
@@ -31,7 +31,7 @@ pub struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
+    pub method: &'static str,
     pub route: &'static str,
 }
 
@@ -184,7 +184,7 @@ impl Metrics {
         let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.clone(),
+                method,
                 route,
                 status,
             })
@@ -240,17 +240,17 @@ impl Metrics {
 }
 
 /// Standard methods by name; anything else as one label, so a client inventing methods cannot
-/// create series without bound.
-fn method_label(m: &http::Method) -> String {
+/// create series without bound. Static strings: no allocation per request.
+fn method_label(m: &http::Method) -> &'static str {
     match *m {
-        http::Method::GET
-        | http::Method::HEAD
-        | http::Method::PUT
-        | http::Method::POST
-        | http::Method::PATCH
-        | http::Method::DELETE
-        | http::Method::OPTIONS => m.as_str().to_string(),
-        _ => "other".to_string(),
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::PUT => "PUT",
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 

@@ -195,6 +195,16 @@ pub(super) fn data_size(path: &std::path::Path) -> Result<Option<u64>> {
 }
 
 impl Storage {
+    /// Records `digest` as verified: later serves on this node stream it without hashing.
+    fn mark_verified(&self, digest: &Digest) {
+        if let Ok(mut v) = self.inner.verified.lock() {
+            if v.len() >= 100_000 {
+                v.clear();
+            }
+            v.insert(digest.clone());
+        }
+    }
+
     /// Serves `inner` (the whole of blob `digest`) while checking it against its digest, the first
     /// time this node serves that blob. The last chunk is held back until the check passes: a blob
     /// that fails is never sent whole; the client gets an error, the blob is quarantined (fsck's
@@ -245,12 +255,7 @@ impl Storage {
                             st.finished = true;
                             let got = Digest::from_sha256_output(&st.sha.clone().finalize());
                             if got == d {
-                                if let Ok(mut v) = me.inner.verified.lock() {
-                                    if v.len() >= 100_000 {
-                                        v.clear();
-                                    }
-                                    v.insert(d);
-                                }
+                                me.mark_verified(&d);
                                 let last = st.held.take()?;
                                 return Some((Ok(last), st));
                             }
