@@ -295,8 +295,8 @@ fn storage(r: &mut Report, config: &Config) {
             return;
         }
     }
-    let meta = match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => m,
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
         Ok(_) => {
             r.fail(
                 "storage",
@@ -316,8 +316,7 @@ fn storage(r: &mut Report, config: &Config) {
             );
             return;
         }
-    };
-    let _ = meta;
+    }
     let mount = std::fs::read_to_string("/proc/self/mountinfo")
         .ok()
         .and_then(|mi| crate::node::gluster::mount_of(&mi, root));

@@ -118,7 +118,9 @@ impl Health {
             };
             if let Some(reason) = reason {
                 self.set_unready(reason);
-                crate::metrics::get().storage_check(false, false);
+                let m = crate::metrics::get();
+                m.storage_check(false);
+                m.storage_ready.set(0);
                 return was != self.is_ready();
             }
         }
@@ -130,7 +132,7 @@ impl Health {
                 timeout.as_secs()
             )),
         };
-        crate::metrics::get().storage_check(result.is_ok(), false);
+        crate::metrics::get().storage_check(result.is_ok());
         match result {
             Ok(()) => self.set_ready(),
             Err(reason) => {

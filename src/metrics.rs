@@ -214,12 +214,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn storage_check(&self, ok: bool, ready: bool) {
+    pub fn storage_check(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.storage_checks
             .get_or_create(&ResultLabels { result })
             .inc();
-        self.storage_ready.set(i64::from(ready));
     }
 
     pub fn gc_run(&self, result: &'static str, freed_bytes: u64) {

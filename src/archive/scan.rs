@@ -208,12 +208,10 @@ impl Source {
 impl Scan {
     fn add(&mut self, path: String, size: u64, r: &mut dyn Read) -> io::Result<()> {
         let named = digest_from_path(&path);
-        let mut magic = [0u8; 4];
-        if size <= SMALL_JSON {
+        let (digest, magic) = if size <= SMALL_JSON {
             let mut bytes = Vec::with_capacity(size as usize);
             r.read_to_end(&mut bytes)?;
-            let n = bytes.len().min(4);
-            magic[..n].copy_from_slice(&bytes[..n]);
+            let magic = magic_of(&bytes);
             let digest = named.unwrap_or_else(|| Digest::sha256_of(&bytes));
             if matches!(
                 bytes.iter().find(|b| !b.is_ascii_whitespace()),
@@ -221,37 +219,29 @@ impl Scan {
             ) {
                 self.small.insert(path.clone(), bytes);
             }
-            self.entries.insert(
-                path,
-                Entry {
-                    size,
-                    digest,
-                    magic,
-                },
-            );
-            return Ok(());
-        }
-        let mut r = BufReader::with_capacity(1 << 20, r);
-        let head = r.fill_buf()?;
-        let n = head.len().min(4);
-        magic[..n].copy_from_slice(&head[..n]);
-        let digest = match named {
-            // Verified when stored; hashing it here too would read it twice for nothing (the
-            // tar reader skips what is left of the entry).
-            Some(d) => d,
-            None => {
-                let mut h = Sha256::new();
-                loop {
-                    let buf = r.fill_buf()?;
-                    if buf.is_empty() {
-                        break;
+            (digest, magic)
+        } else {
+            let mut r = BufReader::with_capacity(1 << 20, r);
+            let magic = magic_of(r.fill_buf()?);
+            let digest = match named {
+                // Verified when stored; hashing it here too would read it twice for nothing (the
+                // tar reader skips what is left of the entry).
+                Some(d) => d,
+                None => {
+                    let mut h = Sha256::new();
+                    loop {
+                        let buf = r.fill_buf()?;
+                        if buf.is_empty() {
+                            break;
+                        }
+                        h.update(buf);
+                        let n = buf.len();
+                        r.consume(n);
                     }
-                    h.update(buf);
-                    let n = buf.len();
-                    r.consume(n);
+                    Digest::from_sha256_output(&h.finalize())
                 }
-                Digest::from_sha256_output(&h.finalize())
-            }
+            };
+            (digest, magic)
         };
         self.entries.insert(
             path,
@@ -263,6 +253,14 @@ impl Scan {
         );
         Ok(())
     }
+}
+
+/// The first four bytes of a file (zero-padded), enough to tell gzip and zstd from tar.
+fn magic_of(head: &[u8]) -> [u8; 4] {
+    let mut magic = [0u8; 4];
+    let n = head.len().min(4);
+    magic[..n].copy_from_slice(&head[..n]);
+    magic
 }
 
 /// `blobs/sha256/<hex>` names its digest.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use super::{App, Conn, HandlerResult, Req, json_response, method_not_allowed, response};
 use crate::auth::{Anonymous, AuthError, Principal};
 use crate::config::MetricsConfig;
-use crate::http::error::{ApiError, Code};
+use crate::http::error::ApiError;
 use crate::http::{empty, full};
 
 pub fn version(req: &Req) -> HandlerResult {
@@ -109,14 +109,7 @@ pub async fn metrics(
         let allowed = match app.auth.identify(authorization, conn.client.ip()).await {
             Ok(Principal::User(u)) => m.users.iter().any(|x| x == "*" || *x == u),
             Ok(Principal::Anonymous) => false,
-            Err(AuthError::Throttled(wait)) => {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Code::TooManyRequests,
-                    "too many failed logins from this address; wait and retry",
-                )
-                .header(header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
-            }
+            Err(AuthError::Throttled(wait)) => return Err(super::throttled(wait)),
             Err(_) => false,
         };
         if !allowed {

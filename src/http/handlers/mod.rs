@@ -582,14 +582,7 @@ async fn handle_api(
         (policy.has_accounts() && anon != Anonymous::None).then(|| token_url(&parts, conn));
     let who = match app.auth.identify(authorization, conn.client.ip()).await {
         Ok(who) => who,
-        Err(AuthError::Throttled(wait)) => {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                Code::TooManyRequests,
-                "too many failed logins from this address; wait and retry",
-            )
-            .header(header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
-        }
+        Err(AuthError::Throttled(wait)) => return Err(throttled(wait)),
         Err(AuthError::BadCredentials) => {
             return Err(app.challenge(
                 token_realm.as_deref(),
@@ -621,6 +614,16 @@ async fn handle_api(
     }
     authorize(app, &route, &req)?;
     dispatch(app, route, req).await
+}
+
+/// 429 for a client whose failed logins are throttled, with when to come back.
+pub fn throttled(wait: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        Code::TooManyRequests,
+        "too many failed logins from this address; wait and retry",
+    )
+    .header(header::RETRY_AFTER, wait.as_secs().max(1).to_string())
 }
 
 /// Refuses a request its principal may not make, before any storage is touched.
