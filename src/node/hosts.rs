@@ -168,6 +168,10 @@ fn update(path: &Path, f: impl Fn(&str) -> String) -> io::Result<Written> {
         let mut last_len = on_disk.len();
         for _ in 0..200 {
             std::thread::sleep(std::time::Duration::from_millis(2));
+            // Look for other holders of the old inode *before* reading it: a writer that appends and
+            // closes between a read and the look would otherwise be missed. Once nobody holds it, no
+            // one can open it again (the name points at the new file), so this read is the last word.
+            let released = quiet_rounds >= 3 && !held_elsewhere(&old, &meta);
             after.clear();
             old.seek(io::SeekFrom::Start(0))?;
             old.read_to_string(&mut after)?;
@@ -196,7 +200,7 @@ fn update(path: &Path, f: impl Fn(&str) -> String) -> io::Result<Written> {
             }
             // A writer can sit between its open and its write for longer than any quiet period
             // (a busy machine deschedules it), so finish only once nobody else holds the old inode.
-            if quiet_rounds >= 3 && moved == after.len() && !held_elsewhere(&old, &meta) {
+            if released && moved == after.len() {
                 break;
             }
         }
