@@ -1,14 +1,17 @@
 //! Blob reads, links and deletes. A blob is served from a repository only when the repository links
 //! it (`_layers`), as Distribution does; the bytes themselves live once in the global blob store.
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::Digest as _;
 
-use super::{Result, Storage, StorageError, atomic, exists, layout, read_link};
+use super::{
+    Result, Storage, StorageError, atomic, cached, exists, layout, read_link, read_link_as,
+};
 use crate::registry::{Digest, RepoName};
 
 /// The bytes of a blob, read in large chunks straight into the buffers that go to the client.
@@ -17,7 +20,7 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync
 /// Bytes read per storage call while streaming a blob. Each chunk is one hop to a blocking thread
 /// and at most two are alive per download (one being sent, one being read), so this trades thread
 /// switches against memory per concurrent pull.
-pub(super) const CHUNK: u64 = 512 * 1024;
+pub(super) const CHUNK: u64 = 256 * 1024;
 
 /// Chunk buffers kept for reuse once the client has been sent their bytes. Reused buffers cost no
 /// page faults or zeroing, and memory stays at what concurrent downloads hold: freed 512 KiB
@@ -49,12 +52,44 @@ impl Drop for PooledChunk {
     }
 }
 
-/// Reads the next `want` (≤ CHUNK) bytes of `file` into a pooled buffer.
-fn read_chunk(file: &std::fs::File, want: usize) -> io::Result<Bytes> {
+fn pooled_buffer() -> Vec<u8> {
     let pooled = CHUNK_POOL.lock().ok().and_then(|mut p| p.pop());
-    let mut buf = pooled.unwrap_or_else(|| vec![0; CHUNK as usize]);
-    let mut file = file;
-    file.read_exact(&mut buf[..want]).map_err(|e| {
+    pooled.unwrap_or_else(|| vec![0; CHUNK as usize])
+}
+
+/// Reads up to `want` (≤ CHUNK) bytes of `file` at `pos` only as far as the page cache already
+/// holds them (`preadv2` with `RWF_NOWAIT`), so the caller can do it on an async thread instead of
+/// paying a hop to a blocking thread per chunk. `None` when nothing was cached, or the filesystem
+/// cannot tell without waiting (FUSE, hence GlusterFS, refuses the flag): then the caller reads on
+/// a blocking thread, under the storage timeout.
+fn read_cached(file: &std::fs::File, pos: u64, want: usize) -> Option<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf = pooled_buffer();
+    let mut got = 0;
+    while got < want {
+        let iov = libc::iovec {
+            iov_base: buf[got..want].as_mut_ptr().cast(),
+            iov_len: want - got,
+        };
+        let offset = libc::off_t::try_from(pos + got as u64).ok()?;
+        // SAFETY: the iovec points into `buf`, which outlives the call and holds `want` bytes.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+        if n <= 0 {
+            // EAGAIN (not cached), EOPNOTSUPP (the filesystem cannot say), or end of file: the
+            // blocking read takes over, and reports a short file as an error.
+            break;
+        }
+        got += n as usize;
+    }
+    let chunk = PooledChunk { buf, len: got };
+    (got > 0).then(|| Bytes::from_owner(chunk))
+}
+
+/// Reads the next `want` (≤ CHUNK) bytes of `file` at `pos` into a pooled buffer.
+fn read_chunk(file: &std::fs::File, pos: u64, want: usize) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = pooled_buffer();
+    file.read_exact_at(&mut buf[..want], pos).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -72,11 +107,20 @@ impl Storage {
     pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let l = self.layout().clone();
         let (name, digest) = (name.clone(), digest.clone());
-        self.blocking(move || {
-            let linked = read_link(&l.layer_link(&name, &digest))?.as_ref() == Some(&digest)
-                || read_link(&l.revision_link(&name, &digest))?.as_ref() == Some(&digest);
+        self.cached_or_blocking(move |from_cache| {
+            let linked = read_link_as(&l.layer_link(&name, &digest), from_cache)?.as_ref()
+                == Some(&digest)
+                || read_link_as(&l.revision_link(&name, &digest), from_cache)?.as_ref()
+                    == Some(&digest);
             if !linked {
                 return Ok(None);
+            }
+            if from_cache {
+                return match cached::size(&l.blob_data(&digest)) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e.into()),
+                };
             }
             data_size(&l.blob_data(&digest))
         })
@@ -98,39 +142,40 @@ impl Storage {
     pub async fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> Result<BlobStream> {
         let path = self.layout().blob_data(digest);
         let file = self
-            .blocking(move || {
-                let mut f = match atomic::retry_stale(|| std::fs::File::open(&path)) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(StorageError::BlobUnknown);
-                    }
-                    Err(e) => return Err(e.into()),
+            .cached_or_blocking(move |from_cache| {
+                let opened = if from_cache {
+                    cached::open(&path, libc::O_RDONLY)
+                } else {
+                    atomic::retry_stale(|| std::fs::File::open(&path))
                 };
-                if start > 0 {
-                    f.seek(SeekFrom::Start(start))?;
+                match opened {
+                    Ok(f) => Ok(Arc::new(f)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::BlobUnknown),
+                    Err(e) => Err(e.into()),
                 }
-                Ok(f)
             })
             .await?;
         let me = self.clone();
-        let chunks = futures_util::stream::try_unfold((file, len), move |(file, left)| {
-            let me = me.clone();
+        let end = start + len;
+        let chunks = futures_util::stream::try_unfold(start, move |pos| {
+            let (me, file) = (me.clone(), file.clone());
             async move {
-                if left == 0 {
+                if pos >= end {
                     return Ok(None);
                 }
-                let (file, chunk) = me
-                    .blocking(move || {
-                        let chunk = read_chunk(&file, left.min(CHUNK) as usize)?;
-                        Ok((file, chunk))
-                    })
-                    .await
-                    .map_err(|e| match e {
-                        StorageError::Io(e) => e,
-                        other => io::Error::other(other),
-                    })?;
-                let left = left - chunk.len() as u64;
-                Ok(Some((chunk, (file, left))))
+                let want = (end - pos).min(CHUNK) as usize;
+                let chunk = match read_cached(&file, pos, want) {
+                    Some(c) => c,
+                    None => me
+                        .blocking(move || Ok(read_chunk(&file, pos, want)?))
+                        .await
+                        .map_err(|e| match e {
+                            StorageError::Io(e) => e,
+                            other => io::Error::other(other),
+                        })?,
+                };
+                let pos = pos + chunk.len() as u64;
+                Ok(Some((chunk, pos)))
             }
         });
         Ok(Box::pin(chunks))

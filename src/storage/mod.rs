@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod blobs;
+mod cached;
 mod catalog;
 pub mod fill;
 pub mod inventory;
@@ -77,7 +78,25 @@ fn timed_out(limit: Duration) -> StorageError {
 
 /// Reads a link file and parses the digest it holds; `None` when the link does not exist.
 fn read_link(path: &Path) -> Result<Option<Digest>> {
-    match atomic::read_retrying(path) {
+    parse_link(path, atomic::read_retrying(path))
+}
+
+/// [`read_link`] from the kernel's caches alone (see [`cached`]); `WouldBlock` otherwise.
+fn read_link_cached(path: &Path) -> Result<Option<Digest>> {
+    parse_link(path, cached::read_small(path, 4096))
+}
+
+/// `read_link` or `read_link_cached`, as a [`Storage::cached_or_blocking`] call asks.
+fn read_link_as(path: &Path, from_cache: bool) -> Result<Option<Digest>> {
+    if from_cache {
+        read_link_cached(path)
+    } else {
+        read_link(path)
+    }
+}
+
+fn parse_link(path: &Path, read: io::Result<Vec<u8>>) -> Result<Option<Digest>> {
+    match read {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             let d = text.trim().parse::<Digest>().map_err(|e| {
@@ -132,6 +151,9 @@ struct Inner {
     guard: Option<crate::node::mount::MountGuard>,
     /// The catalog's cached directory tree; taken out while a walk uses it.
     catalog: Mutex<Option<catalog::Dir>>,
+    /// Small hot reads may run on the async threads when the caches answer them (see [`cached`]):
+    /// the root is on a local filesystem and no mount guard is set.
+    inline: bool,
 }
 
 /// The filesystem storage driver. Cheap to clone; clones share state.
@@ -154,6 +176,7 @@ impl Storage {
         max_blocking: usize,
     ) -> Result<Storage> {
         let layout = Layout::new(root.as_ref());
+        let inline = cached::is_local(root.as_ref());
         Ok(Storage {
             inner: Arc::new(Inner {
                 layout,
@@ -166,6 +189,7 @@ impl Storage {
                 listings: Mutex::new(listing::Listings::default()),
                 catalog: Mutex::new(None),
                 guard: None,
+                inline,
             }),
         })
     }
@@ -174,7 +198,11 @@ impl Storage {
     /// or written under a mount point whose volume is gone. Call before cloning the storage.
     pub fn with_guard(mut self, guard: crate::node::mount::MountGuard) -> Storage {
         match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.guard = Some(guard),
+            Some(inner) => {
+                inner.guard = Some(guard);
+                // A guarded mount is a shared one: every call goes through the guard's check.
+                inner.inline = false;
+            }
             None => tracing::error!("storage guard set after the storage was shared; not applied"),
         }
         self
@@ -219,6 +247,23 @@ impl Storage {
             Ok(Err(e)) => Err(StorageError::Io(io::Error::other(e))),
             Err(_) => Err(timed_out(limit)),
         }
+    }
+
+    /// Runs `f(true)` on this thread when the storage allows cached reads and `f` finishes from the
+    /// kernel's caches (it must then read only through [`cached`], which says `WouldBlock` when it
+    /// cannot); otherwise `f(false)` as a [`blocking`](Storage::blocking) call.
+    async fn cached_or_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: Fn(bool) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.inner.inline {
+            match f(true) {
+                Err(StorageError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+        }
+        self.blocking(move || f(false)).await
     }
 
     /// Bounds one async file operation (tokio::fs) in time.
@@ -303,14 +348,15 @@ impl Storage {
     ) -> Result<(Digest, Arc<CachedManifest>)> {
         let me = self.clone();
         let (name, reference) = (name.clone(), reference.clone());
-        self.blocking(move || {
+        self.cached_or_blocking(move |from_cache| {
             let l = me.layout();
             let digest = match &reference {
                 Reference::Digest(d) => d.clone(),
-                Reference::Tag(t) => read_link(&l.tag_current_link(&name, t))?
+                Reference::Tag(t) => read_link_as(&l.tag_current_link(&name, t), from_cache)?
                     .ok_or(StorageError::ManifestUnknown)?,
             };
-            if read_link(&l.revision_link(&name, &digest))?.as_ref() != Some(&digest) {
+            if read_link_as(&l.revision_link(&name, &digest), from_cache)?.as_ref() != Some(&digest)
+            {
                 return Err(StorageError::ManifestUnknown);
             }
             let cached = me
@@ -323,6 +369,10 @@ impl Storage {
                 .cloned();
             if let Some(m) = cached {
                 return Ok((digest, m));
+            }
+            if from_cache {
+                // Reading a manifest's bytes is left to a blocking thread; they are cached after.
+                return Err(cached::would_block().into());
             }
             let bytes = match atomic::read_retrying(&l.blob_data(&digest)) {
                 Ok(b) => b,
