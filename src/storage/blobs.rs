@@ -59,9 +59,9 @@ fn pooled_buffer() -> Vec<u8> {
 
 /// Reads up to `want` (≤ CHUNK) bytes of `file` at `pos` only as far as the page cache already
 /// holds them (`preadv2` with `RWF_NOWAIT`), so the caller can do it on an async thread instead of
-/// paying a hop to a blocking thread per chunk. `None` when nothing was cached, or the filesystem
-/// cannot tell without waiting (FUSE, hence GlusterFS, refuses the flag): then the caller reads on
-/// a blocking thread, under the storage timeout.
+/// paying a hop to a blocking thread per chunk. Only for storage that allows cached reads (a local
+/// filesystem, no mount guard: see `cached`). `None` when nothing was cached, or the filesystem
+/// cannot tell without waiting: then the caller reads on a blocking thread, under the storage timeout.
 fn read_cached(file: &std::fs::File, pos: u64, want: usize) -> Option<Bytes> {
     use std::os::fd::AsRawFd;
     let mut buf = pooled_buffer();
@@ -164,7 +164,12 @@ impl Storage {
                     return Ok(None);
                 }
                 let want = (end - pos).min(CHUNK) as usize;
-                let chunk = match read_cached(&file, pos, want) {
+                let cached = if me.inner.inline {
+                    read_cached(&file, pos, want)
+                } else {
+                    None
+                };
+                let chunk = match cached {
                     Some(c) => c,
                     None => me
                         .blocking(move || Ok(read_chunk(&file, pos, want)?))
