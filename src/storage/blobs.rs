@@ -164,7 +164,7 @@ impl Storage {
                     return Ok(None);
                 }
                 let want = (end - pos).min(CHUNK) as usize;
-                let cached = if me.inner.inline {
+                let cached = if me.cached_reads() {
                     read_cached(&file, pos, want)
                 } else {
                     None

@@ -152,8 +152,9 @@ struct Inner {
     /// The catalog's cached directory tree; taken out while a walk uses it.
     catalog: Mutex<Option<catalog::Dir>>,
     /// Small hot reads may run on the async threads when the caches answer them (see [`cached`]):
-    /// the root is on a local filesystem and no mount guard is set.
-    inline: bool,
+    /// the root is on a local filesystem and no mount guard is set. Looked at again by every
+    /// storage check, in case a network filesystem got mounted over the root after start.
+    inline: std::sync::atomic::AtomicBool,
 }
 
 /// The filesystem storage driver. Cheap to clone; clones share state.
@@ -189,7 +190,7 @@ impl Storage {
                 listings: Mutex::new(listing::Listings::default()),
                 catalog: Mutex::new(None),
                 guard: None,
-                inline,
+                inline: std::sync::atomic::AtomicBool::new(inline),
             }),
         })
     }
@@ -201,7 +202,7 @@ impl Storage {
             Some(inner) => {
                 inner.guard = Some(guard);
                 // A guarded mount is a shared one: every call goes through the guard's check.
-                inner.inline = false;
+                inner.inline = std::sync::atomic::AtomicBool::new(false);
             }
             None => tracing::error!("storage guard set after the storage was shared; not applied"),
         }
@@ -257,13 +258,18 @@ impl Storage {
         F: Fn(bool) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        if self.inner.inline {
+        if self.cached_reads() {
             match f(true) {
                 Err(StorageError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return done,
             }
         }
         self.blocking(move || f(false)).await
+    }
+
+    /// Whether small reads may be answered from the kernel's caches on the async threads.
+    fn cached_reads(&self) -> bool {
+        self.inner.inline.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bounds one async file operation (tokio::fs) in time.
@@ -277,7 +283,14 @@ impl Storage {
     /// A cheap end-to-end probe that the storage root is usable: a durable write and a read back.
     pub async fn check(&self) -> Result<()> {
         let layout = self.inner.layout.clone();
+        let me = self.clone();
         self.blocking(move || {
+            if me.inner.guard.is_none() {
+                let local = cached::is_local(layout.root());
+                me.inner
+                    .inline
+                    .store(local, std::sync::atomic::Ordering::Relaxed);
+            }
             // A probe of this check's own: nodes sharing the storage check at the same moments.
             // It lives in the root itself: nodes that start together and each create a shared
             // subdirectory at the same instant can leave GlusterFS with a GFID mismatch on it
