@@ -202,7 +202,7 @@ impl Storage {
             Some(inner) => {
                 inner.guard = Some(guard);
                 // A guarded mount is a shared one: every call goes through the guard's check.
-                inner.inline = std::sync::atomic::AtomicBool::new(false);
+                *inner.inline.get_mut() = false;
             }
             None => tracing::error!("storage guard set after the storage was shared; not applied"),
         }
@@ -282,9 +282,9 @@ impl Storage {
 
     /// A cheap end-to-end probe that the storage root is usable: a durable write and a read back.
     pub async fn check(&self) -> Result<()> {
-        let layout = self.inner.layout.clone();
         let me = self.clone();
         self.blocking(move || {
+            let layout = me.layout();
             if me.inner.guard.is_none() {
                 let local = cached::is_local(layout.root());
                 me.inner

@@ -183,16 +183,12 @@ impl Storage {
                 _ => true,
             };
             if flush_now && !batch.is_empty() {
-                self.timed(file.write_all(&batch)).await?;
-                cursor.sha.update(&batch);
-                cursor.offset += batch.len() as u64;
+                self.append(&mut file, &mut cursor, &batch).await?;
                 batch.clear();
             }
             match next {
                 Some(Ok(chunk)) if chunk.len() >= WRITE_BATCH => {
-                    self.timed(file.write_all(&chunk)).await?;
-                    cursor.sha.update(&chunk);
-                    cursor.offset += chunk.len() as u64;
+                    self.append(&mut file, &mut cursor, &chunk).await?;
                 }
                 Some(Ok(chunk)) => {
                     if batch.capacity() == 0 {
@@ -218,6 +214,19 @@ impl Storage {
         self.timed(file.flush()).await?;
         self.timed(file.sync_data()).await?;
         Ok(cursor)
+    }
+
+    /// Writes `bytes` at the end of an upload's data and advances `cursor` over them.
+    async fn append(
+        &self,
+        file: &mut tokio::fs::File,
+        cursor: &mut Cursor,
+        bytes: &[u8],
+    ) -> Result<()> {
+        self.timed(file.write_all(bytes)).await?;
+        cursor.sha.update(bytes);
+        cursor.offset += bytes.len() as u64;
+        Ok(())
     }
 
     /// Records `cursor` as acknowledged: durable hash state at its offset, older states removed.
