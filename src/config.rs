@@ -29,6 +29,7 @@ pub struct Config {
     pub cors: Cors,
     pub proxy: Proxy,
     pub metrics: MetricsConfig,
+    pub s3: S3Config,
     pub log: Log,
     /// Upstream registries of the pull-through cache (`[[upstream]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -64,6 +65,8 @@ pub struct Tls {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// "filesystem" (under `root`) or "s3" (the `[s3]` bucket).
+    pub driver: String,
     pub root: PathBuf,
     pub delete_enabled: bool,
     pub require_mount: String,
@@ -242,6 +245,110 @@ impl Upstream {
             self.prefixes.clone()
         }
     }
+}
+
+/// The bucket of `storage.driver = "s3"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub path_style: bool,
+    pub access_key_id: String,
+    #[serde(serialize_with = "redacted")]
+    pub secret_access_key: String,
+    pub credentials_file: PathBuf,
+    pub profile: String,
+    pub ca: PathBuf,
+}
+
+impl S3Config {
+    /// The settings the S3 client needs, with credentials and region taken from the config, then
+    /// the credentials file, then the `AWS_*` environment variables.
+    pub fn settings(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<crate::storage::s3::S3Settings, String> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (mut key, mut secret) = (self.access_key_id.clone(), self.secret_access_key.clone());
+        if (key.is_empty() || secret.is_empty()) && !self.credentials_file.as_os_str().is_empty() {
+            let text = std::fs::read_to_string(&self.credentials_file).map_err(|e| {
+                format!(
+                    "s3.credentials_file {}: {e}",
+                    self.credentials_file.display()
+                )
+            })?;
+            let (k, s) = aws_credentials(&text, &self.profile).ok_or_else(|| {
+                format!(
+                    "s3.credentials_file {}: no aws_access_key_id and aws_secret_access_key under [{}]",
+                    self.credentials_file.display(),
+                    self.profile
+                )
+            })?;
+            (key, secret) = (k, s);
+        }
+        if key.is_empty() || secret.is_empty() {
+            key = env("AWS_ACCESS_KEY_ID").unwrap_or_default();
+            secret = env("AWS_SECRET_ACCESS_KEY").unwrap_or_default();
+        }
+        if key.is_empty() || secret.is_empty() {
+            return Err(
+                "s3: no credentials: set s3.access_key_id and s3.secret_access_key, \
+                 s3.credentials_file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    .into(),
+            );
+        }
+        let endpoint = match &self.endpoint {
+            e if !e.is_empty() => e.clone(),
+            _ => env("AWS_ENDPOINT_URL_S3")
+                .or_else(|| env("AWS_ENDPOINT_URL"))
+                .ok_or("s3.endpoint is required (e.g. https://s3.eu-west-1.amazonaws.com)")?,
+        };
+        let region = match &self.region {
+            r if !r.is_empty() => r.clone(),
+            _ => env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+        };
+        if self.bucket.is_empty() {
+            return Err("s3.bucket is required".into());
+        }
+        Ok(crate::storage::s3::S3Settings {
+            endpoint,
+            region,
+            bucket: self.bucket.clone(),
+            path_style: self.path_style,
+            access_key_id: key,
+            secret_access_key: secret,
+            ca: (!self.ca.as_os_str().is_empty()).then(|| self.ca.clone()),
+            timeout,
+        })
+    }
+}
+
+/// The key pair under `[profile]` of an AWS shared credentials file.
+fn aws_credentials(text: &str, profile: &str) -> Option<(String, String)> {
+    let (mut in_profile, mut key, mut secret) = (false, None, None);
+    for line in text.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let section = section.trim();
+            in_profile = section == profile || section == format!("profile {profile}");
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "aws_access_key_id" => key = Some(v.trim().to_string()),
+                "aws_secret_access_key" => secret = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    Some((key?, secret?))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -609,6 +716,7 @@ impl Config {
             ));
         }
         self.validate_proxy(&mut p);
+        self.validate_storage_driver(&mut p);
         self.validate_access(&mut p);
         self.validate_metrics(&mut p);
         self.validate_http(&mut p);
@@ -619,6 +727,46 @@ impl Config {
             ));
         }
         p
+    }
+
+    fn validate_storage_driver(&self, p: &mut Vec<(&'static str, String)>) {
+        match self.storage.driver.as_str() {
+            "filesystem" => {}
+            "s3" => {
+                if self.s3.bucket.is_empty() {
+                    p.push((
+                        "s3.bucket",
+                        "is required with storage.driver = \"s3\"".into(),
+                    ));
+                }
+                if !self.s3.endpoint.is_empty() && self.s3.endpoint.parse::<url::Url>().is_err() {
+                    p.push((
+                        "s3.endpoint",
+                        format!(
+                            "{:?} is not a URL (e.g. https://s3.eu-west-1.amazonaws.com)",
+                            self.s3.endpoint
+                        ),
+                    ));
+                }
+                if !self.storage.require_mount.is_empty() {
+                    p.push((
+                        "storage.require_mount",
+                        "is for a mounted filesystem; unset it with storage.driver = \"s3\"".into(),
+                    ));
+                }
+                if !self.upstream.is_empty() {
+                    p.push((
+                        "upstream",
+                        "the pull-through cache needs storage.driver = \"filesystem\" for now"
+                            .into(),
+                    ));
+                }
+            }
+            other => p.push((
+                "storage.driver",
+                format!("{other:?} is not a storage driver (\"filesystem\" or \"s3\")"),
+            )),
+        }
     }
 
     fn validate_proxy(&self, p: &mut Vec<(&'static str, String)>) {
@@ -1118,12 +1266,49 @@ mod tests {
     }
 
     #[test]
+    fn s3_driver_settings() {
+        let file = "[default]\naws_access_key_id = AK1\naws_secret_access_key = SK1\n\
+                    [profile ci]\naws_access_key_id=AK2\naws_secret_access_key=SK2\n";
+        assert_eq!(
+            aws_credentials(file, "default"),
+            Some(("AK1".into(), "SK1".into()))
+        );
+        assert_eq!(
+            aws_credentials(file, "ci"),
+            Some(("AK2".into(), "SK2".into()))
+        );
+        assert_eq!(aws_credentials(file, "other"), None);
+        let ok = "[storage]\ndriver = \"s3\"\n[s3]\nendpoint = \"http://127.0.0.1:3900\"\n\
+                  bucket = \"b\"\nregion = \"garage\"\naccess_key_id = \"k\"\n\
+                  secret_access_key = \"very-secret\"\n";
+        let c = load(ok, &[], &Overrides::default()).unwrap();
+        assert!(!c.to_toml().contains("very-secret"));
+        let s = c.s3.settings(std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!((s.region.as_str(), s.bucket.as_str()), ("garage", "b"));
+        let bad = "[storage]\ndriver = \"s4\"\n";
+        let errs = load(bad, &[], &Overrides::default()).unwrap_err().0;
+        assert_eq!(errs[0].key, "storage.driver");
+        let bad = "[storage]\ndriver = \"s3\"\nrequire_mount = \"/mnt\"\n";
+        let keys: Vec<_> = load(bad, &[], &Overrides::default())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert!(keys.contains(&"s3.bucket".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"storage.require_mount".to_string()),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
     fn upstreams() {
-        let ok = "[proxy]\ndefault_upstream = \"docker.io\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\nusername = \"u\"\npassword = \"secret\"\n";
+        let ok = "[proxy]\ndefault_upstream = \"docker.io\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\nusername = \"u\"\npassword = \"pw-1f8e\"\n";
         let c = load(ok, &[], &Overrides::default()).unwrap();
         assert_eq!(c.upstream.len(), 1);
         assert_eq!(c.upstream[0].prefixes(), vec!["docker.io".to_string()]);
-        assert!(!c.to_toml().contains("secret"), "{}", c.to_toml());
+        assert!(!c.to_toml().contains("pw-1f8e"), "{}", c.to_toml());
         let bad = "[proxy]\ndefault_upstream = \"quay.io\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"ftp://x\"\nuser = \"u\"\n[[upstream]]\nurl = \"https://x\"\n";
         let errs = load(bad, &[], &Overrides::default()).unwrap_err().0;
         let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();

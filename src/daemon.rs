@@ -255,12 +255,8 @@ pub async fn run(
 
     // 4. Storage and its health; an unusable storage answers 503 rather than stopping the node.
     let root = config.storage.root.clone();
-    let storage = Storage::open_with(
-        &root,
-        Duration::from_secs(config.storage.operation_timeout_secs),
-        256,
-    )
-    .with_context(|| format!("storage root {}", root.display()))?;
+    let storage = Storage::from_config(&config, 256).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(storage = %Storage::describe(&config), "storage");
     let guard = (!config.storage.require_mount.is_empty()).then(|| {
         MountGuard::new(
             &config.storage.require_mount,
@@ -271,7 +267,9 @@ pub async fn run(
         Some(g) => storage.with_guard(g.clone()),
         None => storage,
     };
-    warn_incoherent_gluster(&root).await;
+    if !storage.is_s3() {
+        warn_incoherent_gluster(&root).await;
+    }
     let check_every = Duration::from_secs(config.storage.check_interval_secs);
     let proxy = crate::proxy::Proxy::from_config(&config)?;
     if !proxy.is_empty() {
@@ -292,7 +290,11 @@ pub async fn run(
             "logins on"
         );
     }
-    if !config.auth.htpasswd.as_os_str().is_empty() {
+    if storage.is_s3() && !config.auth.htpasswd.as_os_str().is_empty() {
+        tracing::warn!(
+            "S3 storage: the token signing key is not shared yet; tokens from this node are good on this node only"
+        );
+    } else if !config.auth.htpasswd.as_os_str().is_empty() {
         // Bounded: a hung mount must not stop the start (tokens then work on this node only).
         let path = storage.layout().token_key();
         let loaded = tokio::time::timeout(
@@ -415,7 +417,7 @@ pub async fn run(
                     systemd::status(&status());
                 }
                 let min_free = app.settings().min_free_bytes;
-                let changed = if min_free == 0 {
+                let changed = if min_free == 0 || storage.is_s3() {
                     app.health.set_low_space(None)
                 } else {
                     app.health.is_ready()
@@ -465,7 +467,11 @@ pub async fn run(
     }
 
     // Garbage collection: one pass per interval, by whichever node takes the cluster lock.
-    if config.gc.interval_secs > 0 {
+    if config.gc.interval_secs > 0 && storage.is_s3() {
+        tracing::warn!(
+            "garbage collection does not run on S3 storage yet (gc.interval_secs ignored)"
+        );
+    } else if config.gc.interval_secs > 0 {
         let (app, storage) = (app.clone(), storage.clone());
         let opts = crate::lifecycle::cli::gc_options(&config, false, false);
         let interval = Duration::from_secs(config.gc.interval_secs);

@@ -693,18 +693,21 @@ async fn upload_resumes_after_restart_and_cuts_unacknowledged_bytes() {
         .unwrap();
     assert_eq!(r.status(), 202);
     reg.stop().await;
-    // A crash mid-chunk left bytes past the acknowledged offset.
-    let id = loc.rsplit('/').next().unwrap();
-    let data = dir.path().join(format!(
-        "docker/registry/v2/repositories/res/_uploads/{id}/data"
-    ));
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&data)
-        .unwrap()
-        .write_all(b"GARBAGE")
-        .unwrap();
+    // A crash mid-chunk left bytes past the acknowledged offset (on a filesystem; in a bucket an
+    // upload's bytes become visible only with the state that acknowledges them).
+    if s3_settings().is_none() {
+        let id = loc.rsplit('/').next().unwrap();
+        let data = dir.path().join(format!(
+            "docker/registry/v2/repositories/res/_uploads/{id}/data"
+        ));
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&data)
+            .unwrap()
+            .write_all(b"GARBAGE")
+            .unwrap();
+    }
     let reg = TestRegistry::start(dir.path(), true).await;
     let r = reg.send("GET", &loc).await;
     assert_eq!(r.status(), 204);

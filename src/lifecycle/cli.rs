@@ -23,18 +23,15 @@ pub fn open_storage(config: &Config, cmd: &str) -> Result<Storage, ExitCode> {
             return Err(ExitCode::FAILURE);
         }
     }
-    Storage::open_with(
-        &config.storage.root,
-        Duration::from_secs(config.storage.operation_timeout_secs),
-        64,
-    )
-    .map_err(|e| {
-        eprintln!(
-            "registryd {cmd}: storage root {}: {e}",
-            config.storage.root.display()
-        );
+    let storage = Storage::from_config(config, 64).map_err(|e| {
+        eprintln!("registryd {cmd}: {e}");
         ExitCode::FAILURE
-    })
+    })?;
+    if let Err(e) = storage.filesystem_only(&format!("registryd {cmd}")) {
+        eprintln!("registryd {cmd}: {e}");
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(storage)
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

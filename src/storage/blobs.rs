@@ -106,6 +106,9 @@ fn read_chunk(file: &std::fs::File, pos: u64, want: usize) -> io::Result<Bytes> 
 impl Storage {
     /// Size of `digest` if `name` links it (as a layer, or as a manifest revision).
     pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        if let Some(s3) = self.s3() {
+            return s3.blob_size(name, digest).await;
+        }
         let l = self.layout().clone();
         let (name, digest) = (name.clone(), digest.clone());
         self.cached_or_blocking(move |from_cache| {
@@ -123,6 +126,9 @@ impl Storage {
 
     /// Size of `digest` anywhere in the registry, regardless of repository links.
     pub async fn blob_size_global(&self, digest: &Digest) -> Result<Option<u64>> {
+        if let Some(s3) = self.s3() {
+            return s3.blob_size_global(digest).await;
+        }
         let path = self.layout().blob_data(digest);
         self.blocking(move || data_size(&path)).await
     }
@@ -134,6 +140,9 @@ impl Storage {
     ///
     /// [`blob_size`]: Storage::blob_size
     pub async fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> Result<BlobStream> {
+        if let Some(s3) = self.s3() {
+            return s3.open_blob(digest, start, len).await;
+        }
         let path = self.layout().blob_data(digest);
         let file = self
             .cached_or_blocking(move |from_cache| {
@@ -182,6 +191,9 @@ impl Storage {
 
     /// Links an existing blob into `name` (cross-repository mount, completed upload).
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        if let Some(s3) = self.s3() {
+            return s3.link_blob(name, digest).await;
+        }
         let l = self.layout().clone();
         let (name, digest) = (name.clone(), digest.clone());
         self.blocking(move || {
@@ -194,6 +206,9 @@ impl Storage {
 
     /// Whether `name` links `digest` as a layer (mount source check).
     pub async fn blob_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        if let Some(s3) = self.s3() {
+            return s3.blob_linked(name, digest).await;
+        }
         let link = self.layout().layer_link(name, digest);
         let d = digest.clone();
         self.blocking(move || Ok(read_link(&link)?.as_ref() == Some(&d)))
@@ -203,6 +218,9 @@ impl Storage {
     /// Removes `name`'s link to a blob. The bytes stay until garbage collection, since other
     /// repositories may link them.
     pub async fn unlink_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        if let Some(s3) = self.s3() {
+            return s3.unlink_blob(name, digest).await;
+        }
         let dir = self.layout().layer_link(name, digest);
         self.blocking(move || {
             let dir = dir.parent().map(|p| p.to_path_buf()).unwrap_or(dir);

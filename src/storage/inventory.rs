@@ -187,6 +187,9 @@ impl Storage {
     /// `registryd/quarantine/<hex>`, so it is no longer served but its bytes stay for inspection.
     /// Returns whether it moved it.
     pub async fn quarantine_blob(&self, digest: &Digest) -> Result<bool> {
+        if let Some(s3) = self.s3() {
+            return s3.quarantine_blob(digest).await;
+        }
         let (from, to) = (
             self.layout().blob_dir(digest),
             self.layout().quarantine_dir(digest),
@@ -211,7 +214,11 @@ impl Storage {
 
     /// The sweep lock, shared, for a push about to check and link blobs (waits as long as any
     /// storage call may take).
-    pub async fn push_guard(&self) -> Result<std::fs::File> {
+    pub async fn push_guard(&self) -> Result<Option<std::fs::File>> {
+        if self.is_s3() {
+            // No collector runs on S3 storage yet, so there is nothing to hold off.
+            return Ok(None);
+        }
         // A sweep holds the lock for as long as it rescans and removes, which on a large shared
         // volume can outlast the operation timeout; clients wait minutes for a PUT's answer, so
         // waiting a minute beats a 503 they would not retry.
@@ -220,6 +227,7 @@ impl Storage {
             self.inner.timeout.max(std::time::Duration::from_secs(60)),
         )
         .await
+        .map(Some)
     }
 
     /// A cluster-wide lock shared by pushes and exclusive to the garbage collector's sweep: a push

@@ -48,6 +48,9 @@ impl Storage {
         tag: Option<&Tag>,
         referrer: Option<ReferrerEntry>,
     ) -> Result<()> {
+        if let Some(s3) = self.s3() {
+            return s3.put_manifest(name, digest, bytes, tag, referrer).await;
+        }
         let l = self.layout().clone();
         let (name, digest, tag) = (name.clone(), digest.clone(), tag.cloned());
         self.blocking(move || {
@@ -78,6 +81,9 @@ impl Storage {
 
     /// Whether `name` holds the manifest `digest` (its revision link).
     pub async fn manifest_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        if let Some(s3) = self.s3() {
+            return s3.manifest_linked(name, digest).await;
+        }
         let path = self.layout().revision_link(name, digest);
         let d = digest.clone();
         self.blocking(move || Ok(read_link(&path)?.as_ref() == Some(&d)))
@@ -92,6 +98,9 @@ impl Storage {
         digest: &Digest,
         subject: Option<Digest>,
     ) -> Result<()> {
+        if let Some(s3) = self.s3() {
+            return s3.delete_manifest(name, digest, subject).await;
+        }
         let l = self.layout().clone();
         let (name, digest) = (name.clone(), digest.clone());
         self.blocking(move || {
@@ -115,6 +124,9 @@ impl Storage {
 
     /// Deletes a tag (the manifest it named stays, addressable by digest).
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {
+        if let Some(s3) = self.s3() {
+            return s3.delete_tag(name, tag).await;
+        }
         let l = self.layout().clone();
         let (name, tag) = (name.clone(), tag.clone());
         self.blocking(move || {

@@ -15,6 +15,7 @@ pub mod layout;
 mod listing;
 pub mod manifests;
 pub mod repos;
+pub mod s3;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -155,6 +156,8 @@ struct Inner {
     /// the root is on a local filesystem and no mount guard is set. Looked at again by every
     /// storage check, in case a network filesystem got mounted over the root after start.
     inline: std::sync::atomic::AtomicBool,
+    /// The S3 driver, when the storage is a bucket; `None`: the filesystem under `layout`.
+    s3: Option<Arc<s3::S3Driver>>,
 }
 
 /// The filesystem storage driver. Cheap to clone; clones share state.
@@ -191,8 +194,82 @@ impl Storage {
                 catalog: Mutex::new(None),
                 guard: None,
                 inline: std::sync::atomic::AtomicBool::new(inline),
+                s3: None,
             }),
         })
+    }
+
+    /// Storage in an S3 bucket (`prefix` is the key prefix, "" for none), with the per-call bound.
+    pub fn open_s3(settings: &s3::S3Settings, prefix: &str, timeout: Duration) -> Result<Storage> {
+        let driver = s3::S3Driver::new(settings, prefix).map_err(StorageError::Unavailable)?;
+        Ok(Storage {
+            inner: Arc::new(Inner {
+                layout: driver.layout().clone(),
+                timeout,
+                slots: Arc::new(tokio::sync::Semaphore::new(1)),
+                cursors: Mutex::new(HashMap::new()),
+                upload_locks: Mutex::new(HashMap::new()),
+                manifests: Mutex::new(ManifestCache::default()),
+                verified: Mutex::new(std::collections::HashSet::new()),
+                listings: Mutex::new(listing::Listings::default()),
+                catalog: Mutex::new(None),
+                guard: None,
+                inline: std::sync::atomic::AtomicBool::new(false),
+                s3: Some(Arc::new(driver)),
+            }),
+        })
+    }
+
+    /// The storage `config` names: the filesystem under `storage.root`, or the `[s3]` bucket.
+    pub fn from_config(
+        config: &crate::config::Config,
+        max_blocking: usize,
+    ) -> std::result::Result<Storage, String> {
+        let timeout = Duration::from_secs(config.storage.operation_timeout_secs);
+        if config.storage.driver == "s3" {
+            let settings = config.s3.settings(timeout)?;
+            return Storage::open_s3(&settings, &config.s3.prefix, timeout)
+                .map_err(|e| e.to_string());
+        }
+        Storage::open_with(&config.storage.root, timeout, max_blocking)
+            .map_err(|e| format!("storage root {}: {e}", config.storage.root.display()))
+    }
+
+    /// Where the data lives, for logs and messages: the root directory or the bucket.
+    pub fn describe(config: &crate::config::Config) -> String {
+        if config.storage.driver == "s3" {
+            let prefix = config.s3.prefix.trim_matches('/');
+            format!(
+                "s3 bucket {}{}{} at {}",
+                config.s3.bucket,
+                if prefix.is_empty() { "" } else { "/" },
+                prefix,
+                config.s3.endpoint
+            )
+        } else {
+            config.storage.root.display().to_string()
+        }
+    }
+
+    /// The S3 driver, when this storage is a bucket.
+    fn s3(&self) -> Option<&s3::S3Driver> {
+        self.inner.s3.as_deref()
+    }
+
+    /// Whether this storage is an S3 bucket rather than a filesystem.
+    pub fn is_s3(&self) -> bool {
+        self.inner.s3.is_some()
+    }
+
+    /// Refuses work that only the filesystem driver does so far (garbage collection, fsck, the
+    /// pull-through cache's fills, archives), with a message naming it.
+    pub fn filesystem_only(&self, what: &str) -> Result<()> {
+        if self.is_s3() {
+            return Err(StorageError::Unavailable(format!(
+                "{what} is not available with S3 storage yet (storage.driver = \"s3\")"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks `guard` before every storage call, on the thread that makes it, so nothing is read
@@ -282,6 +359,9 @@ impl Storage {
 
     /// A cheap end-to-end probe that the storage root is usable: a durable write and a read back.
     pub async fn check(&self) -> Result<()> {
+        if let Some(s3) = self.s3() {
+            return bounded(self.inner.timeout, s3.check()).await;
+        }
         let me = self.clone();
         self.blocking(move || {
             let layout = me.layout();
@@ -311,6 +391,16 @@ impl Storage {
         })
         .await
     }
+}
+
+/// Bounds `fut` by the storage timeout.
+async fn bounded<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(limit)))
 }
 
 /// Removes probes left by a check that never finished (a crash between write and remove).
@@ -359,6 +449,9 @@ impl Storage {
         name: &RepoName,
         reference: &Reference,
     ) -> Result<(Digest, Arc<CachedManifest>)> {
+        if let Some(s3) = self.s3() {
+            return s3.resolve_manifest(name, reference).await;
+        }
         let me = self.clone();
         let (name, reference) = (name.clone(), reference.clone());
         self.cached_or_blocking(move |from_cache| {
@@ -398,13 +491,11 @@ impl Storage {
                 media_type: crate::registry::manifest::detect_media_type(&bytes),
                 bytes: bytes::Bytes::from(bytes),
             });
-            let mut cache = me.inner.manifests.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.bytes + m.bytes.len() > MANIFEST_CACHE_BYTES {
-                cache.entries.clear();
-                cache.bytes = 0;
-            }
-            cache.bytes += m.bytes.len();
-            cache.entries.insert(digest.clone(), m.clone());
+            me.inner
+                .manifests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(digest.clone(), m.clone());
             Ok((digest, m))
         })
         .await

@@ -18,6 +18,9 @@ impl Storage {
         last: Option<String>,
         n: Option<usize>,
     ) -> Result<(Vec<String>, bool)> {
+        if let Some(s3) = self.s3() {
+            return s3.list_repositories(last, n).await;
+        }
         let me = self.clone();
         self.blocking(move || {
             // The tree is taken out while walking: no lock is held across I/O, and a walk running
@@ -32,6 +35,9 @@ impl Storage {
 
     /// The tags of `name`, sorted lexically; `NameUnknown` when the repository does not exist.
     pub async fn list_tags(&self, name: &RepoName) -> Result<Arc<[String]>> {
+        if let Some(s3) = self.s3() {
+            return s3.list_tags(name).await;
+        }
         let me = self.clone();
         let name = name.clone();
         self.blocking(move || {
@@ -79,6 +85,9 @@ impl Storage {
         name: &RepoName,
         subject: &Digest,
     ) -> Result<Vec<serde_json::Value>> {
+        if let Some(s3) = self.s3() {
+            return s3.list_referrers(name, subject).await;
+        }
         let l = self.layout().clone();
         let (name, subject) = (name.clone(), subject.clone());
         self.blocking(move || {

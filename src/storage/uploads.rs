@@ -40,6 +40,9 @@ pub struct UploadStatus {
 impl Storage {
     /// Starts an upload in `name`; it is durable (survives a restart) when this returns.
     pub async fn start_upload(&self, name: &RepoName) -> Result<Uuid> {
+        if let Some(s3) = self.s3() {
+            return s3.start_upload(name).await;
+        }
         let id = Uuid::new_v4();
         let path = self.layout().upload_started_at(name, &id);
         self.blocking(move || {
@@ -114,6 +117,11 @@ impl Storage {
 
     /// The acknowledged offset of an upload (for `GET` upload status).
     pub async fn upload_status(&self, name: &RepoName, id: &Uuid) -> Result<UploadStatus> {
+        if let Some(s3) = self.s3() {
+            return Ok(UploadStatus {
+                offset: s3.upload_offset(name, id).await?,
+            });
+        }
         Ok(UploadStatus {
             offset: self.cursor(name, id).await?.offset,
         })
@@ -132,6 +140,11 @@ impl Storage {
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
+        if let Some(s3) = self.s3() {
+            let lock = self.upload_lock(id);
+            let _one_writer = lock.lock().await;
+            return s3.append_upload(name, id, start, body).await;
+        }
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let cursor = self.cursor(name, id).await?;
@@ -264,6 +277,13 @@ impl Storage {
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
+        if let Some(s3) = self.s3() {
+            let lock = self.upload_lock(id);
+            let _one_writer = lock.lock().await;
+            let result = s3.complete_upload(name, id, expected, start, last).await;
+            self.forget_upload(id);
+            return result;
+        }
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let mut cursor = self.cursor(name, id).await?;
@@ -337,6 +357,13 @@ impl Storage {
 
     /// Cancels an upload and removes its data.
     pub async fn cancel_upload(&self, name: &RepoName, id: &Uuid) -> Result<()> {
+        if let Some(s3) = self.s3() {
+            let lock = self.upload_lock(id);
+            let _one_writer = lock.lock().await;
+            let result = s3.cancel_upload(name, id).await;
+            self.forget_upload(id);
+            return result;
+        }
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let dir = self.layout().upload_dir(name, id);

@@ -19,9 +19,32 @@ pub struct TestRegistry {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The S3 bucket to run against instead of the filesystem, when `REGISTRYD_TEST_S3_ENDPOINT` is set
+/// (tests/system/s3.sh sets it, with `_BUCKET`, `_KEY_ID`, `_SECRET` and a Garage cluster).
+pub fn s3_settings() -> Option<registryd::storage::s3::S3Settings> {
+    let var = |k: &str| std::env::var(format!("REGISTRYD_TEST_S3_{k}")).ok();
+    Some(registryd::storage::s3::S3Settings {
+        endpoint: var("ENDPOINT")?,
+        region: var("REGION").unwrap_or_else(|| "garage".into()),
+        bucket: var("BUCKET")?,
+        path_style: true,
+        access_key_id: var("KEY_ID")?,
+        secret_access_key: var("SECRET")?,
+        ca: None,
+        timeout: Duration::from_secs(10),
+    })
+}
+
 impl TestRegistry {
     pub async fn start(root: &Path, delete_enabled: bool) -> TestRegistry {
-        let storage = Storage::open(root).unwrap();
+        let storage = match s3_settings() {
+            // Each root gets its own key prefix in the bucket, so tests do not see each other.
+            Some(settings) => {
+                let prefix = root.to_string_lossy().trim_matches('/').replace('/', "-");
+                Storage::open_s3(&settings, &prefix, Duration::from_secs(30)).unwrap()
+            }
+            None => Storage::open(root).unwrap(),
+        };
         let app = App::new(storage, delete_enabled, 4 * 1024 * 1024);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

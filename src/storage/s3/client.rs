@@ -1,0 +1,469 @@
+//! A small S3 client: the object operations the S3 driver needs, signed with SigV4 by `rusty-s3`
+//! (query-string signatures) and sent with reqwest. Requests that are safe to repeat are retried
+//! with backoff on throttling, 5xx answers and transport errors; what still fails becomes
+//! [`StorageError::Unavailable`] with the endpoint's own words, which the HTTP edge answers as 503.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rusty_s3::actions::{
+    CompleteMultipartUploadResponse, CreateMultipartUpload, ListObjectsV2, S3Action as _,
+};
+use rusty_s3::{Bucket, Credentials, UrlStyle};
+
+use super::super::{BlobStream, Result, StorageError};
+
+/// How long a signature stays valid: requests are sent at once, so this only covers clock skew
+/// and a slow send.
+const SIGN_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Tries per request that may be repeated (the first one included).
+const TRIES: u32 = 4;
+
+/// Where and how to reach the bucket.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// PEM file of extra CA certificates to trust for the endpoint; `None`: the system store.
+    pub ca: Option<std::path::PathBuf>,
+    /// Bound on each request (connect, send and the answer's head).
+    pub timeout: Duration,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A listing: objects directly under the prefix and, with a delimiter, the "directories".
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub objects: Vec<Object>,
+    pub prefixes: Vec<String>,
+}
+
+pub struct S3Client {
+    bucket: Bucket,
+    credentials: Credentials,
+    http: reqwest::Client,
+    endpoint: String,
+}
+
+/// What one attempt came to: a final answer, or a failure worth another try.
+enum Attempt {
+    Done(reqwest::Response),
+    Retry(String),
+}
+
+impl S3Client {
+    pub fn new(s: &S3Settings) -> std::result::Result<S3Client, String> {
+        let endpoint: url::Url = s
+            .endpoint
+            .parse()
+            .map_err(|e| format!("storage.s3.endpoint {:?}: {e}", s.endpoint))?;
+        let style = if s.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(endpoint, style, s.bucket.clone(), s.region.clone())
+            .map_err(|e| format!("storage.s3: bucket {:?} at {}: {e}", s.bucket, s.endpoint))?;
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(s.timeout)
+            .read_timeout(s.timeout)
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(ca) = &s.ca {
+            let pem =
+                std::fs::read(ca).map_err(|e| format!("storage.s3.ca {}: {e}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("storage.s3.ca {}: {e}", ca.display()))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| format!("storage.s3: cannot build the HTTP client: {e}"))?;
+        Ok(S3Client {
+            bucket,
+            credentials: Credentials::new(s.access_key_id.clone(), s.secret_access_key.clone()),
+            http,
+            endpoint: s.endpoint.clone(),
+        })
+    }
+
+    fn creds(&self) -> Option<&Credentials> {
+        Some(&self.credentials)
+    }
+
+    fn unavailable(&self, what: &str, why: impl std::fmt::Display) -> StorageError {
+        StorageError::Unavailable(format!(
+            "object storage {} (bucket {}): {what}: {why}",
+            self.endpoint,
+            self.bucket.name()
+        ))
+    }
+
+    /// Sends the request `make` builds, again after a pause when the store is busy or failing
+    /// (429, 500, 502, 503, 504, transport errors). Every other answer is returned as it is.
+    async fn send(
+        &self,
+        what: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut last = String::new();
+        for attempt in 0..TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << (2 * attempt))).await;
+            }
+            let outcome = match make().send().await {
+                Ok(r) if matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    Attempt::Retry(format!("{status} {}", error_code(&body)))
+                }
+                Ok(r) => Attempt::Done(r),
+                Err(e) => Attempt::Retry(root_cause(&e)),
+            };
+            match outcome {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Retry(why) => {
+                    tracing::debug!(what, attempt, %why, "object storage request failed");
+                    last = why;
+                }
+            }
+        }
+        Err(self.unavailable(what, format!("{last} (after {TRIES} tries)")))
+    }
+
+    /// Turns a non-success answer into an error naming the store's error code.
+    async fn fail(&self, what: &str, r: reqwest::Response) -> StorageError {
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        self.unavailable(what, format!("{status} {}", error_code(&body)))
+    }
+
+    /// The object's bytes; `None` when there is no such object.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let url = self.bucket.get_object(self.creds(), key).sign(SIGN_FOR);
+        let what = format!("GET {key}");
+        let r = self.send(&what, || self.http.get(url.clone())).await?;
+        match r.status().as_u16() {
+            200 => Ok(Some(
+                r.bytes()
+                    .await
+                    .map_err(|e| self.unavailable(&what, root_cause(&e)))?,
+            )),
+            404 => Ok(None),
+            _ => Err(self.fail(&what, r).await),
+        }
+    }
+
+    /// `len` bytes of the object from `start`, streamed; `None` when there is no such object.
+    pub async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<BlobStream>> {
+        let url = self.bucket.get_object(self.creds(), key).sign(SIGN_FOR);
+        let what = format!("GET {key}");
+        if len == 0 {
+            return Ok(Some(Box::pin(futures_util::stream::empty())));
+        }
+        let range = format!("bytes={}-{}", start, start + len - 1);
+        let r = self
+            .send(&what, || {
+                self.http
+                    .get(url.clone())
+                    .header(reqwest::header::RANGE, range.clone())
+            })
+            .await?;
+        match r.status().as_u16() {
+            200 | 206 => {}
+            404 => return Ok(None),
+            _ => return Err(self.fail(&what, r).await),
+        }
+        let stream = r
+            .bytes_stream()
+            .map(|c| c.map_err(|e| std::io::Error::other(root_cause(&e))));
+        Ok(Some(Box::pin(stream)))
+    }
+
+    /// The object's size; `None` when there is no such object.
+    pub async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let url = self.bucket.head_object(self.creds(), key).sign(SIGN_FOR);
+        let what = format!("HEAD {key}");
+        let r = self.send(&what, || self.http.head(url.clone())).await?;
+        match r.status().as_u16() {
+            200 => Ok(Some(
+                r.headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
+            404 => Ok(None),
+            _ => Err(self.fail(&what, r).await),
+        }
+    }
+
+    /// Stores `body` as the object `key`, whole: readers see the old object or the new one.
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let url = self.bucket.put_object(self.creds(), key).sign(SIGN_FOR);
+        let what = format!("PUT {key}");
+        let r = self
+            .send(&what, || self.http.put(url.clone()).body(body.clone()))
+            .await?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.fail(&what, r).await)
+        }
+    }
+
+    /// Copies the object `from` to `to` inside the bucket (a server-side copy).
+    pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let source = format!("/{}/{}", self.bucket.name(), encode_key(from));
+        let mut action = self.bucket.put_object(self.creds(), to);
+        action
+            .headers_mut()
+            .insert("x-amz-copy-source", source.clone());
+        let url = action.sign(SIGN_FOR);
+        let what = format!("COPY {from} to {to}");
+        let r = self
+            .send(&what, || {
+                self.http
+                    .put(url.clone())
+                    .header("x-amz-copy-source", source.clone())
+            })
+            .await?;
+        // A copy can fail after its 200 has been sent: the error is then in the body.
+        let ok = r.status().is_success();
+        let body = r
+            .text()
+            .await
+            .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
+        if ok && !body.contains("<Error>") {
+            Ok(())
+        } else {
+            Err(self.unavailable(&what, error_code(&body)))
+        }
+    }
+
+    /// Deletes the object; deleting one that is not there is not an error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let url = self.bucket.delete_object(self.creds(), key).sign(SIGN_FOR);
+        let what = format!("DELETE {key}");
+        let r = self.send(&what, || self.http.delete(url.clone())).await?;
+        if r.status().is_success() || r.status().as_u16() == 404 {
+            Ok(())
+        } else {
+            Err(self.fail(&what, r).await)
+        }
+    }
+
+    /// Every object under `prefix`; with `delimited`, only those directly under it, and the
+    /// sub-prefixes ("directories", ending in `/`) beside them. All pages, in key order.
+    pub async fn list(&self, prefix: &str, delimited: bool) -> Result<Listing> {
+        let mut out = Listing::default();
+        let mut token: Option<String> = None;
+        let what = format!("LIST {prefix}");
+        loop {
+            let mut action: ListObjectsV2<'_> = self.bucket.list_objects_v2(self.creds());
+            action.with_prefix(prefix);
+            if delimited {
+                action.with_delimiter("/");
+            }
+            if let Some(t) = &token {
+                action.with_continuation_token(t.clone());
+            }
+            let url = action.sign(SIGN_FOR);
+            let r = self.send(&what, || self.http.get(url.clone())).await?;
+            if !r.status().is_success() {
+                return Err(self.fail(&what, r).await);
+            }
+            let text = r
+                .text()
+                .await
+                .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
+            let page = ListObjectsV2::parse_response(&text)
+                .map_err(|e| self.unavailable(&what, format!("unreadable listing: {e}")))?;
+            out.objects
+                .extend(page.contents.into_iter().map(|c| Object {
+                    key: c.key,
+                    size: c.size.unwrap_or(0),
+                }));
+            out.prefixes
+                .extend(page.common_prefixes.into_iter().map(|p| p.prefix));
+            match page.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts a multipart upload to `key`; returns its upload id.
+    pub async fn create_multipart(&self, key: &str) -> Result<String> {
+        let url = self
+            .bucket
+            .create_multipart_upload(self.creds(), key)
+            .sign(SIGN_FOR);
+        let what = format!("CREATE MULTIPART {key}");
+        let r = self.send(&what, || self.http.post(url.clone())).await?;
+        if !r.status().is_success() {
+            return Err(self.fail(&what, r).await);
+        }
+        let text = r
+            .text()
+            .await
+            .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
+        let parsed = CreateMultipartUpload::parse_response(&text)
+            .map_err(|e| self.unavailable(&what, format!("unreadable answer: {e}")))?;
+        Ok(parsed.upload_id().to_string())
+    }
+
+    /// Uploads part `number` (from 1); returns its ETag.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        body: Bytes,
+    ) -> Result<String> {
+        let url = self
+            .bucket
+            .upload_part(self.creds(), key, number, upload_id)
+            .sign(SIGN_FOR);
+        let what = format!("UPLOAD PART {number} of {key}");
+        let r = self
+            .send(&what, || self.http.put(url.clone()).body(body.clone()))
+            .await?;
+        if !r.status().is_success() {
+            return Err(self.fail(&what, r).await);
+        }
+        r.headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| self.unavailable(&what, "the answer has no ETag"))
+    }
+
+    /// Completes a multipart upload from its parts' ETags, in part order: the object appears whole.
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<()> {
+        let action = self.bucket.complete_multipart_upload(
+            self.creds(),
+            key,
+            upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(SIGN_FOR);
+        let body = action.body();
+        let what = format!("COMPLETE MULTIPART {key}");
+        let r = self
+            .send(&what, || self.http.post(url.clone()).body(body.clone()))
+            .await?;
+        let ok = r.status().is_success();
+        let text = r
+            .text()
+            .await
+            .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
+        if ok && CompleteMultipartUploadResponse::parse(&text).is_ok() {
+            Ok(())
+        } else {
+            Err(self.unavailable(&what, error_code(&text)))
+        }
+    }
+
+    /// Aborts a multipart upload and frees its parts; one already gone is not an error.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        let url = self
+            .bucket
+            .abort_multipart_upload(self.creds(), key, upload_id)
+            .sign(SIGN_FOR);
+        let what = format!("ABORT MULTIPART {key}");
+        let r = self.send(&what, || self.http.delete(url.clone())).await?;
+        if r.status().is_success() || r.status().as_u16() == 404 {
+            Ok(())
+        } else {
+            Err(self.fail(&what, r).await)
+        }
+    }
+}
+
+/// The `<Code>` and `<Message>` of an S3 error body, or the body's start when it has none.
+fn error_code(body: &str) -> String {
+    let field = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&close)? + start;
+        Some(body[start..end].to_string())
+    };
+    match (field("Code"), field("Message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => body.chars().take(200).collect(),
+    }
+}
+
+/// The innermost cause of a reqwest error (the "connection refused" under "error sending request").
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if e.is_timeout() {
+        format!("timed out ({cause})")
+    } else {
+        cause.to_string()
+    }
+}
+
+/// Percent-encodes a key for the copy-source header, keeping `/`.
+fn encode_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_summarised() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce \
+                    your request rate.</Message></Error>";
+        assert_eq!(
+            error_code(body),
+            "SlowDown: Please reduce your request rate."
+        );
+        assert_eq!(
+            error_code("<Error><Code>NoSuchKey</Code></Error>"),
+            "NoSuchKey"
+        );
+        assert_eq!(error_code("plain"), "plain");
+    }
+
+    #[test]
+    fn copy_sources_are_encoded_but_keep_slashes() {
+        assert_eq!(
+            encode_key("docker/registry/v2/repositories/a b/_uploads/x+y"),
+            "docker/registry/v2/repositories/a%20b/_uploads/x%2By"
+        );
+    }
+}
