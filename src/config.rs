@@ -322,7 +322,10 @@ impl S3Config {
             path_style: self.path_style,
             access_key_id: key,
             secret_access_key: secret,
-            ca: (!self.ca.as_os_str().is_empty()).then(|| self.ca.clone()),
+            ca: match &self.ca {
+                ca if !ca.as_os_str().is_empty() => Some(ca.clone()),
+                _ => env("AWS_CA_BUNDLE").map(PathBuf::from),
+            },
             timeout,
         })
     }

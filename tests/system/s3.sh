@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# The S3 storage driver on a real object store: a three-node Garage cluster on 127.0.0.1
+# (replication factor 3, path-style requests, region "garage"). Two registryd nodes share the
+# bucket, each talking to a different Garage node. The conformance tests run against the bucket;
+# skopeo and the Docker engine push through one node and pull through the other; chunked uploads
+# move between nodes and survive a kill -9 of registryd; a wrong digest leaves nothing visible;
+# Distribution 2.8.2's S3 driver and registryd read each other's data in the same bucket; pushes
+# and pulls go on with one Garage node killed; with the whole store down requests get a clear 503.
+source "$(dirname "$0")/lib/common.sh"
+source "$SYS_DIR/lib/garage.sh"
+
+command -v docker-registry >/dev/null || fail "docker-registry missing: apt-get install docker-registry"
+command -v dockerd >/dev/null || fail "dockerd missing: apt-get install docker.io"
+SK="skopeo --insecure-policy"
+
+garage_up
+pass "Garage: 3 nodes, replication factor 3, bucket $GARAGE_BUCKET"
+
+# s3_keys PREFIX: the keys in the bucket under PREFIX (a signed ListObjectsV2 by curl).
+s3_keys() {
+  curl -s --aws-sigv4 "aws:amz:garage:s3" --user "$GARAGE_KEY_ID:$GARAGE_SECRET" \
+    -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" "$GARAGE_ENDPOINT/$GARAGE_BUCKET/?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' || true
+}
+
+# --- 1. The conformance tests, on the bucket.
+export REGISTRYD_TEST_S3_ENDPOINT=$GARAGE_ENDPOINT REGISTRYD_TEST_S3_BUCKET=$GARAGE_BUCKET \
+  REGISTRYD_TEST_S3_KEY_ID=$GARAGE_KEY_ID REGISTRYD_TEST_S3_SECRET=$GARAGE_SECRET
+(cd "$REPO_DIR" && cargo test --release --quiet --test conformance) >"$WORK/conformance.log" 2>&1 \
+  || { tail -40 "$WORK/conformance.log"; fail "conformance tests on the S3 driver"; }
+unset REGISTRYD_TEST_S3_ENDPOINT
+[ -n "$(s3_keys tmp- | head -1)" ] || fail "the conformance tests wrote nothing to the bucket"
+pass "conformance tests pass on the S3 driver ($(grep -o '[0-9]* passed' "$WORK/conformance.log" | head -1))"
+
+# --- Two registryd nodes on the bucket (prefix "shared"), on Garage nodes 1 and 2.
+start_node() { # NAME PORT GARAGE_NODE
+  (garage_s3_env "${GARAGE_ENDPOINTS[$3]}"; export REGISTRYD_S3_PREFIX=shared
+   exec "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$2" --storage "$WORK/not-used") \
+    >>"$WORK/$1.log" 2>&1 &
+  eval "PID_$1=$!"
+  PIDS+=("$!")
+  wait_http "http://127.0.0.1:$2/v2/" || { cat "$WORK/$1.log"; fail "registryd $1 did not start"; }
+}
+PA=$(free_port); PB=$(free_port)
+A=127.0.0.1:$PA; B=127.0.0.1:$PB
+start_node a "$PA" 1
+start_node b "$PB" 2
+grep -q "storage=s3 bucket registry/shared at ${GARAGE_ENDPOINTS[1]}" "$WORK/a.log" \
+  || { head -5 "$WORK/a.log"; fail "node a does not log its bucket"; }
+[ -d "$WORK/not-used" ] && fail "the S3 driver wrote to the filesystem root"
+
+# --- 2. skopeo: multi-arch push through a, pull through b.
+python3 "$SYS_DIR/lib/mkimage.py" "$WORK/multi" v1 --arch amd64 --arch arm64 --layer-bytes 300000 --seed s3multi >/dev/null
+$SK copy -q --all --dest-tls-verify=false "oci:$WORK/multi:v1" "docker://$A/team/multi:v1" || fail "skopeo push via a"
+$SK copy -q --all --src-tls-verify=false "docker://$B/team/multi:v1" "oci:$WORK/back:v1" || fail "skopeo pull via b"
+blobs_of() { (cd "$1/blobs" && find . -type f | sort | xargs sha256sum); }
+diff <(blobs_of "$WORK/multi") <(blobs_of "$WORK/back") >/dev/null || fail "pulled blobs differ from pushed ones"
+want=$(jq -r '.manifests[0].digest' "$WORK/multi/index.json")
+got=sha256:$($SK inspect --raw --tls-verify=false "docker://$B/team/multi:v1" | sha256sum | cut -d' ' -f1)
+[ "$got" = "$want" ] || fail "index digest via b $got, pushed $want"
+[ "$(curl -s "http://$B/v2/team/multi/tags/list" | jq -c .tags)" = '["v1"]' ] || fail "tags via b"
+[ "$(curl -s "http://$B/v2/_catalog" | jq -c .repositories)" = '["team/multi"]' ] || fail "catalog via b"
+pass "skopeo: multi-arch index pushed via a, pulled via b byte-identical ($want); tags and catalog agree"
+
+# --- 3. A 23 MiB chunked upload whose 3 MiB PATCHes alternate between the nodes (parts + tails).
+head -c $((23 * 1024 * 1024 + 12345)) /dev/urandom >"$WORK/big"
+split -b $((3 * 1024 * 1024)) -d "$WORK/big" "$WORK/chunk."
+big_digest=sha256:$(sha256sum "$WORK/big" | cut -d' ' -f1)
+loc=$(curl -s -D - -o /dev/null -X POST "http://$A/v2/team/big/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+[ -n "$loc" ] || fail "POST upload"
+off=0; i=0
+for c in "$WORK"/chunk.*; do
+  n=$(stat -c %s "$c")
+  node=$([ $((i % 2)) = 0 ] && echo "$A" || echo "$B")
+  code=$(curl -s -o "$WORK/patch.out" -w '%{http_code}' -X PATCH -H "Content-Type: application/octet-stream" \
+    -H "Content-Range: $off-$((off + n - 1))" --data-binary "@$c" "http://$node$loc")
+  [ "$code" = 202 ] || fail "PATCH $i via $node: $code $(cat "$WORK/patch.out")"
+  off=$((off + n)); i=$((i + 1))
+done
+code=$(curl -s -o "$WORK/put.out" -w '%{http_code}' -X PUT "http://$B$loc?digest=$big_digest")
+[ "$code" = 201 ] || fail "PUT via b: $code $(cat "$WORK/put.out")"
+curl -s "http://$A/v2/team/big/blobs/$big_digest" | cmp - "$WORK/big" || fail "23 MiB blob read via a differs"
+[ -z "$(s3_keys "shared/docker/registry/v2/repositories/team/big/_uploads/")" ] || fail "upload objects left behind"
+pass "23 MiB blob in $i PATCHes alternating a/b, completed via b, read via a identical; no upload objects left"
+
+# Monolithic: POST then one PUT with a 12 MiB body; a ranged read.
+head -c $((12 * 1024 * 1024)) /dev/urandom >"$WORK/mono"
+mono_digest=sha256:$(sha256sum "$WORK/mono" | cut -d' ' -f1)
+loc=$(curl -s -D - -o /dev/null -X POST "http://$B/v2/team/mono/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: application/octet-stream" \
+  --data-binary "@$WORK/mono" "http://$B$loc?digest=$mono_digest")
+[ "$code" = 201 ] || fail "monolithic PUT: $code"
+curl -s -r 5000000-5000099 "http://$A/v2/team/mono/blobs/$mono_digest" | cmp - <(tail -c +5000001 "$WORK/mono" | head -c 100) \
+  || fail "ranged read of the monolithic blob"
+pass "12 MiB monolithic upload via b; range read via a"
+
+# --- 4. A wrong digest: 400 DIGEST_INVALID, nothing visible, nothing left.
+loc=$(curl -s -D - -o /dev/null -X POST "http://$A/v2/team/bad/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+wrong=sha256:$(echo wrong | sha256sum | cut -d' ' -f1)
+code=$(curl -s -o "$WORK/bad.out" -w '%{http_code}' -X PUT --data-binary "@$WORK/mono" "http://$A$loc?digest=$wrong")
+[ "$code" = 400 ] && grep -q DIGEST_INVALID "$WORK/bad.out" || fail "wrong digest: $code $(cat "$WORK/bad.out")"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -I "http://$B/v2/team/bad/blobs/$wrong")" = 404 ] || fail "wrong-digest blob visible"
+[ -z "$(s3_keys "shared/docker/registry/v2/blobs/sha256/${wrong:7:2}/${wrong:7}")" ] || fail "wrong-digest blob stored"
+[ -z "$(s3_keys "shared/docker/registry/v2/repositories/team/bad/_uploads/")" ] || fail "failed upload left objects"
+pass "wrong digest: 400 DIGEST_INVALID, nothing stored or left behind"
+
+# --- 5. kill -9 registryd mid-upload: the restarted node resumes at the acknowledged offset.
+loc=$(curl -s -D - -o /dev/null -X POST "http://$A/v2/team/crash/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+first=$((7 * 1024 * 1024))
+head -c $first "$WORK/big" >"$WORK/first"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PATCH -H "Content-Range: 0-$((first - 1))" --data-binary "@$WORK/first" "http://$A$loc")
+[ "$code" = 202 ] || fail "PATCH before the crash: $code"
+# A second PATCH is cut off by the kill while it streams.
+(tail -c +$((first + 1)) "$WORK/big" | curl -s -o /dev/null -X PATCH -H "Content-Type: application/octet-stream" \
+  --limit-rate 2M -T - "http://$A$loc" || true) &
+slow=$!
+sleep 1
+kill -9 "$PID_a"; wait "$PID_a" 2>/dev/null || true; wait $slow 2>/dev/null || true
+start_node a "$PA" 1
+range=$(curl -s -D - -o /dev/null "http://$A$loc" | tr -d '\r' | awk 'tolower($1)=="range:"{print $2}')
+acked=$(( ${range#0-} + 1 ))
+[ "$acked" -ge "$first" ] || fail "after the crash the upload is at $range, acknowledged $first"
+code=$(curl -s -o "$WORK/resume.out" -w '%{http_code}' -X PUT -H "Content-Range: $acked-$(( $(stat -c %s "$WORK/big") - 1 ))" \
+  -H "Content-Type: application/octet-stream" --data-binary @<(tail -c +$((acked + 1)) "$WORK/big") "http://$A$loc?digest=$big_digest")
+[ "$code" = 201 ] || fail "resume after the crash: $code $(cat "$WORK/resume.out")"
+curl -s "http://$B/v2/team/crash/blobs/$big_digest" | cmp - "$WORK/big" || fail "resumed blob differs"
+pass "kill -9 mid-PATCH: restarted node resumed at $acked bytes (range $range), blob intact via b"
+
+# --- 6. The Docker engine: pulls the multi-arch image via b, pushes a new image via b, pulled via a.
+start_dockerd
+$DOCKER pull -q "$B/team/multi:v1" >/dev/null || fail "docker pull of the multi-arch image via b"
+mkdir -p "$WORK/rootfs"; head -c 2000000 /dev/urandom >"$WORK/rootfs/r.bin"
+tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
+$DOCKER import "$WORK/rootfs.tar" "$B/team/fromdocker:v1" >/dev/null
+$DOCKER push -q "$B/team/fromdocker:v1" >/dev/null || fail "docker push via b"
+$DOCKER rmi -f "$B/team/fromdocker:v1" >/dev/null
+$DOCKER pull -q "$A/team/fromdocker:v1" >/dev/null || fail "docker pull via a of what docker pushed via b"
+$DOCKER save "$A/team/fromdocker:v1" | tar -xO --wildcards '*/layer.tar' 2>/dev/null | tar -xO ./r.bin | cmp - "$WORK/rootfs/r.bin" \
+  || fail "docker round trip changed the layer"
+pass "docker: pulled the multi-arch image via b; pushed via b, pulled via a, layer identical"
+
+# --- 7. Distribution 2.8.2's S3 driver and registryd on the same bucket and prefix.
+DP=$(free_port)
+cat >"$WORK/dist.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage:
+  s3:
+    accesskey: $GARAGE_KEY_ID
+    secretkey: $GARAGE_SECRET
+    region: garage
+    regionendpoint: ${GARAGE_ENDPOINTS[3]}
+    bucket: $GARAGE_BUCKET
+    rootdirectory: /shared
+    secure: false
+    v4auth: true
+  delete: {enabled: true}
+  redirect: {disable: true}
+http: {addr: 127.0.0.1:$DP}
+YML
+# The AWS SDK in Distribution cannot take AWS_CA_BUNDLE with its own transport (it panics).
+env -u AWS_CA_BUNDLE docker-registry serve "$WORK/dist.yml" >"$WORK/dist.log" 2>&1 &
+DIST_PID=$!; PIDS+=("$DIST_PID")
+wait_http "http://127.0.0.1:$DP/v2/" || { cat "$WORK/dist.log"; fail "Distribution did not start"; }
+D=127.0.0.1:$DP
+$SK copy -q --all --src-tls-verify=false "docker://$D/team/multi:v1" "oci:$WORK/fromdist:v1" \
+  || { tail "$WORK/dist.log"; fail "Distribution cannot read what registryd pushed"; }
+diff <(blobs_of "$WORK/multi") <(blobs_of "$WORK/fromdist") >/dev/null || fail "Distribution served different blobs"
+curl -s "http://$D/v2/team/big/blobs/$big_digest" | cmp - "$WORK/big" || fail "Distribution serves the chunked blob differently"
+python3 "$SYS_DIR/lib/mkimage.py" "$WORK/distimg" v1 --layer-bytes 6000000 --seed s3dist >/dev/null
+$SK copy -q --dest-tls-verify=false "oci:$WORK/distimg:v1" "docker://$D/fromdist/img:v1" || fail "push to Distribution"
+$SK copy -q --src-tls-verify=false "docker://$A/fromdist/img:v1" "oci:$WORK/distback:v1" || fail "registryd cannot read what Distribution pushed"
+diff <(blobs_of "$WORK/distimg") <(blobs_of "$WORK/distback") >/dev/null || fail "registryd served Distribution's image differently"
+curl -s "http://$A/v2/_catalog" | jq -e '.repositories | index("fromdist/img")' >/dev/null || fail "registryd's catalog lacks Distribution's repository"
+curl -s "http://$D/v2/_catalog" | jq -e '.repositories | index("team/fromdocker")' >/dev/null || fail "Distribution's catalog lacks registryd's repository"
+stop_pid "$DIST_PID"
+pass "Distribution 2.8.2 (s3 driver) reads registryd's images and blobs, registryd reads Distribution's; catalogs agree"
+
+# --- 8. One Garage node killed during pushes and pulls: they go on.
+python3 "$SYS_DIR/lib/mkimage.py" "$WORK/load" v1 --layer-bytes 200000 --seed s3load >/dev/null
+(
+  for j in $(seq 1 8); do
+    $SK copy -q --dest-tls-verify=false "oci:$WORK/load:v1" "docker://$A/load/img:$j" || exit 1
+    $SK copy -q --src-tls-verify=false "docker://$B/team/multi:v1" "oci:$WORK/loadpull:$j" --override-arch arm64 || exit 1
+  done
+) >"$WORK/load.log" 2>&1 &
+load=$!
+sleep 1
+kill -9 "${GARAGE_PIDS[3]}"; wait "${GARAGE_PIDS[3]}" 2>/dev/null || true
+wait $load || { cat "$WORK/load.log"; tail -5 "$WORK/a.log"; fail "a push or pull failed with one Garage node down"; }
+[ "$(curl -s "http://$B/v2/load/img/tags/list" | jq '.tags | length')" = 8 ] || fail "not every push landed"
+pass "Garage node 3 killed during 8 pushes via a and 8 pulls via b: all succeeded"
+
+# --- 9. The whole store down: a clear 503 within the retry budget; back when it returns.
+kill -9 "${GARAGE_PIDS[1]}" "${GARAGE_PIDS[2]}"; wait "${GARAGE_PIDS[1]}" "${GARAGE_PIDS[2]}" 2>/dev/null || true
+t0=$(date +%s)
+code=$(curl -s -m 60 -o "$WORK/down.out" -w '%{http_code}' "http://$A/v2/team/multi/manifests/v1")
+took=$(( $(date +%s) - t0 ))
+[ "$code" = 503 ] && grep -q "object storage ${GARAGE_ENDPOINTS[1]}" "$WORK/down.out" \
+  || fail "store down: $code $(cat "$WORK/down.out")"
+[ "$took" -le 20 ] || fail "store down: the 503 took ${took}s"
+for n in 1 2 3; do garage_start_node "$n"; done
+ok=0
+for _ in $(seq 1 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$A/v2/team/multi/manifests/v1")" = 200 ] && { ok=1; break; }
+  sleep 0.3
+done
+[ $ok = 1 ] || fail "registryd did not serve again after the store came back"
+pass "store down: 503 in ${took}s naming the store ($(jq -r '.errors[0].message' "$WORK/down.out" | cut -c1-90)…); serving again after restart"
