@@ -262,6 +262,7 @@ pub struct S3Config {
     pub credentials_file: PathBuf,
     pub profile: String,
     pub ca: PathBuf,
+    pub redirect_blobs: bool,
 }
 
 impl S3Config {
@@ -327,6 +328,7 @@ impl S3Config {
                 _ => env("AWS_CA_BUNDLE").map(PathBuf::from),
             },
             timeout,
+            redirect_blobs: self.redirect_blobs,
         })
     }
 }

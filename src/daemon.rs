@@ -467,11 +467,7 @@ pub async fn run(
     }
 
     // Garbage collection: one pass per interval, by whichever node takes the cluster lock.
-    if config.gc.interval_secs > 0 && storage.is_s3() {
-        tracing::warn!(
-            "garbage collection does not run on S3 storage yet (gc.interval_secs ignored)"
-        );
-    } else if config.gc.interval_secs > 0 {
+    if config.gc.interval_secs > 0 {
         let (app, storage) = (app.clone(), storage.clone());
         let opts = crate::lifecycle::cli::gc_options(&config, false, false);
         let interval = Duration::from_secs(config.gc.interval_secs);

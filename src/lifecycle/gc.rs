@@ -98,6 +98,9 @@ pub async fn collect(
         return Ok(None);
     };
     let started = SystemTime::now();
+    // Links "written since the mark began" are told by the times the storage records, so the
+    // start is read off the storage's own clock.
+    let mark_began = storage.clock().await?;
     let young = started
         .checked_sub(opts.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -218,13 +221,13 @@ pub async fn collect(
             }
         }
         for (d, at) in &inv.revisions {
-            if *at >= started {
+            if *at >= mark_began {
                 marked.insert(d.clone());
                 marked.extend(revision_refs(storage, repo, d).await?.0);
             }
         }
         for (d, at) in &inv.layer_links {
-            if *at >= started {
+            if *at >= mark_began {
                 marked.insert(d.clone());
             }
         }
@@ -254,7 +257,7 @@ pub async fn collect(
         }
         for repo in layer_links.get(&b.digest).into_iter().flatten() {
             if storage
-                .remove_layer_link_older_than(repo, &b.digest, started)
+                .remove_layer_link_older_than(repo, &b.digest, mark_began)
                 .await?
             {
                 report.layer_links_removed += 1;

@@ -190,6 +190,12 @@ impl Storage {
     }
 
     /// Links an existing blob into `name` (cross-repository mount, completed upload).
+    /// A presigned URL to send a blob GET to instead of serving the bytes, when the storage is
+    /// an S3 bucket with `s3.redirect_blobs` on.
+    pub fn blob_redirect(&self, digest: &Digest) -> Option<String> {
+        self.s3().and_then(|s3| s3.blob_redirect(digest))
+    }
+
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
         if let Some(s3) = self.s3() {
             return s3.link_blob(name, digest).await;

@@ -26,6 +26,13 @@ pub struct RepoInventory {
     pub uploads: Vec<(Uuid, SystemTime)>,
 }
 
+/// A cluster-wide lock held: a `flock`ed file on a shared filesystem, a lease object in a bucket.
+/// Released when dropped.
+pub enum Held {
+    File(std::fs::File),
+    Lease(super::s3::lifecycle::Lease),
+}
+
 /// One blob in the store.
 #[derive(Debug, Clone)]
 pub struct StoredBlob {
@@ -79,6 +86,9 @@ impl Storage {
 
     /// What `name` holds.
     pub async fn inventory(&self, name: &RepoName) -> Result<RepoInventory> {
+        if let Some(s3) = self.s3() {
+            return s3.inventory(name).await;
+        }
         let l = self.layout().clone();
         let name = name.clone();
         self.blocking(move || {
@@ -122,6 +132,9 @@ impl Storage {
 
     /// Every blob in the store, with its size and modification time.
     pub async fn all_blobs(&self) -> Result<Vec<StoredBlob>> {
+        if let Some(s3) = self.s3() {
+            return s3.all_blobs().await;
+        }
         let l = self.layout().clone();
         self.blocking(move || {
             let mut out = Vec::new();
@@ -167,6 +180,9 @@ impl Storage {
         digest: &Digest,
         before: SystemTime,
     ) -> Result<bool> {
+        if let Some(s3) = self.s3() {
+            return s3.remove_layer_link_older_than(name, digest, before).await;
+        }
         let link = self.layout().layer_link(name, digest);
         self.blocking(move || {
             let at = match std::fs::metadata(&link) {
@@ -214,9 +230,9 @@ impl Storage {
 
     /// The sweep lock, shared, for a push about to check and link blobs (waits as long as any
     /// storage call may take).
-    pub async fn push_guard(&self) -> Result<Option<std::fs::File>> {
+    pub async fn push_guard(&self) -> Result<Option<Held>> {
         if self.is_s3() {
-            // No collector runs on S3 storage yet, so there is nothing to hold off.
+            // In a bucket the push checks for a running sweep where it writes its links.
             return Ok(None);
         }
         // A sweep holds the lock for as long as it rescans and removes, which on a large shared
@@ -233,11 +249,10 @@ impl Storage {
     /// A cluster-wide lock shared by pushes and exclusive to the garbage collector's sweep: a push
     /// holds it shared while it checks that the blobs it references exist and links them, so a
     /// collector never removes a blob between that check and the link. Waits up to `wait`.
-    pub async fn sweep_lock(
-        &self,
-        exclusive: bool,
-        wait: std::time::Duration,
-    ) -> Result<std::fs::File> {
+    pub async fn sweep_lock(&self, exclusive: bool, wait: std::time::Duration) -> Result<Held> {
+        if let Some(s3) = self.s3_arc() {
+            return Ok(Held::Lease(s3.sweep_lease(wait).await?));
+        }
         let path = self.layout().lock_file("gc-sweep");
         self.blocking(move || {
             let deadline = std::time::Instant::now() + wait;
@@ -258,7 +273,7 @@ impl Storage {
             };
             loop {
                 if atomic::flock_nb(&f, op)? {
-                    return Ok(f);
+                    return Ok(Held::File(f));
                 }
                 if std::time::Instant::now() >= deadline {
                     return Err(super::StorageError::Unavailable(
@@ -278,6 +293,9 @@ impl Storage {
         digest: &Digest,
         repos: Vec<RepoName>,
     ) -> Result<u64> {
+        if let Some(s3) = self.s3() {
+            return s3.delete_blob_if_unlinked(digest, &repos).await;
+        }
         let l = self.layout().clone();
         let digest = digest.clone();
         self.blocking(move || {
@@ -309,9 +327,38 @@ impl Storage {
 
     /// An advisory lock named `name` on the shared storage, held until the returned file is
     /// dropped (or the holder dies); `None` when another process, on any node, holds it.
-    pub async fn try_lock(&self, name: &str) -> Result<Option<std::fs::File>> {
+    pub async fn try_lock(&self, name: &str) -> Result<Option<Held>> {
+        if let Some(s3) = self.s3_arc() {
+            return Ok(s3
+                .take_lease(name, std::time::Duration::ZERO)
+                .await?
+                .map(Held::Lease));
+        }
         let path = self.layout().lock_file(name);
-        self.blocking(move || Ok(atomic::try_lock_file(&path)?))
-            .await
+        let file = self
+            .blocking(move || Ok(atomic::try_lock_file(&path)?))
+            .await?;
+        Ok(file.map(Held::File))
+    }
+
+    /// The sha256 (hex) of a stored blob's bytes, read whole; `None` when it is gone. Not bounded
+    /// by the storage timeout: hashing a large blob takes as long as it takes.
+    pub async fn hash_blob(&self, digest: &Digest) -> Result<Option<String>> {
+        if let Some(s3) = self.s3() {
+            return s3.hash_blob(digest).await;
+        }
+        let path = self.layout().blob_data(digest);
+        let hashed = tokio::task::spawn_blocking(move || {
+            use sha2::Digest as _;
+            super::uploads::hash_prefix::<sha2::Sha256>(&path, u64::MAX)
+                .map(|h| hex::encode(h.finalize()))
+        })
+        .await
+        .map_err(io::Error::other)?;
+        match hashed {
+            Ok(hex) => Ok(Some(hex)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -256,6 +256,20 @@ impl Storage {
         self.inner.s3.as_deref()
     }
 
+    fn s3_arc(&self) -> Option<Arc<s3::S3Driver>> {
+        self.inner.s3.clone()
+    }
+
+    /// "Now" by the clock that stamps what the storage holds: this node's for a filesystem it
+    /// writes; for a bucket, the time the store gives an object written now (its clock may differ
+    /// from the node's, and it is the one the times of links and blobs come from).
+    pub async fn clock(&self) -> Result<std::time::SystemTime> {
+        match self.s3() {
+            Some(s3) => bounded(self.inner.timeout, s3.clock()).await,
+            None => Ok(std::time::SystemTime::now()),
+        }
+    }
+
     /// Whether this storage is an S3 bucket rather than a filesystem.
     pub fn is_s3(&self) -> bool {
         self.inner.s3.is_some()

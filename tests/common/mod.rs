@@ -32,19 +32,25 @@ pub fn s3_settings() -> Option<registryd::storage::s3::S3Settings> {
         secret_access_key: var("SECRET")?,
         ca: None,
         timeout: Duration::from_secs(10),
+        redirect_blobs: false,
     })
+}
+
+/// The storage of the tests for `root`: that directory, or with `REGISTRYD_TEST_S3_*` set, a key
+/// prefix of its own in the bucket (so tests do not see each other).
+pub fn open_storage(root: &Path) -> Storage {
+    match s3_settings() {
+        Some(settings) => {
+            let prefix = root.to_string_lossy().trim_matches('/').replace('/', "-");
+            Storage::open_s3(&settings, &prefix, Duration::from_secs(30)).unwrap()
+        }
+        None => Storage::open(root).unwrap(),
+    }
 }
 
 impl TestRegistry {
     pub async fn start(root: &Path, delete_enabled: bool) -> TestRegistry {
-        let storage = match s3_settings() {
-            // Each root gets its own key prefix in the bucket, so tests do not see each other.
-            Some(settings) => {
-                let prefix = root.to_string_lossy().trim_matches('/').replace('/', "-");
-                Storage::open_s3(&settings, &prefix, Duration::from_secs(30)).unwrap()
-            }
-            None => Storage::open(root).unwrap(),
-        };
+        let storage = open_storage(root);
         let app = App::new(storage, delete_enabled, 4 * 1024 * 1024);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

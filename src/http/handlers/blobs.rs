@@ -86,6 +86,22 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
     if req.method == Method::HEAD {
         return Ok(response(status, &headers, crate::http::empty()));
     }
+    if let Some(url) = app.storage.blob_redirect(digest) {
+        // The client fetches the bytes from the object store itself (its Range header too).
+        let headers = [
+            (header::LOCATION, url),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string(),
+            ),
+            (header::CONTENT_LENGTH, "0".to_string()),
+        ];
+        return Ok(response(
+            StatusCode::TEMPORARY_REDIRECT,
+            &headers,
+            crate::http::empty(),
+        ));
+    }
     let mut blob = app.storage.open_blob(digest, start, len).await?;
     if start == 0 && len == size {
         blob = app.storage.verifying(digest, blob);

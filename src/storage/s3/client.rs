@@ -34,6 +34,8 @@ pub struct S3Settings {
     pub ca: Option<std::path::PathBuf>,
     /// Bound on each request (connect, send and the answer's head).
     pub timeout: Duration,
+    /// Answer blob GETs with a redirect to a presigned URL of the object instead of the bytes.
+    pub redirect_blobs: bool,
 }
 
 /// One object of a listing.
@@ -41,6 +43,8 @@ pub struct S3Settings {
 pub struct Object {
     pub key: String,
     pub size: u64,
+    /// When it was written, by the store's clock (the epoch when the store did not say).
+    pub modified: std::time::SystemTime,
 }
 
 /// A listing: objects directly under the prefix and, with a delimiter, the "directories".
@@ -98,6 +102,14 @@ impl S3Client {
             http,
             endpoint: s.endpoint.clone(),
         })
+    }
+
+    /// A presigned GET URL of the object, valid for `valid_for`.
+    pub fn presigned_get(&self, key: &str, valid_for: Duration) -> String {
+        self.bucket
+            .get_object(self.creds(), key)
+            .sign(valid_for)
+            .to_string()
     }
 
     fn creds(&self) -> Option<&Credentials> {
@@ -292,11 +304,17 @@ impl S3Client {
                 .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
             let page = ListObjectsV2::parse_response(&text)
                 .map_err(|e| self.unavailable(&what, format!("unreadable listing: {e}")))?;
-            out.objects
-                .extend(page.contents.into_iter().map(|c| Object {
+            out.objects.extend(page.contents.into_iter().map(|c| {
+                Object {
+                    modified: c
+                        .last_modified
+                        .as_deref()
+                        .and_then(parse_rfc3339)
+                        .unwrap_or(std::time::UNIX_EPOCH),
                     key: c.key,
                     size: c.size.unwrap_or(0),
-                }));
+                }
+            }));
             out.prefixes
                 .extend(page.common_prefixes.into_iter().map(|p| p.prefix));
             match page.next_continuation_token {
@@ -305,6 +323,16 @@ impl S3Client {
             }
         }
         Ok(out)
+    }
+
+    /// The object `key` itself (size and time written), if there is one.
+    pub async fn stat(&self, key: &str) -> Result<Option<Object>> {
+        Ok(self
+            .list(key, true)
+            .await?
+            .objects
+            .into_iter()
+            .find(|o| o.key == key))
     }
 
     /// Starts a multipart upload to `key`; returns its upload id.
@@ -416,6 +444,13 @@ fn error_code(body: &str) -> String {
     }
 }
 
+/// A listing's `LastModified` (RFC 3339, e.g. `2026-11-23T02:10:00.000Z`).
+fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(std::time::SystemTime::from)
+}
+
 /// The innermost cause of a reqwest error (the "connection refused" under "error sending request").
 fn root_cause(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
@@ -457,6 +492,17 @@ mod tests {
             "NoSuchKey"
         );
         assert_eq!(error_code("plain"), "plain");
+    }
+
+    #[test]
+    fn listing_times_parse() {
+        let t = parse_rfc3339("2026-11-23T02:10:00.500Z").expect("parses");
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis();
+        assert_eq!(ms, 1_795_399_800_500);
+        assert!(parse_rfc3339("yesterday").is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! parts. A node buffers at most one part per upload in memory, never a whole blob.
 
 pub mod client;
+pub mod lifecycle;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -81,6 +82,7 @@ fn corrupt(msg: String) -> StorageError {
 
 pub struct S3Driver {
     client: S3Client,
+    redirect_blobs: bool,
     layout: Layout,
     manifests: Mutex<ManifestCache>,
 }
@@ -96,6 +98,7 @@ impl S3Driver {
     pub fn new(settings: &S3Settings, prefix: &str) -> std::result::Result<S3Driver, String> {
         Ok(S3Driver {
             client: S3Client::new(settings)?,
+            redirect_blobs: settings.redirect_blobs,
             layout: Layout::new(prefix.trim_matches('/')),
             manifests: Mutex::new(ManifestCache::default()),
         })
@@ -184,7 +187,18 @@ impl S3Driver {
             .ok_or(StorageError::BlobUnknown)
     }
 
+    /// Where to send a client for the blob's bytes, when blob GETs are redirected to the store.
+    pub fn blob_redirect(&self, digest: &Digest) -> Option<String> {
+        self.redirect_blobs.then(|| {
+            self.client.presigned_get(
+                &Self::key(&self.layout.blob_data(digest)),
+                std::time::Duration::from_secs(20 * 60),
+            )
+        })
+    }
+
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.before_linking(std::slice::from_ref(digest)).await?;
         self.write_link(&self.layout.layer_link(name, digest), digest)
             .await
     }
@@ -278,6 +292,9 @@ impl S3Driver {
         referrer: Option<ReferrerEntry>,
     ) -> Result<()> {
         let l = &self.layout;
+        let (mut refs, _) = crate::registry::manifest::references(&bytes).unwrap_or_default();
+        refs.retain(|d| d != digest);
+        self.before_linking(&refs).await?;
         let data = Self::key(&l.blob_data(digest));
         if self.client.head(&data).await? != Some(bytes.len() as u64) {
             self.client.put(&data, Bytes::from(bytes)).await?;
@@ -534,6 +551,14 @@ impl S3Driver {
             None => {
                 let u = self.client.create_multipart(&key).await?;
                 a.state.multipart = Some(u.clone());
+                // Recorded at once, so a crash before the next checkpoint cannot leave a multipart
+                // upload nobody knows to abort (the recorded offset and parts stay as they were).
+                let mut recorded = self.state(name, id).await?;
+                recorded.multipart = Some(u.clone());
+                let body = serde_json::to_vec(&recorded).map_err(io::Error::other)?;
+                self.client
+                    .put(&self.state_key(name, id), Bytes::from(body))
+                    .await?;
                 u
             }
         };
