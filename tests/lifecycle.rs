@@ -287,3 +287,23 @@ async fn a_blob_that_fails_its_digest_while_served_is_cut_off_and_quarantined() 
     }
     reg.stop().await;
 }
+
+#[tokio::test]
+async fn an_abandoned_upload_in_an_otherwise_empty_repository_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), true).await;
+    let upload = reg.start_upload("lonely/first-push").await;
+    let r = reg
+        .req("PATCH", &upload)
+        .body(b"the first layer, never finished".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut o = opts(false, false, 0);
+    o.upload_max_age = Duration::ZERO;
+    let r = run_gc(dir.path(), &o).await;
+    assert_eq!(r.uploads_removed, 1, "{r:?}");
+    assert_eq!(reg.send("GET", &upload).await.status(), 404);
+    reg.stop().await;
+}

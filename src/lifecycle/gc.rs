@@ -94,9 +94,21 @@ pub async fn collect(
     opts: &GcOptions,
     progress: &(dyn Fn(Phase, usize, usize) + Sync),
 ) -> Result<Option<GcReport>, StorageError> {
-    let Some(_collector) = storage.try_lock("gc").await? else {
+    let Some(collector) = storage.try_lock("gc").await? else {
         return Ok(None);
     };
+    let result = collect_as_the_collector(storage, opts, progress).await;
+    // Released before returning (a lease object in a bucket is deleted now, not when a background
+    // task gets to it), so the next pass, on any node, can start at once.
+    collector.release().await;
+    result.map(Some)
+}
+
+async fn collect_as_the_collector(
+    storage: &Storage,
+    opts: &GcOptions,
+    progress: &(dyn Fn(Phase, usize, usize) + Sync),
+) -> Result<GcReport, StorageError> {
     let started = SystemTime::now();
     // Links "written since the mark began" are told by the times the storage records, so the
     // start is read off the storage's own clock.
@@ -147,6 +159,17 @@ pub async fn collect(
             }
         }
     }
+    // Uploads in repositories the catalog does not list (nothing linked there yet).
+    for repo in storage.upload_repositories().await? {
+        if repos.contains(&repo) {
+            continue;
+        }
+        for (id, at) in storage.inventory(&repo).await?.uploads {
+            if at < stale_upload {
+                expired_uploads.push((repo.clone(), id));
+            }
+        }
+    }
     progress(Phase::Mark, repos.len(), repos.len());
     report.manifests = revs.len();
     let keep = kept_revisions(&revs, opts.delete_untagged, young);
@@ -193,14 +216,14 @@ pub async fn collect(
         report.manifests_removed = untagged.len();
         report.blobs_removed = candidates.len();
         report.bytes_freed = candidates.iter().map(|b| b.size).sum();
-        return Ok(Some(report));
+        return Ok(report);
     }
 
     // --- Under the sweep lock no push links anything. What was linked or tagged since the mark
     // began belongs to pushes that finished meanwhile: it stays, with what it references.
     // Pushes wait while this lock is held, so the rescan reads repositories in parallel (on a
     // shared mount each read is a network round trip).
-    let _sweep = storage.sweep_lock(true, opts.lock_wait).await?;
+    let sweep = storage.sweep_lock(true, opts.lock_wait).await?;
     let repos = storage.all_repositories().await?;
     let inventories: Vec<(RepoName, Result<_, StorageError>)> =
         futures_util::stream::iter(repos.iter().cloned())
@@ -283,7 +306,9 @@ pub async fn collect(
         }
     }
     progress(Phase::Sweep, candidates.len(), candidates.len());
-    Ok(Some(report))
+    // Pushes wait while the sweep holds this: release it now.
+    sweep.release().await;
+    Ok(report)
 }
 
 /// Which revisions survive: all of them, or with `delete_untagged` the tagged ones, the young ones

@@ -33,6 +33,16 @@ pub enum Held {
     Lease(super::s3::lifecycle::Lease),
 }
 
+impl Held {
+    /// Lets go of the lock now, waiting until other nodes can see that it is free.
+    pub async fn release(self) {
+        match self {
+            Held::File(f) => drop(f),
+            Held::Lease(l) => l.release().await,
+        }
+    }
+}
+
 /// One blob in the store.
 #[derive(Debug, Clone)]
 pub struct StoredBlob {
@@ -82,6 +92,39 @@ impl Storage {
                 return Ok(out);
             }
         }
+    }
+
+    /// Every repository holding upload sessions, whether the catalog lists it or not (a first push
+    /// to a new name that stopped before its first layer was linked leaves only `_uploads`).
+    pub async fn upload_repositories(&self) -> Result<Vec<RepoName>> {
+        if let Some(s3) = self.s3() {
+            return s3.upload_repositories().await;
+        }
+        let top = self.layout().repositories();
+        self.blocking(move || {
+            let mut out = Vec::new();
+            let mut pending = vec![top.clone()];
+            while let Some(dir) = pending.pop() {
+                let Some(entries) = super::read_dir_if_exists(&dir)? else {
+                    continue;
+                };
+                for e in entries {
+                    let e = e?;
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    if name == "_uploads" {
+                        let repo = dir.strip_prefix(&top).ok().and_then(|p| p.to_str());
+                        if let Some(r) = repo.and_then(|r| r.parse().ok()) {
+                            out.push(r);
+                        }
+                    } else if !name.starts_with('_') && e.file_type()?.is_dir() {
+                        pending.push(e.path());
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// What `name` holds.

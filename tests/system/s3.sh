@@ -16,29 +16,43 @@ SK="skopeo --insecure-policy"
 garage_up
 pass "Garage: 3 nodes, replication factor 3, bucket $GARAGE_BUCKET"
 
-# s3_keys PREFIX: the keys in the bucket under PREFIX (a signed ListObjectsV2 by curl).
+# s3 METHOD PATH [curl args]: a signed request to the bucket (path after the bucket name).
+s3() {
+  local m=$1 path=$2 body_hash; shift 2
+  body_hash=$(printf '' | sha256sum | cut -d' ' -f1)
+  if [ "${1:-}" = --body ]; then body_hash=$(sha256sum "$2" | cut -d' ' -f1); set -- --data-binary "@$2"; fi
+  curl -s --aws-sigv4 "aws:amz:garage:s3" --user "$GARAGE_KEY_ID:$GARAGE_SECRET" -X "$m" \
+    -H "x-amz-content-sha256: $body_hash" "$@" "$GARAGE_ENDPOINT/$GARAGE_BUCKET/$path"
+}
+
+# s3_keys PREFIX: the keys in the bucket under PREFIX (a signed ListObjectsV2; an error fails the
+# test, so an empty answer really means "none").
 s3_keys() {
-  curl -s --aws-sigv4 "aws:amz:garage:s3" --user "$GARAGE_KEY_ID:$GARAGE_SECRET" \
-    -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" "$GARAGE_ENDPOINT/$GARAGE_BUCKET/?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' || true
+  local out
+  out=$(s3 GET "?list-type=2&prefix=$(printf '%s' "$1" | sed 's|/|%2F|g')")
+  # Called inside $(...): a failure must stop the whole test, not only the subshell.
+  case "$out" in *"<ListBucketResult"*) ;; *) echo "FAIL: listing $1: $out" >&2; kill -TERM $$ ;; esac
+  printf '%s' "$out" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' || true
 }
 
 # --- 1. The conformance tests, on the bucket.
 export REGISTRYD_TEST_S3_ENDPOINT=$GARAGE_ENDPOINT REGISTRYD_TEST_S3_BUCKET=$GARAGE_BUCKET \
   REGISTRYD_TEST_S3_KEY_ID=$GARAGE_KEY_ID REGISTRYD_TEST_S3_SECRET=$GARAGE_SECRET
-(cd "$REPO_DIR" && cargo test --release --quiet --test conformance) >"$WORK/conformance.log" 2>&1 \
-  || { tail -40 "$WORK/conformance.log"; fail "conformance tests on the S3 driver"; }
+(cd "$REPO_DIR" && cargo test --release --quiet --test conformance --test lifecycle) >"$WORK/conformance.log" 2>&1 \
+  || { tail -40 "$WORK/conformance.log"; fail "conformance and GC tests on the S3 driver"; }
 unset REGISTRYD_TEST_S3_ENDPOINT
 [ -n "$(s3_keys tmp- | head -1)" ] || fail "the conformance tests wrote nothing to the bucket"
-pass "conformance tests pass on the S3 driver ($(grep -o '[0-9]* passed' "$WORK/conformance.log" | head -1))"
+pass "conformance and GC tests pass on the S3 driver ($(grep -o '[0-9]* passed' "$WORK/conformance.log" | paste -sd' '))"
 
 # --- Two registryd nodes on the bucket (prefix "shared"), on Garage nodes 1 and 2.
-start_node() { # NAME PORT GARAGE_NODE
-  (garage_s3_env "${GARAGE_ENDPOINTS[$3]}"; export REGISTRYD_S3_PREFIX=shared
-   exec "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$2" --storage "$WORK/not-used") \
-    >>"$WORK/$1.log" 2>&1 &
-  eval "PID_$1=$!"
+start_node() { # NAME PORT GARAGE_NODE [VARIABLE=VALUE...]
+  local name=$1 port=$2 g=$3; shift 3
+  (garage_s3_env "${GARAGE_ENDPOINTS[$g]}"; export REGISTRYD_S3_PREFIX=shared
+   exec env "$@" "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$port" --storage "$WORK/not-used") \
+    >>"$WORK/$name.log" 2>&1 &
+  eval "PID_$name=$!"
   PIDS+=("$!")
-  wait_http "http://127.0.0.1:$2/v2/" || { cat "$WORK/$1.log"; fail "registryd $1 did not start"; }
+  wait_http "http://127.0.0.1:$port/v2/" || { cat "$WORK/$name.log"; fail "registryd $name did not start"; }
 }
 PA=$(free_port); PB=$(free_port)
 A=127.0.0.1:$PA; B=127.0.0.1:$PB
@@ -175,7 +189,86 @@ curl -s "http://$D/v2/_catalog" | jq -e '.repositories | index("team/fromdocker"
 stop_pid "$DIST_PID"
 pass "Distribution 2.8.2 (s3 driver) reads registryd's images and blobs, registryd reads Distribution's; catalogs agree"
 
-# --- 8. One Garage node killed during pushes and pulls: they go on.
+# --- 8. Garbage collection on the bucket while a pushes and b pulls; upload expiry aborts the
+# multipart upload of an abandoned chunked upload; fsck finds and quarantines a flipped byte.
+GC() { (garage_s3_env; export REGISTRYD_S3_PREFIX=shared REGISTRYD_GC_GRACE_SECS=2 \
+  REGISTRYD_GC_UPLOAD_MAX_AGE_SECS=2 REGISTRYD_STORAGE_OPERATION_TIMEOUT_SECS=3
+  exec "$TEST_REGISTRYD_BIN" gc "$@"); }
+python3 "$SYS_DIR/lib/mkimage.py" "$WORK/gone" v1 --layer-bytes 150000 --seed s3gone >/dev/null
+$SK copy -q --dest-tls-verify=false "oci:$WORK/gone:v1" "docker://$B/gc/gone:v1" || fail "push gc/gone"
+gone_m=$(jq -r '.manifests[0].digest' "$WORK/gone/index.json")
+gone_blobs="$gone_m $(jq -r '.config.digest, .layers[].digest' "$WORK/gone/blobs/sha256/${gone_m#sha256:}")"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$A/v2/gc/gone/manifests/$gone_m")" = 202 ] || fail "delete gc/gone"
+abandoned=$(curl -s -D - -o /dev/null -X POST "http://$A/v2/gc/abandoned/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PATCH -H "Content-Range: 0-$((first - 1))" --data-binary "@$WORK/first" "http://$A$abandoned")
+[ "$code" = 202 ] || fail "PATCH of the upload to abandon: $code"
+s3 GET "?uploads=" | grep -q "_uploads/${abandoned##*/}/data" || fail "the abandoned upload has no multipart upload"
+stored() { [ -n "$(s3_keys "shared/docker/registry/v2/blobs/sha256/${1:7:2}/${1#sha256:}/data")" ]; }
+for b in $gone_blobs; do stored "$b" || { s3_keys "shared/docker/registry/v2/blobs/sha256/${b:7:2}"; curl -sI "http://$A/v2/gc/gone/blobs/$b"; echo "$gone_blobs"; fail "gc/gone's $b missing before gc"; }; done
+sleep 3   # past the grace period
+GC --dry-run >"$WORK/gc-dry" || { cat "$WORK/gc-dry"; fail "gc --dry-run on S3"; }
+# gc/gone's 3 blobs, and the blobs of sections 3 and 5 that no manifest references.
+would=$(sed -n 's/^would remove: \([0-9]*\) blobs.*/\1/p' "$WORK/gc-dry")
+[ "${would:-0}" -ge 3 ] || { cat "$WORK/gc-dry"; fail "gc --dry-run: expected at least gc/gone's 3 blobs"; }
+for b in $gone_blobs; do stored "$b" || fail "gc --dry-run removed $b"; done
+(
+  for j in $(seq 1 6); do
+    python3 "$SYS_DIR/lib/mkimage.py" "$WORK/gcl$j" v1 --layer-bytes 100000 --seed "s3gcl$j" >/dev/null
+    $SK copy -q --dest-tls-verify=false "oci:$WORK/gcl$j:v1" "docker://$A/gc/load:$j" || exit 1
+    $SK copy -q --dest-tls-verify=false "oci:$WORK/multi:v1" "docker://$A/gc/again:$j" --all || exit 1
+    $SK copy -q --all --src-tls-verify=false "docker://$B/team/multi:v1" "oci:$WORK/gcpull:$j" || exit 1
+  done
+) >"$WORK/gc-load.log" 2>&1 &
+gcload=$!
+runs=0
+while kill -0 $gcload 2>/dev/null; do
+  GC >>"$WORK/gc.out" 2>&1 || { cat "$WORK/gc.out"; fail "gc failed on S3 while pushes ran"; }
+  runs=$((runs + 1))
+done
+wait $gcload || { cat "$WORK/gc-load.log"; fail "a push or pull failed while gc ran on S3"; }
+[ "$runs" -ge 1 ] || GC >>"$WORK/gc.out" 2>&1
+for b in $gone_blobs; do stored "$b" && fail "gc: gc/gone's $b still stored"; done
+for j in $(seq 1 6); do
+  $SK copy -q --src-tls-verify=false "docker://$B/gc/load:$j" "oci:$WORK/gccheck:$j" || fail "gc/load:$j does not pull via b after gc"
+done
+$SK copy -q --all --src-tls-verify=false "docker://$A/team/multi:v1" "oci:$WORK/gcmulti:v1" || fail "team/multi does not pull after gc"
+left=$(s3_keys "shared/docker/registry/v2/repositories/gc/abandoned/_uploads/")
+[ -z "$left" ] || { cat "$WORK/gc.out"; fail "the abandoned upload's objects are left: $left"; }
+s3 GET "?uploads=" | grep -q "_uploads/${abandoned##*/}/data" && fail "the abandoned upload's multipart upload was not aborted"
+pass "gc on the bucket: $runs passes during 6+6 pushes via a and 6 pulls via b, all succeeded; $would unreferenced blobs (gc/gone's 3 among them) collected; abandoned upload and its multipart upload removed"
+
+FSCK() { (garage_s3_env; export REGISTRYD_S3_PREFIX=shared; exec "$TEST_REGISTRYD_BIN" fsck "$@"); }
+head -c 200000 /dev/urandom >"$WORK/loose"
+ld=sha256:$(sha256sum "$WORK/loose" | cut -d' ' -f1)
+curl -sf -o /dev/null -X POST -H 'Content-Type: application/octet-stream' --data-binary @"$WORK/loose" "http://$A/v2/loose/blobs/uploads/?digest=$ld" \
+  || fail "push the loose blob"
+FSCK >"$WORK/fsck0.out" || { cat "$WORK/fsck0.out"; fail "fsck of a healthy bucket"; }
+key="shared/docker/registry/v2/blobs/sha256/${ld:7:2}/${ld#sha256:}/data"
+s3 GET "$key" >"$WORK/flip"
+printf '\xff' | dd of="$WORK/flip" bs=1 seek=1000 conv=notrunc status=none
+s3 PUT "$key" --body "$WORK/flip" >/dev/null
+rc=0; FSCK >"$WORK/fsck1.out" || rc=$?
+[ $rc -ne 0 ] && grep -q corrupt-blob "$WORK/fsck1.out" || { cat "$WORK/fsck1.out"; fail "fsck did not find the flipped byte (exit $rc)"; }
+FSCK --repair >"$WORK/fsck2.out" || true
+stored "$ld" && fail "fsck --repair left the corrupt blob in place"
+[ -n "$(s3_keys "shared/registryd/quarantine/${ld#sha256:}/data")" ] || fail "the corrupt blob was not quarantined"
+FSCK >"$WORK/fsck3.out" || { cat "$WORK/fsck3.out"; fail "fsck not clean after the repair"; }
+pass "fsck on the bucket: healthy 0, flipped byte found (exit $rc), --repair quarantined it and dropped its link; clean again"
+
+# --- A read-only node, and one that redirects blob GETs to presigned URLs.
+PC=$(free_port); C=127.0.0.1:$PC
+start_node c "$PC" 3 REGISTRYD_STORAGE_READ_ONLY=true REGISTRYD_S3_REDIRECT_BLOBS=true
+code=$(curl -s -o "$WORK/ro.out" -w '%{http_code}' -X POST "http://$C/v2/team/ro/blobs/uploads/")
+[ "$code" = 405 ] && grep -q UNSUPPORTED "$WORK/ro.out" || fail "read-only node: push got $code $(cat "$WORK/ro.out")"
+layer=$(jq -r '.layers[0].digest' "$WORK/multi/blobs/sha256/$(jq -r '.manifests[0].digest' "$WORK/multi/blobs/sha256/${want#sha256:}" | cut -d: -f2)")
+loc=$(curl -s -D - -o /dev/null "http://$C/v2/team/multi/blobs/$layer" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+case "$loc" in "${GARAGE_ENDPOINTS[3]}/$GARAGE_BUCKET/shared/docker/registry/v2/blobs/"*X-Amz-Signature=*) ;; *) fail "no presigned redirect: $loc" ;; esac
+curl -sL "http://$C/v2/team/multi/blobs/$layer" | cmp - "$WORK/multi/blobs/sha256/${layer#sha256:}" || fail "the redirected blob differs"
+$SK copy -q --all --src-tls-verify=false "docker://$C/team/multi:v1" "oci:$WORK/viaredirect:v1" || fail "skopeo pull through redirects"
+diff <(blobs_of "$WORK/multi") <(blobs_of "$WORK/viaredirect") >/dev/null || fail "blobs differ through redirects"
+pass "read-only node: push 405 UNSUPPORTED; redirecting node: 307 to a presigned URL, curl and skopeo get identical bytes"
+
+# --- 9. One Garage node killed during pushes and pulls: they go on.
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/load" v1 --layer-bytes 200000 --seed s3load >/dev/null
 (
   for j in $(seq 1 8); do
@@ -190,7 +283,7 @@ wait $load || { cat "$WORK/load.log"; tail -5 "$WORK/a.log"; fail "a push or pul
 [ "$(curl -s "http://$B/v2/load/img/tags/list" | jq '.tags | length')" = 8 ] || fail "not every push landed"
 pass "Garage node 3 killed during 8 pushes via a and 8 pulls via b: all succeeded"
 
-# --- 9. The whole store down: a clear 503 within the retry budget; back when it returns.
+# --- 10. The whole store down: a clear 503 within the retry budget; back when it returns.
 kill -9 "${GARAGE_PIDS[1]}" "${GARAGE_PIDS[2]}"; wait "${GARAGE_PIDS[1]}" "${GARAGE_PIDS[2]}" 2>/dev/null || true
 t0=$(date +%s)
 code=$(curl -s -m 60 -o "$WORK/down.out" -w '%{http_code}' "http://$A/v2/team/multi/manifests/v1")

@@ -40,9 +40,22 @@ struct LeaseRecord {
     expires: u64,
 }
 
-/// A lease held; dropping it stops the renewals and deletes the lease object.
+/// A lease held; dropping it stops the renewals and deletes the lease object in the background
+/// ([`Lease::release`] does it at once).
 pub struct Lease {
+    driver: Arc<S3Driver>,
+    name: String,
+    holder: String,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Lease {
+    /// Stops the renewals and deletes the lease object (if it is still this holder's).
+    pub async fn release(self) {
+        let (driver, name, holder) = (self.driver.clone(), self.name.clone(), self.holder.clone());
+        drop(self);
+        driver.drop_lease(&name, &holder).await;
+    }
 }
 
 fn unix_now() -> u64 {
@@ -99,6 +112,8 @@ impl S3Driver {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let holder_copy = me.clone();
+        let lease_name = name.to_string();
         let (driver, name) = (self.clone(), name.to_string());
         tokio::spawn(async move {
             loop {
@@ -111,13 +126,23 @@ impl S3Driver {
                     }
                 }
             }
-            if driver.lease_holder(&name).await.ok().flatten().as_deref() == Some(me.as_str())
-                && let Err(e) = driver.client.delete(&driver.lease_key(&name)).await
-            {
-                tracing::warn!(lease = %name, error = %e, "cannot release the storage lease (it lapses by itself)");
-            }
+            driver.drop_lease(&name, &me).await;
         });
-        Ok(Some(Lease { _stop: stop }))
+        Ok(Some(Lease {
+            driver: self.clone(),
+            name: lease_name,
+            holder: holder_copy,
+            _stop: stop,
+        }))
+    }
+
+    /// Deletes the lease object if `holder` still holds it.
+    async fn drop_lease(&self, name: &str, holder: &str) {
+        if self.lease_holder(name).await.ok().flatten().as_deref() == Some(holder)
+            && let Err(e) = self.client.delete(&self.lease_key(name)).await
+        {
+            tracing::warn!(lease = %name, error = %e, "cannot release the storage lease (it lapses by itself)");
+        }
     }
 
     /// The sweep's lease, taken when no other sweep runs, held through a settle period so that

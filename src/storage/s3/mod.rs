@@ -410,6 +410,21 @@ impl S3Driver {
     /// Every repository name, sorted: a repository is a key prefix holding `_manifests` or
     /// `_layers`, as Distribution's catalog walk decides.
     async fn repositories(&self) -> Result<Vec<String>> {
+        self.walk_repositories(&["_manifests", "_layers"]).await
+    }
+
+    /// Every repository holding upload sessions (`_uploads`), listed in the catalog or not.
+    pub async fn upload_repositories(&self) -> Result<Vec<RepoName>> {
+        Ok(self
+            .walk_repositories(&["_uploads"])
+            .await?
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect())
+    }
+
+    /// The names of the key prefixes under `repositories/` that hold one of `markers`.
+    async fn walk_repositories(&self, markers: &[&str]) -> Result<Vec<String>> {
         let top = Self::dir_key(&self.layout.repositories());
         let mut found = Vec::new();
         let mut pending = vec![top.clone()];
@@ -419,7 +434,7 @@ impl S3Driver {
             for p in listing.prefixes {
                 let last = last_component(&p);
                 if last.starts_with('_') {
-                    is_repo |= last == "_manifests" || last == "_layers";
+                    is_repo |= markers.contains(&last);
                 } else {
                     pending.push(p);
                 }
