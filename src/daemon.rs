@@ -290,24 +290,19 @@ pub async fn run(
             "logins on"
         );
     }
-    if storage.is_s3() && !config.auth.htpasswd.as_os_str().is_empty() {
-        tracing::warn!(
-            "S3 storage: the token signing key is not shared yet; tokens from this node are good on this node only"
-        );
-    } else if !config.auth.htpasswd.as_os_str().is_empty() {
+    if !config.auth.htpasswd.as_os_str().is_empty() {
         // Bounded: a hung mount must not stop the start (tokens then work on this node only).
-        let path = storage.layout().token_key();
         let loaded = tokio::time::timeout(
             Duration::from_secs(config.storage.operation_timeout_secs),
-            tokio::task::spawn_blocking(move || crate::auth::TokenKey::load_or_create(&path)),
+            storage.token_key(),
         )
         .await;
         match loaded {
-            Ok(Ok(Ok(key))) => auth.set_token_key(key),
-            Ok(Ok(Err(e))) => {
+            Ok(Ok(key)) => auth.set_token_key(key),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read or create the shared token key; tokens from this node are good on this node only")
             }
-            _ => tracing::warn!(
+            Err(_) => tracing::warn!(
                 "the shared token key did not load in time; tokens from this node are good on this node only"
             ),
         }

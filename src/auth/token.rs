@@ -73,6 +73,16 @@ impl TokenKey {
         Self::read(path)?.ok_or_else(|| std::io::Error::other("token key vanished after creation"))
     }
 
+    /// A key from its 32 bytes (as stored); `None` for any other length.
+    pub fn from_bytes(b: &[u8]) -> Option<TokenKey> {
+        <[u8; 32]>::try_from(b).ok().map(TokenKey)
+    }
+
+    /// The key's bytes, to store it.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     fn read(path: &Path) -> std::io::Result<Option<TokenKey>> {
         match std::fs::read(path) {
             Ok(b) if b.len() == 32 => {

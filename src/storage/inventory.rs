@@ -127,6 +127,19 @@ impl Storage {
         .await
     }
 
+    /// The key that signs Bearer tokens, shared by every node on this storage (made by the first
+    /// node that needs it).
+    pub async fn token_key(&self) -> Result<crate::auth::TokenKey> {
+        if let Some(s3) = self.s3() {
+            return s3.token_key().await;
+        }
+        let path = self.layout().token_key();
+        tokio::task::spawn_blocking(move || crate::auth::TokenKey::load_or_create(&path))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(super::StorageError::from)
+    }
+
     /// What `name` holds.
     pub async fn inventory(&self, name: &RepoName) -> Result<RepoInventory> {
         if let Some(s3) = self.s3() {

@@ -52,7 +52,7 @@ start_node() { # NAME PORT GARAGE_NODE [VARIABLE=VALUE...]
     >>"$WORK/$name.log" 2>&1 &
   eval "PID_$name=$!"
   PIDS+=("$!")
-  wait_http "http://127.0.0.1:$port/v2/" || { cat "$WORK/$name.log"; fail "registryd $name did not start"; }
+  wait_http "http://127.0.0.1:$port/readyz" || { cat "$WORK/$name.log"; fail "registryd $name did not start"; }
 }
 PA=$(free_port); PB=$(free_port)
 A=127.0.0.1:$PA; B=127.0.0.1:$PB
@@ -267,6 +267,20 @@ curl -sL "http://$C/v2/team/multi/blobs/$layer" | cmp - "$WORK/multi/blobs/sha25
 $SK copy -q --all --src-tls-verify=false "docker://$C/team/multi:v1" "oci:$WORK/viaredirect:v1" || fail "skopeo pull through redirects"
 diff <(blobs_of "$WORK/multi") <(blobs_of "$WORK/viaredirect") >/dev/null || fail "blobs differ through redirects"
 pass "read-only node: push 405 UNSUPPORTED; redirecting node: 307 to a presigned URL, curl and skopeo get identical bytes"
+
+# --- Logins: the token signing key lives in the bucket, so a token from one node works on another.
+htpasswd -cbB "$WORK/htpasswd" ci ci-pass 2>/dev/null || fail "htpasswd -B"
+PD=$(free_port); PE=$(free_port)
+start_node d "$PD" 1 REGISTRYD_AUTH_HTPASSWD="$WORK/htpasswd" REGISTRYD_AUTH_ALLOW_PLAIN_HTTP=true
+start_node e "$PE" 2 REGISTRYD_AUTH_HTPASSWD="$WORK/htpasswd" REGISTRYD_AUTH_ALLOW_PLAIN_HTTP=true
+[ -n "$(s3_keys shared/registryd/auth/token.key)" ] || fail "no token key in the bucket"
+tok=$(curl -s -u ci:ci-pass "http://127.0.0.1:$PD/auth/token?service=registryd&scope=repository:team/tok:pull,push" | jq -r .token)
+[ -n "$tok" ] && [ "$tok" != null ] || fail "no token from node d"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PE/v2/team/tok/blobs/uploads/")
+[ "$code" = 401 ] || fail "anonymous push on node e: $code"
+code=$(curl -s -o "$WORK/tok.out" -w '%{http_code}' -H "Authorization: Bearer $tok" -X POST "http://127.0.0.1:$PE/v2/team/tok/blobs/uploads/")
+[ "$code" = 202 ] || fail "node d's token on node e: $code $(cat "$WORK/tok.out")"
+pass "logins: one token signing key in the bucket; a token issued by node d opens a push on node e"
 
 # --- 9. One Garage node killed during pushes and pulls: they go on.
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/load" v1 --layer-bytes 200000 --seed s3load >/dev/null

@@ -203,6 +203,32 @@ impl S3Driver {
             })
     }
 
+    /// The shared token signing key: read, or made by this node when none exists yet. Two nodes
+    /// making it at once both read back after a pause and keep the one that stayed.
+    pub async fn token_key(&self) -> Result<crate::auth::TokenKey> {
+        let key = Self::key(&self.layout.token_key());
+        let read = |bytes: Bytes| {
+            crate::auth::TokenKey::from_bytes(&bytes).ok_or_else(|| {
+                StorageError::Io(std::io::Error::other(format!(
+                    "{key} holds {} bytes, not a 32-byte key; delete it and restart",
+                    bytes.len()
+                )))
+            })
+        };
+        if let Some(bytes) = self.client.get(&key).await? {
+            return read(bytes);
+        }
+        let fresh = crate::auth::TokenKey::random();
+        self.client
+            .put(&key, Bytes::copy_from_slice(&fresh.to_bytes()))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stayed = self.client.get(&key).await?.ok_or_else(|| {
+            StorageError::Unavailable(format!("{key} vanished after it was written"))
+        })?;
+        read(stayed)
+    }
+
     // --- What maintenance passes read.
 
     /// `<dir>/sha256/<hex>/link` objects under `dir`: the digests they are named for, and when
