@@ -69,7 +69,11 @@ pub async fn run(config: &Config, extra_ca: Option<&Path>) -> Vec<Finding> {
     hosts(&mut r, config, ip);
     let cert = certificate(&mut r, config, ip);
     clock(&mut r, cert.as_ref());
-    storage(&mut r, config);
+    if config.storage.driver == "s3" {
+        bucket(&mut r, config).await;
+    } else {
+        storage(&mut r, config);
+    }
     listeners(&mut r, config, ip, extra_ca).await;
     systemd(&mut r);
     r.0
@@ -268,6 +272,53 @@ fn clock(r: &mut Report, cert: Option<&CertInfo>) {
                 (now - info.not_before) / 3600
             ),
         );
+    }
+}
+
+/// The S3 bucket: reachable with the configured credentials, a write read back, the store's
+/// clock against this node's.
+async fn bucket(r: &mut Report, config: &Config) {
+    let where_ = crate::storage::Storage::describe(config);
+    let timeout = std::time::Duration::from_secs(config.storage.operation_timeout_secs);
+    let storage = match crate::storage::Storage::from_config(config, 4) {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail(
+                "storage",
+                e,
+                "set the [s3] section (endpoint, bucket, credentials) or AWS_* variables".into(),
+            );
+            return;
+        }
+    };
+    if let Err(e) = storage.check().await {
+        r.fail(
+            "storage",
+            format!("{where_}: {e}"),
+            "check the endpoint, the bucket name and that the key may read and write it".into(),
+        );
+        return;
+    }
+    r.ok("storage", format!("{where_}: a write read back"));
+    if let Ok(stamped) = tokio::time::timeout(timeout, storage.clock())
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::storage::StorageError::Unavailable(
+                "timed out".into(),
+            ))
+        })
+    {
+        let skew = match stamped.duration_since(std::time::SystemTime::now()) {
+            Ok(ahead) => ahead.as_secs() as i64,
+            Err(behind) => -(behind.duration().as_secs() as i64),
+        };
+        if skew.abs() > 60 {
+            r.warn(
+                "clock",
+                format!("the object store's clock is {skew} s from this node's"),
+                "sync both with NTP (SigV4 requests fail beyond 15 minutes of skew)".into(),
+            );
+        }
     }
 }
 

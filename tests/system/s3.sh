@@ -57,7 +57,9 @@ start_node() { # NAME PORT GARAGE_NODE [VARIABLE=VALUE...]
 PA=$(free_port); PB=$(free_port)
 A=127.0.0.1:$PA; B=127.0.0.1:$PB
 start_node a "$PA" 1
-start_node b "$PB" 2
+# b takes its credentials from the AWS_* variables, c (below) from an AWS credentials file.
+start_node b "$PB" 2 REGISTRYD_S3_ACCESS_KEY_ID= REGISTRYD_S3_SECRET_ACCESS_KEY= \
+  AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET"
 grep -q "storage=s3 bucket registry/shared at ${GARAGE_ENDPOINTS[1]}" "$WORK/a.log" \
   || { head -5 "$WORK/a.log"; fail "node a does not log its bucket"; }
 [ -d "$WORK/not-used" ] && fail "the S3 driver wrote to the filesystem root"
@@ -257,7 +259,11 @@ pass "fsck on the bucket: healthy 0, flipped byte found (exit $rc), --repair qua
 
 # --- A read-only node, and one that redirects blob GETs to presigned URLs.
 PC=$(free_port); C=127.0.0.1:$PC
-start_node c "$PC" 3 REGISTRYD_STORAGE_READ_ONLY=true REGISTRYD_S3_REDIRECT_BLOBS=true
+printf '[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n[registry]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+  "$GARAGE_KEY_ID" "$GARAGE_SECRET" >"$WORK/aws-credentials"
+start_node c "$PC" 3 REGISTRYD_STORAGE_READ_ONLY=true REGISTRYD_S3_REDIRECT_BLOBS=true \
+  REGISTRYD_S3_ACCESS_KEY_ID= REGISTRYD_S3_SECRET_ACCESS_KEY= REGISTRYD_S3_CREDENTIALS_FILE="$WORK/aws-credentials" \
+  REGISTRYD_S3_PROFILE=registry
 code=$(curl -s -o "$WORK/ro.out" -w '%{http_code}' -X POST "http://$C/v2/team/ro/blobs/uploads/")
 [ "$code" = 405 ] && grep -q UNSUPPORTED "$WORK/ro.out" || fail "read-only node: push got $code $(cat "$WORK/ro.out")"
 layer=$(jq -r '.layers[0].digest' "$WORK/multi/blobs/sha256/$(jq -r '.manifests[0].digest' "$WORK/multi/blobs/sha256/${want#sha256:}" | cut -d: -f2)")
@@ -266,7 +272,11 @@ case "$loc" in "${GARAGE_ENDPOINTS[3]}/$GARAGE_BUCKET/shared/docker/registry/v2/
 curl -sL "http://$C/v2/team/multi/blobs/$layer" | cmp - "$WORK/multi/blobs/sha256/${layer#sha256:}" || fail "the redirected blob differs"
 $SK copy -q --all --src-tls-verify=false "docker://$C/team/multi:v1" "oci:$WORK/viaredirect:v1" || fail "skopeo pull through redirects"
 diff <(blobs_of "$WORK/multi") <(blobs_of "$WORK/viaredirect") >/dev/null || fail "blobs differ through redirects"
-pass "read-only node: push 405 UNSUPPORTED; redirecting node: 307 to a presigned URL, curl and skopeo get identical bytes"
+pass "read-only node (credentials file, profile registry): push 405 UNSUPPORTED; redirecting: 307 to a presigned URL, curl and skopeo get identical bytes"
+(garage_s3_env; export REGISTRYD_S3_PREFIX=shared; exec "$TEST_REGISTRYD_BIN" doctor) >"$WORK/doctor.out" 2>&1 || true
+grep -Eq "ok +storage +s3 bucket registry/shared at ${GARAGE_ENDPOINTS[1]}: a write read back" "$WORK/doctor.out" \
+  || { cat "$WORK/doctor.out"; fail "doctor does not check the bucket"; }
+pass "registryd doctor checks the bucket: $(grep -E ' storage ' "$WORK/doctor.out" | tr -s ' ')"
 
 # --- Logins: the token signing key lives in the bucket, so a token from one node works on another.
 htpasswd -cbB "$WORK/htpasswd" ci ci-pass 2>/dev/null || fail "htpasswd -B"
