@@ -92,6 +92,84 @@ impl Migration {
         }
     }
 
+    /// Distribution's S3 driver parameters: the same bucket, prefix and key layout.
+    fn s3(&mut self, p: &Yaml, redirect: Option<&Yaml>) {
+        let text = |k: &str| p.get(k).and_then(Yaml::as_str).map(str::to_string);
+        self.set("storage", "driver", Value::String("s3".into()));
+        for (from, to) in [
+            ("bucket", "bucket"),
+            ("region", "region"),
+            ("accesskey", "access_key_id"),
+            ("secretkey", "secret_access_key"),
+        ] {
+            if let Some(v) = text(from) {
+                self.set("s3", to, Value::String(v));
+            }
+        }
+        if let Some(root) = text("rootdirectory") {
+            self.set("s3", "prefix", Value::String(root.trim_matches('/').into()));
+        }
+        let secure = p.get("secure").is_none_or(truthy);
+        match text("regionendpoint") {
+            Some(e) => {
+                let e = if e.contains("://") {
+                    e
+                } else if secure {
+                    format!("https://{e}")
+                } else {
+                    format!("http://{e}")
+                };
+                self.set("s3", "endpoint", Value::String(e));
+                // Distribution 2.8 uses path-style requests whenever an endpoint is given.
+                let path = p.get("forcepathstyle").is_none_or(truthy);
+                self.set("s3", "path_style", Value::Boolean(path));
+            }
+            None => {
+                let region = text("region").unwrap_or_else(|| "us-east-1".into());
+                self.set(
+                    "s3",
+                    "endpoint",
+                    Value::String(format!("https://s3.{region}.amazonaws.com")),
+                );
+                self.set("s3", "path_style", Value::Boolean(false));
+            }
+        }
+        // Distribution redirects blob downloads to the bucket unless told not to.
+        let disabled = redirect.and_then(|r| r.get("disable")).is_some_and(truthy);
+        self.set("s3", "redirect_blobs", Value::Boolean(!disabled));
+        if !disabled {
+            self.warn("storage.redirect: Distribution sent blob downloads to the bucket; s3.redirect_blobs = true does the same (clients must reach the store; set it false to serve blobs through registryd)".into());
+        }
+        if text("accesskey").is_none() {
+            self.warn("storage.s3.accesskey: none given; registryd takes AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or s3.credentials_file (no instance-role credentials)".into());
+        }
+        for k in [
+            "encrypt",
+            "keyid",
+            "storageclass",
+            "objectacl",
+            "skipverify",
+            "accelerate",
+            "usedualstack",
+            "sessiontoken",
+            "multipartcopychunksize",
+            "multipartcopymaxconcurrency",
+            "multipartcopythresholdsize",
+        ] {
+            if p.get(k).is_some() {
+                self.warn(format!(
+                    "storage.s3.{k}: not supported; registryd writes with the bucket's defaults"
+                ));
+            }
+        }
+        if p.get("chunksize").is_some() {
+            self.warn("storage.s3.chunksize: registryd uploads in 5 MiB parts".into());
+        }
+        if p.get("v4auth").is_some_and(|v| !truthy(v)) {
+            self.warn("storage.s3.v4auth = false: registryd always signs with SigV4".into());
+        }
+    }
+
     fn storage(&mut self, doc: &Yaml) -> Result<(), String> {
         let Some(s) = doc.get("storage") else {
             return Ok(());
@@ -106,10 +184,13 @@ impl Migration {
         } else if s.get("filesystem").is_some() {
             self.set("storage", "root", Value::String("/var/lib/registry".into()));
         }
-        for driver in ["s3", "azure", "gcs", "swift", "oss", "inmemory"] {
+        if let Some(s3) = s.get("s3") {
+            self.s3(s3, s.get("redirect"));
+        }
+        for driver in ["azure", "gcs", "swift", "oss", "inmemory"] {
             if s.get(driver).is_some() {
                 self.warn(format!(
-                    "storage.{driver}: registryd stores on a filesystem (a shared mount in a cluster); copy the data to a directory and set storage.root"
+                    "storage.{driver}: registryd stores on a filesystem (a shared mount in a cluster) or in S3; copy the data to a directory and set storage.root"
                 ));
             }
         }
@@ -560,5 +641,48 @@ health:
         assert_eq!(t["cors"]["max_age_secs"].as_integer(), Some(1_728_000));
         assert_eq!(t["storage"]["check_interval_secs"].as_integer(), Some(10));
         assert!(convert("- a list").is_err());
+    }
+
+    #[test]
+    fn s3_driver() {
+        let m = convert(
+            r#"
+version: 0.1
+storage:
+  s3:
+    accesskey: AKIDEXAMPLE
+    secretkey: wJalrXUtnFEMI
+    region: garage
+    regionendpoint: garage.internal:3900
+    secure: false
+    bucket: registry
+    rootdirectory: /docker
+    storageclass: STANDARD
+  redirect:
+    disable: true
+http:
+  addr: :5000
+"#,
+        )
+        .unwrap();
+        let t: Table = toml::from_str(&m.toml).unwrap();
+        assert_eq!(t["storage"]["driver"].as_str(), Some("s3"));
+        assert_eq!(
+            t["s3"]["endpoint"].as_str(),
+            Some("http://garage.internal:3900")
+        );
+        assert_eq!(t["s3"]["prefix"].as_str(), Some("docker"));
+        assert_eq!(t["s3"]["path_style"].as_bool(), Some(true));
+        assert_eq!(t["s3"]["redirect_blobs"].as_bool(), Some(false));
+        assert_eq!(t["s3"]["secret_access_key"].as_str(), Some("wJalrXUtnFEMI"));
+        assert!(m.warnings.iter().any(|w| w.contains("storageclass")));
+        let aws = convert("version: 0.1\nstorage:\n  s3:\n    region: eu-west-1\n    bucket: b\n")
+            .unwrap();
+        let t: Table = toml::from_str(&aws.toml).unwrap();
+        assert_eq!(
+            t["s3"]["endpoint"].as_str(),
+            Some("https://s3.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(t["s3"]["redirect_blobs"].as_bool(), Some(true));
     }
 }

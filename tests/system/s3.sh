@@ -191,6 +191,17 @@ curl -s "http://$D/v2/_catalog" | jq -e '.repositories | index("team/fromdocker"
 stop_pid "$DIST_PID"
 pass "Distribution 2.8.2 (s3 driver) reads registryd's images and blobs, registryd reads Distribution's; catalogs agree"
 
+# Distribution's config.yml, converted by import-config, serves the same bucket on the same address.
+"$TEST_REGISTRYD_BIN" import-config "$WORK/dist.yml" >"$WORK/dist.toml" 2>"$WORK/dist.warnings" \
+  || { cat "$WORK/dist.warnings"; fail "import-config of the s3 config"; }
+"$TEST_REGISTRYD_BIN" serve --config "$WORK/dist.toml" >"$WORK/converted.log" 2>&1 &
+CONV_PID=$!; PIDS+=("$CONV_PID")
+wait_http "http://$D/readyz" || { cat "$WORK/dist.toml" "$WORK/converted.log"; fail "registryd did not serve with the converted s3 config"; }
+$SK copy -q --src-tls-verify=false "docker://$D/fromdist/img:v1" "oci:$WORK/conv:v1" || fail "pull through the converted config"
+diff <(blobs_of "$WORK/distimg") <(blobs_of "$WORK/conv") >/dev/null || fail "the converted config serves other blobs"
+stop_pid "$CONV_PID"
+pass "import-config turns Distribution's s3 config into [s3] (bucket, prefix, endpoint, keys): registryd serves the same images on its address"
+
 # --- 8. Garbage collection on the bucket while a pushes and b pulls; upload expiry aborts the
 # multipart upload of an abandoned chunked upload; fsck finds and quarantines a flipped byte.
 GC() { (garage_s3_env; export REGISTRYD_S3_PREFIX=shared REGISTRYD_GC_GRACE_SECS=2 \
