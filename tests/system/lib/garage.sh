@@ -4,8 +4,8 @@
 #   GARAGE_BUCKET, GARAGE_PIDS (by node, 1-based: ${GARAGE_PIDS[1]}).
 # Every node is stopped by PID and its directories removed by common.sh's cleanup.
 #
-# The binary: `cargo install garage --version 2.5.0 --locked` with only the sqlite metadata engine
-# (about 10 minutes on two cores), kept in /var/cache/registryd-test/garage between runs on one
+# The binary: `cargo install garage --version 2.5.0 --locked` with only the sqlite metadata engine,
+# at opt-level 1 (minutes on two cores), kept in /var/cache/registryd-test/garage between runs on one
 # machine (GARAGE_ROOT overrides the place).
 
 GARAGE_VERSION=2.5.0
@@ -18,7 +18,9 @@ garage_install() {
   fi
   echo "building garage $GARAGE_VERSION (cargo install, about 10 minutes; cached in $GARAGE_ROOT)"
   mkdir -p "$GARAGE_ROOT"
-  cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT" --quiet \
+  # opt-level 1: a test store needs no more, and it builds in less of CI's time.
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT" --quiet \
     --no-default-features --features bundled-libs,sqlite \
     || fail "cargo install garage $GARAGE_VERSION failed"
 }
