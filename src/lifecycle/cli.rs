@@ -27,8 +27,8 @@ pub fn open_storage(config: &Config, cmd: &str) -> Result<Storage, ExitCode> {
         eprintln!("registryd {cmd}: {e}");
         ExitCode::FAILURE
     })?;
-    // gc and fsck work on both drivers; the archive and pre-warm commands need a filesystem.
-    if !matches!(cmd, "gc" | "fsck")
+    // Everything but the pull-through cache's pre-warm works on both drivers.
+    if cmd == "pull"
         && let Err(e) = storage.filesystem_only(&format!("registryd {cmd}"))
     {
         eprintln!("registryd {cmd}: {e}");

@@ -287,6 +287,30 @@ impl Storage {
     /// time this node serves that blob. The last chunk is held back until the check passes: a blob
     /// that fails is never sent whole; the client gets an error, the blob is quarantined (fsck's
     /// quarantine) and the event is logged as an error.
+    /// Reads a blob that failed its digest while served again, whole, and quarantines it only if
+    /// that read fails the digest too: a short or garbled answer on the way (a proxy in front of
+    /// an object store, say) must not move a good blob aside.
+    async fn confirm_and_quarantine(&self, d: &Digest) {
+        match self.hash_blob(d).await {
+            Ok(Some(hex)) if hex == d.hex() => tracing::warn!(
+                digest = %d,
+                "the blob read again whole matches its digest: left in place (the first read was damaged on the way)"
+            ),
+            Ok(None) => {}
+            Ok(Some(_)) => match self.quarantine_blob(d).await {
+                Ok(_) => tracing::error!(digest = %d, "corrupt blob quarantined"),
+                Err(e) => {
+                    tracing::error!(digest = %d, error = %e, "cannot quarantine the corrupt blob")
+                }
+            },
+            Err(e) => tracing::error!(
+                digest = %d,
+                error = %e,
+                "cannot read the blob again to confirm the damage: left in place (run registryd fsck)"
+            ),
+        }
+    }
+
     pub fn verifying(&self, digest: &Digest, inner: BlobStream) -> BlobStream {
         let known = self
             .inner
@@ -340,17 +364,13 @@ impl Storage {
                             tracing::error!(
                                 digest = %d,
                                 computed = %got,
-                                "blob failed its digest while being served: the client got an error and the blob is quarantined (registryd fsck lists it)"
+                                "blob failed its digest while being served: the client got an error; the blob is read again whole and quarantined if that fails too (registryd fsck lists it)"
                             );
-                            tokio::spawn(async move {
-                                if let Err(e) = me.quarantine_blob(&d).await {
-                                    tracing::error!(digest = %d, error = %e, "cannot quarantine the corrupt blob");
-                                }
-                            });
+                            tokio::spawn(async move { me.confirm_and_quarantine(&d).await });
                             return Some((
                                 Err(io::Error::new(
                                     io::ErrorKind::InvalidData,
-                                    "blob failed its digest check and was quarantined",
+                                    "blob failed its digest check",
                                 )),
                                 st,
                             ));

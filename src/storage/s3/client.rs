@@ -55,6 +55,8 @@ pub struct Listing {
 }
 
 pub struct S3Client {
+    /// After this long, a failing request is not tried again (each try is bounded by it too).
+    retry_for: Duration,
     bucket: Bucket,
     credentials: Credentials,
     http: reqwest::Client,
@@ -97,6 +99,7 @@ impl S3Client {
             .build()
             .map_err(|e| format!("storage.s3: cannot build the HTTP client: {e}"))?;
         Ok(S3Client {
+            retry_for: s.timeout,
             bucket,
             credentials: Credentials::new(s.access_key_id.clone(), s.secret_access_key.clone()),
             http,
@@ -125,17 +128,26 @@ impl S3Client {
     }
 
     /// Sends the request `make` builds, again after a pause when the store is busy or failing
-    /// (429, 500, 502, 503, 504, transport errors). Every other answer is returned as it is.
+    /// (429, 500, 502, 503, 504, transport errors), as long as the storage timeout allows: a hung
+    /// store costs a request about one timeout, not one per try. Every other answer is returned
+    /// as it is.
     async fn send(
         &self,
         what: &str,
         make: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
         let mut last = String::new();
+        let give_up = tokio::time::Instant::now() + self.retry_for;
+        let mut tries = 0;
         for attempt in 0..TRIES {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << (2 * attempt))).await;
+                let pause = Duration::from_millis(100 << (2 * attempt));
+                if tokio::time::Instant::now() + pause >= give_up {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
             }
+            tries += 1;
             let outcome = match make().send().await {
                 Ok(r) if matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504) => {
                     let status = r.status();
@@ -153,7 +165,7 @@ impl S3Client {
                 }
             }
         }
-        Err(self.unavailable(what, format!("{last} (after {TRIES} tries)")))
+        Err(self.unavailable(what, format!("{last} (after {tries} tries)")))
     }
 
     /// Turns a non-success answer into an error naming the store's error code.

@@ -735,9 +735,17 @@ impl S3Driver {
                 }
                 // The assembled data sits under the upload, invisible to readers, until the
                 // digest is known to match; then it is copied under the digest.
-                self.client
+                if let Err(e) = self
+                    .client
                     .complete_multipart(&data, &upload_id, &a.state.parts)
-                    .await?;
+                    .await
+                {
+                    // A completion whose answer was lost is done all the same (a retry of it
+                    // then finds no such upload): the assembled object tells.
+                    if self.client.head(&data).await? != Some(size) {
+                        return Err(e);
+                    }
+                }
                 if expected.algorithm() == Algorithm::Sha512 {
                     let computed = self.hash_object_sha512(&data, size).await?;
                     if &computed != expected {

@@ -12,17 +12,23 @@ GARAGE_VERSION=2.5.0
 GARAGE_ROOT=${GARAGE_ROOT:-/var/cache/registryd-test/garage}
 GARAGE_BIN=$GARAGE_ROOT/bin/garage
 
+# Builds the binary unless it is there. One build at a time (run-all.sh starts one in the
+# background while other tests run; s3.sh then waits for it here).
 garage_install() {
-  if [ -x "$GARAGE_BIN" ] && "$GARAGE_BIN" --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; then
-    return 0
-  fi
-  echo "building garage $GARAGE_VERSION (cargo install, about 10 minutes; cached in $GARAGE_ROOT)"
+  local lock rc=0
   mkdir -p "$GARAGE_ROOT"
-  # opt-level 1: a test store needs no more, and it builds in less of CI's time.
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-    cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT" --quiet \
-    --no-default-features --features bundled-libs,sqlite \
-    || fail "cargo install garage $GARAGE_VERSION failed"
+  exec {lock}>"$GARAGE_ROOT/.install.lock"
+  flock "$lock"
+  if ! { [ -x "$GARAGE_BIN" ] && "$GARAGE_BIN" --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; }; then
+    echo "building garage $GARAGE_VERSION (cargo install, minutes; cached in $GARAGE_ROOT)"
+    # opt-level 1: a test store needs no more, and it builds in less of CI's time.
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+      cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT" --quiet \
+      --no-default-features --features bundled-libs,sqlite || rc=$?
+  fi
+  flock -u "$lock"
+  exec {lock}>&-
+  [ "$rc" = 0 ] || fail "cargo install garage $GARAGE_VERSION failed"
 }
 
 # garage_cli N ARGS...: the garage CLI against node N.
