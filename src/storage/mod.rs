@@ -181,7 +181,23 @@ impl Storage {
     ) -> Result<Storage> {
         let layout = Layout::new(root.as_ref());
         let inline = cached::is_local(root.as_ref());
-        Ok(Storage {
+        Ok(Storage::with_inner(
+            layout,
+            timeout,
+            max_blocking,
+            inline,
+            None,
+        ))
+    }
+
+    fn with_inner(
+        layout: Layout,
+        timeout: Duration,
+        max_blocking: usize,
+        inline: bool,
+        s3: Option<Arc<s3::S3Driver>>,
+    ) -> Storage {
+        Storage {
             inner: Arc::new(Inner {
                 layout,
                 timeout,
@@ -194,30 +210,22 @@ impl Storage {
                 catalog: Mutex::new(None),
                 guard: None,
                 inline: std::sync::atomic::AtomicBool::new(inline),
-                s3: None,
+                s3,
             }),
-        })
+        }
     }
 
     /// Storage in an S3 bucket (`prefix` is the key prefix, "" for none), with the per-call bound.
     pub fn open_s3(settings: &s3::S3Settings, prefix: &str, timeout: Duration) -> Result<Storage> {
         let driver = s3::S3Driver::new(settings, prefix).map_err(StorageError::Unavailable)?;
-        Ok(Storage {
-            inner: Arc::new(Inner {
-                layout: driver.layout().clone(),
-                timeout,
-                slots: Arc::new(tokio::sync::Semaphore::new(1)),
-                cursors: Mutex::new(HashMap::new()),
-                upload_locks: Mutex::new(HashMap::new()),
-                manifests: Mutex::new(ManifestCache::default()),
-                verified: Mutex::new(std::collections::HashSet::new()),
-                listings: Mutex::new(listing::Listings::default()),
-                catalog: Mutex::new(None),
-                guard: None,
-                inline: std::sync::atomic::AtomicBool::new(false),
-                s3: Some(Arc::new(driver)),
-            }),
-        })
+        // Nothing runs on the blocking pool or reads the filesystem's caches for a bucket.
+        Ok(Storage::with_inner(
+            driver.layout().clone(),
+            timeout,
+            1,
+            false,
+            Some(Arc::new(driver)),
+        ))
     }
 
     /// The storage `config` names: the filesystem under `storage.root`, or the `[s3]` bucket.
@@ -454,6 +462,22 @@ pub(super) struct ManifestCache {
 
 const MANIFEST_CACHE_BYTES: usize = 32 << 20;
 
+impl ManifestCache {
+    fn get(&self, digest: &Digest) -> Option<Arc<CachedManifest>> {
+        self.entries.get(digest).cloned()
+    }
+
+    /// Keeps `m` under `digest`, emptying the cache first when it would outgrow its bound.
+    fn insert(&mut self, digest: Digest, m: Arc<CachedManifest>) {
+        if self.bytes + m.bytes.len() > MANIFEST_CACHE_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += m.bytes.len();
+        self.entries.insert(digest, m);
+    }
+}
+
 impl Storage {
     /// Resolves a tag or digest in `name` and returns the manifest, in one storage round trip: the
     /// tag's link and the revision link are read from storage (they change, possibly on another
@@ -484,9 +508,7 @@ impl Storage {
                 .manifests
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .entries
-                .get(&digest)
-                .cloned();
+                .get(&digest);
             if let Some(m) = cached {
                 return Ok((digest, m));
             }

@@ -175,6 +175,30 @@ impl S3Client {
         self.unavailable(what, format!("{status} {}", error_code(&body)))
     }
 
+    /// The answer's status and body text.
+    async fn read(
+        &self,
+        what: &str,
+        r: reqwest::Response,
+    ) -> Result<(reqwest::StatusCode, String)> {
+        let status = r.status();
+        let text = r
+            .text()
+            .await
+            .map_err(|e| self.unavailable(what, root_cause(&e)))?;
+        Ok((status, text))
+    }
+
+    /// The body of a successful answer; otherwise an error naming the store's error code.
+    async fn success_body(&self, what: &str, r: reqwest::Response) -> Result<String> {
+        let (status, text) = self.read(what, r).await?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(self.unavailable(what, format!("{status} {}", error_code(&text))))
+        }
+    }
+
     /// The object's bytes; `None` when there is no such object.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let url = self.bucket.get_object(self.creds(), key).sign(SIGN_FOR);
@@ -266,12 +290,8 @@ impl S3Client {
             })
             .await?;
         // A copy can fail after its 200 has been sent: the error is then in the body.
-        let ok = r.status().is_success();
-        let body = r
-            .text()
-            .await
-            .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
-        if ok && !body.contains("<Error>") {
+        let (status, body) = self.read(&what, r).await?;
+        if status.is_success() && !body.contains("<Error>") {
             Ok(())
         } else {
             Err(self.unavailable(&what, error_code(&body)))
@@ -307,13 +327,7 @@ impl S3Client {
             }
             let url = action.sign(SIGN_FOR);
             let r = self.send(&what, || self.http.get(url.clone())).await?;
-            if !r.status().is_success() {
-                return Err(self.fail(&what, r).await);
-            }
-            let text = r
-                .text()
-                .await
-                .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
+            let text = self.success_body(&what, r).await?;
             let page = ListObjectsV2::parse_response(&text)
                 .map_err(|e| self.unavailable(&what, format!("unreadable listing: {e}")))?;
             out.objects.extend(page.contents.into_iter().map(|c| {
@@ -355,13 +369,7 @@ impl S3Client {
             .sign(SIGN_FOR);
         let what = format!("CREATE MULTIPART {key}");
         let r = self.send(&what, || self.http.post(url.clone())).await?;
-        if !r.status().is_success() {
-            return Err(self.fail(&what, r).await);
-        }
-        let text = r
-            .text()
-            .await
-            .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
+        let text = self.success_body(&what, r).await?;
         let parsed = CreateMultipartUpload::parse_response(&text)
             .map_err(|e| self.unavailable(&what, format!("unreadable answer: {e}")))?;
         Ok(parsed.upload_id().to_string())
@@ -412,12 +420,8 @@ impl S3Client {
         let r = self
             .send(&what, || self.http.post(url.clone()).body(body.clone()))
             .await?;
-        let ok = r.status().is_success();
-        let text = r
-            .text()
-            .await
-            .map_err(|e| self.unavailable(&what, root_cause(&e)))?;
-        if ok && CompleteMultipartUploadResponse::parse(&text).is_ok() {
+        let (status, text) = self.read(&what, r).await?;
+        if status.is_success() && CompleteMultipartUploadResponse::parse(&text).is_ok() {
             Ok(())
         } else {
             Err(self.unavailable(&what, error_code(&text)))

@@ -261,9 +261,7 @@ impl S3Driver {
             .manifests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .get(&digest)
-            .cloned();
+            .get(&digest);
         if let Some(m) = cached {
             return Ok((digest, m));
         }
@@ -701,11 +699,7 @@ impl S3Driver {
                     Algorithm::Sha512 => Digest::from_sha512_output(&Sha512::digest(&bytes)),
                 };
                 if &computed != expected {
-                    self.remove_upload(name, id, None).await?;
-                    return Err(StorageError::DigestMismatch {
-                        expected: expected.clone(),
-                        computed,
-                    });
+                    return self.reject(name, id, None, expected, computed).await;
                 }
                 if self.client.head(&dest).await? != Some(size) {
                     self.client.put(&dest, bytes).await?;
@@ -716,11 +710,9 @@ impl S3Driver {
                 if expected.algorithm() == Algorithm::Sha256 {
                     let computed = Digest::from_sha256_output(&a.sha.clone().finalize());
                     if &computed != expected {
-                        self.remove_upload(name, id, Some(&upload_id)).await?;
-                        return Err(StorageError::DigestMismatch {
-                            expected: expected.clone(),
-                            computed,
-                        });
+                        return self
+                            .reject(name, id, Some(&upload_id), expected, computed)
+                            .await;
                     }
                 }
                 if !a.buf.is_empty() {
@@ -749,11 +741,7 @@ impl S3Driver {
                 if expected.algorithm() == Algorithm::Sha512 {
                     let computed = self.hash_object_sha512(&data, size).await?;
                     if &computed != expected {
-                        self.remove_upload(name, id, None).await?;
-                        return Err(StorageError::DigestMismatch {
-                            expected: expected.clone(),
-                            computed,
-                        });
+                        return self.reject(name, id, None, expected, computed).await;
                     }
                 }
                 if self.client.head(&dest).await? != Some(size) {
@@ -764,6 +752,23 @@ impl S3Driver {
         self.link_blob(name, expected).await?;
         self.remove_upload(name, id, None).await?;
         Ok(size)
+    }
+
+    /// Drops an upload whose bytes did not hash to `expected` (aborting its multipart upload, if
+    /// it is still open) and says so.
+    async fn reject(
+        &self,
+        name: &RepoName,
+        id: &Uuid,
+        multipart: Option<&str>,
+        expected: &Digest,
+        computed: Digest,
+    ) -> Result<u64> {
+        self.remove_upload(name, id, multipart).await?;
+        Err(StorageError::DigestMismatch {
+            expected: expected.clone(),
+            computed,
+        })
     }
 
     async fn hash_object_sha512(&self, key: &str, size: u64) -> Result<Digest> {
@@ -813,18 +818,6 @@ impl S3Driver {
 /// The last component of a key or prefix (`a/b/c/` → `c`).
 fn last_component(key: &str) -> &str {
     key.trim_end_matches('/').rsplit('/').next().unwrap_or("")
-}
-
-impl ManifestCache {
-    /// Keeps `m` under `digest`, emptying the cache first when it would outgrow its bound.
-    pub(super) fn insert(&mut self, digest: Digest, m: Arc<CachedManifest>) {
-        if self.bytes + m.bytes.len() > super::MANIFEST_CACHE_BYTES {
-            self.entries.clear();
-            self.bytes = 0;
-        }
-        self.bytes += m.bytes.len();
-        self.entries.insert(digest, m);
-    }
 }
 
 #[cfg(test)]
