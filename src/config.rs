@@ -759,13 +759,6 @@ impl Config {
                         "is for a mounted filesystem; unset it with storage.driver = \"s3\"".into(),
                     ));
                 }
-                if !self.upstream.is_empty() {
-                    p.push((
-                        "upstream",
-                        "the pull-through cache needs storage.driver = \"filesystem\" for now"
-                            .into(),
-                    ));
-                }
             }
             other => p.push((
                 "storage.driver",

@@ -27,13 +27,6 @@ pub fn open_storage(config: &Config, cmd: &str) -> Result<Storage, ExitCode> {
         eprintln!("registryd {cmd}: {e}");
         ExitCode::FAILURE
     })?;
-    // Everything but the pull-through cache's pre-warm works on both drivers.
-    if cmd == "pull"
-        && let Err(e) = storage.filesystem_only(&format!("registryd {cmd}"))
-    {
-        eprintln!("registryd {cmd}: {e}");
-        return Err(ExitCode::FAILURE);
-    }
     Ok(storage)
 }
 

@@ -73,6 +73,9 @@ impl Storage {
     /// Takes the fetch of `digest` if no one (on any node) holds it. `None`: another fetch is
     /// running, or the blob is already stored.
     pub async fn try_lead_fill(&self, digest: &Digest) -> Result<Option<FillLease>> {
+        if let Some(s3) = self.s3_arc() {
+            return Ok(s3.try_lead_fill(digest).await?.map(FillLease::S3));
+        }
         let paths = self.fill_paths(digest);
         let data = self.layout().blob_data(digest);
         let p = paths.clone();
@@ -94,16 +97,18 @@ impl Storage {
                 Ok(Some(f))
             })
             .await?;
-        Ok(lock.map(|lock| FillLease {
-            storage: self.clone(),
-            digest: digest.clone(),
-            paths,
-            lock: Some(lock),
-            file: None,
-            sha: Sha256::new(),
-            written: 0,
-            synced: 0,
-            done: false,
+        Ok(lock.map(|lock| {
+            FillLease::File(FileFill {
+                storage: self.clone(),
+                digest: digest.clone(),
+                paths,
+                lock: Some(lock),
+                file: None,
+                sha: Sha256::new(),
+                written: 0,
+                synced: 0,
+                done: false,
+            })
         }))
     }
 
@@ -117,6 +122,9 @@ impl Storage {
         start_wait: Duration,
         stall: Duration,
     ) -> Result<Option<(u64, BlobStream)>> {
+        if let Some(s3) = self.s3_arc() {
+            return s3.follow_fill(digest, start_wait, stall).await;
+        }
         let paths = self.fill_paths(digest);
         let data = self.layout().blob_data(digest);
         /// What one look at the fill found.
@@ -303,6 +311,9 @@ impl Storage {
     /// The time a stamp holds; `None` when it was never set.
     pub(super) async fn stamp_time(&self, kind: &str, key: &str) -> Result<Option<SystemTime>> {
         let path = self.stamp_path(kind, key);
+        if let Some(s3) = self.s3() {
+            return s3.stamp_time(&path).await;
+        }
         self.blocking(move || match std::fs::metadata(&path) {
             Ok(m) => Ok(m.modified().ok()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -314,6 +325,9 @@ impl Storage {
     /// Sets a stamp to now. Not durable: stamps are hints that cost a little work when lost.
     pub(super) async fn touch_stamp(&self, kind: &str, key: &str) -> Result<()> {
         let path = self.stamp_path(kind, key);
+        if let Some(s3) = self.s3() {
+            return s3.touch_stamp(&path).await;
+        }
         self.blocking(move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -349,8 +363,40 @@ fn into_io(e: StorageError) -> io::Error {
 }
 
 /// The right to fetch one blob into storage. Dropped without [`FillLease::finish`], it removes
-/// what it wrote and releases the lock, and readers following it fail.
-pub struct FillLease {
+/// what it wrote and releases its lock, and readers following it fail.
+pub enum FillLease {
+    File(FileFill),
+    S3(super::s3::fill::S3Fill),
+}
+
+impl FillLease {
+    /// Announces the blob's size (from the upstream's answer).
+    pub async fn begin(&mut self, size: u64) -> Result<()> {
+        match self {
+            FillLease::File(f) => f.begin(size).await,
+            FillLease::S3(f) => f.begin(size).await,
+        }
+    }
+
+    /// Appends the next bytes.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        match self {
+            FillLease::File(f) => f.write(chunk).await,
+            FillLease::S3(f) => f.write(chunk).await,
+        }
+    }
+
+    /// Verifies the digest, makes the blob durable under its name, and links it into `name`.
+    pub async fn finish(self, name: &RepoName) -> Result<u64> {
+        match self {
+            FillLease::File(f) => f.finish(name).await,
+            FillLease::S3(f) => f.finish(name).await,
+        }
+    }
+}
+
+/// A fill on the filesystem: the partial file, written under the `flock` of its lock file.
+pub struct FileFill {
     storage: Storage,
     digest: Digest,
     paths: FillPaths,
@@ -363,7 +409,7 @@ pub struct FillLease {
     done: bool,
 }
 
-impl FillLease {
+impl FileFill {
     /// Announces the blob's size (from the upstream's answer) and opens the partial file.
     pub async fn begin(&mut self, size: u64) -> Result<()> {
         let p = self.paths.clone();
@@ -455,7 +501,7 @@ impl FillLease {
     }
 }
 
-impl Drop for FillLease {
+impl Drop for FileFill {
     fn drop(&mut self) {
         let lock = self.lock.take();
         if self.done {

@@ -283,17 +283,6 @@ impl Storage {
         self.inner.s3.is_some()
     }
 
-    /// Refuses work that only the filesystem driver does so far (garbage collection, fsck, the
-    /// pull-through cache's fills, archives), with a message naming it.
-    pub fn filesystem_only(&self, what: &str) -> Result<()> {
-        if self.is_s3() {
-            return Err(StorageError::Unavailable(format!(
-                "{what} is not available with S3 storage yet (storage.driver = \"s3\")"
-            )));
-        }
-        Ok(())
-    }
-
     /// Checks `guard` before every storage call, on the thread that makes it, so nothing is read
     /// or written under a mount point whose volume is gone. Call before cloning the storage.
     pub fn with_guard(mut self, guard: crate::node::mount::MountGuard) -> Storage {

@@ -21,6 +21,11 @@ const SIGN_FOR: Duration = Duration::from_secs(15 * 60);
 /// Tries per request that may be repeated (the first one included).
 const TRIES: u32 = 4;
 
+/// The largest object AWS copies in one request.
+const SINGLE_COPY_MAX: u64 = 5 << 30;
+/// Part size of a multipart copy (10,000 parts of 1 GiB: objects up to ~9.7 TiB).
+const COPY_PART: u64 = 1 << 30;
+
 /// Where and how to reach the bucket.
 #[derive(Clone, Debug)]
 pub struct S3Settings {
@@ -36,6 +41,19 @@ pub struct S3Settings {
     pub timeout: Duration,
     /// Answer blob GETs with a redirect to a presigned URL of the object instead of the bytes.
     pub redirect_blobs: bool,
+}
+
+/// Where a part of a [`S3Client::compose`]d object comes from.
+#[derive(Debug, Clone)]
+pub enum PartSource {
+    /// The object `key`, or its bytes `first..=last`, copied inside the store. (Garage refuses
+    /// to copy from the smallest objects, which it keeps inline: send those as bytes.)
+    Copy {
+        key: String,
+        range: Option<(u64, u64)>,
+    },
+    /// Bytes sent with the request.
+    Bytes(Bytes),
 }
 
 /// One object of a listing.
@@ -401,6 +419,113 @@ impl S3Client {
             .ok_or_else(|| self.unavailable(&what, "the answer has no ETag"))
     }
 
+    /// Uploads part `number` (from 1) of a multipart upload as a server-side copy of `from`, or of
+    /// the bytes `first..=last` of it; returns the part's ETag. The bytes never pass through here.
+    pub async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        from: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<String> {
+        let source = format!("/{}/{}", self.bucket.name(), encode_key(from));
+        let range = range.map(|(first, last)| format!("bytes={first}-{last}"));
+        let mut action = self
+            .bucket
+            .upload_part(self.creds(), key, number, upload_id);
+        action
+            .headers_mut()
+            .insert("x-amz-copy-source", source.clone());
+        if let Some(r) = &range {
+            action
+                .headers_mut()
+                .insert("x-amz-copy-source-range", r.clone());
+        }
+        let url = action.sign(SIGN_FOR);
+        let what = format!("UPLOAD PART {number} of {key} as a copy of {from}");
+        let r = self
+            .send(&what, || {
+                let req = self
+                    .http
+                    .put(url.clone())
+                    .header("x-amz-copy-source", source.clone());
+                match &range {
+                    Some(r) => req.header("x-amz-copy-source-range", r.clone()),
+                    None => req,
+                }
+            })
+            .await?;
+        // Like a copy, this can fail after its 200: the error is then in the body.
+        let (status, body) = self.read(&what, r).await?;
+        if !status.is_success() || body.contains("<Error>") {
+            return Err(self.unavailable(&what, error_code(&body)));
+        }
+        xml_field(&body, "ETag")
+            .map(|e| e.replace("&quot;", "\""))
+            .ok_or_else(|| self.unavailable(&what, "the answer has no ETag"))
+    }
+
+    /// Copies the object `from` (of `size` bytes) to `to` inside the bucket. A single copy is
+    /// limited to 5 GiB on AWS; larger objects are copied as a multipart upload of ranged part
+    /// copies, which completes whole or not at all.
+    pub async fn copy_sized(&self, from: &str, to: &str, size: u64) -> Result<()> {
+        if size <= SINGLE_COPY_MAX {
+            return self.copy(from, to).await;
+        }
+        self.copy_in_parts(from, to, size, COPY_PART).await
+    }
+
+    /// [`S3Client::copy_sized`]'s multipart copy, in parts of `part` bytes (at least 5 MiB).
+    pub async fn copy_in_parts(&self, from: &str, to: &str, size: u64, part: u64) -> Result<()> {
+        let mut ranges = Vec::new();
+        let mut first = 0u64;
+        while first < size {
+            let last = (first + part.max(1)).min(size) - 1;
+            ranges.push(PartSource::Copy {
+                key: from.to_string(),
+                range: Some((first, last)),
+            });
+            first = last + 1;
+        }
+        self.compose(to, &ranges, size).await
+    }
+
+    /// Writes `to` as the concatenation of `sources` (every one but the last at least 5 MiB) by a
+    /// multipart upload that completes whole or not at all; `size` is the result's size. Copied
+    /// parts never pass through here.
+    pub async fn compose(&self, to: &str, sources: &[PartSource], size: u64) -> Result<()> {
+        let upload_id = self.create_multipart(to).await?;
+        let mut copied = async {
+            let mut etags = Vec::with_capacity(sources.len());
+            for (i, source) in sources.iter().enumerate() {
+                let number = u16::try_from(i + 1).map_err(|_| {
+                    self.unavailable(&format!("COMPOSE {to}"), "more than 10,000 parts")
+                })?;
+                etags.push(match source {
+                    PartSource::Copy { key, range } => {
+                        self.upload_part_copy(to, &upload_id, number, key, *range)
+                            .await?
+                    }
+                    PartSource::Bytes(b) => {
+                        self.upload_part(to, &upload_id, number, b.clone()).await?
+                    }
+                });
+            }
+            self.complete_multipart(to, &upload_id, &etags).await
+        }
+        .await;
+        if copied.is_err() {
+            // A lost answer to the completion: the object is there, whole, with its size.
+            if self.head(to).await.ok().flatten() == Some(size) {
+                copied = Ok(());
+            } else {
+                let _ = self.abort_multipart(to, &upload_id).await;
+            }
+        }
+        copied
+    }
+
     /// Completes a multipart upload from its parts' ETags, in part order: the object appears whole.
     pub async fn complete_multipart(
         &self,
@@ -444,15 +569,18 @@ impl S3Client {
     }
 }
 
+/// The text of the first `<name>` element of a small XML answer.
+fn xml_field(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&close)? + start;
+    Some(body[start..end].to_string())
+}
+
 /// The `<Code>` and `<Message>` of an S3 error body, or the body's start when it has none.
 fn error_code(body: &str) -> String {
-    let field = |name: &str| {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        let start = body.find(&open)? + open.len();
-        let end = body[start..].find(&close)? + start;
-        Some(body[start..end].to_string())
-    };
+    let field = |name: &str| xml_field(body, name);
     match (field("Code"), field("Message")) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c,

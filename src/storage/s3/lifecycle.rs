@@ -81,6 +81,11 @@ impl S3Driver {
             .map(|r| r.holder))
     }
 
+    /// Whether someone holds the lease `name` (and it has not lapsed).
+    pub(super) async fn lease_held(&self, name: &str) -> Result<bool> {
+        Ok(self.lease_holder(name).await?.is_some())
+    }
+
     async fn write_lease(&self, name: &str, holder: &str) -> Result<()> {
         let record = LeaseRecord {
             holder: holder.to_string(),

@@ -14,6 +14,7 @@
 //! parts. A node buffers at most one part per upload in memory, never a whole blob.
 
 pub mod client;
+pub mod fill;
 pub mod lifecycle;
 
 use std::io;
@@ -222,12 +223,12 @@ impl S3Driver {
     /// Moves a corrupt blob aside (copy, then delete), as the filesystem's quarantine does.
     pub async fn quarantine_blob(&self, digest: &Digest) -> Result<bool> {
         let from = Self::key(&self.layout.blob_data(digest));
-        if self.client.head(&from).await?.is_none() {
+        let Some(size) = self.client.head(&from).await? else {
             return Ok(false);
-        }
+        };
         let to = Self::key(&self.layout.quarantine_dir(digest).join("data"));
         if self.client.head(&to).await?.is_none() {
-            self.client.copy(&from, &to).await?;
+            self.client.copy_sized(&from, &to, size).await?;
         }
         self.client.delete(&from).await?;
         Ok(true)
@@ -745,7 +746,7 @@ impl S3Driver {
                     }
                 }
                 if self.client.head(&dest).await? != Some(size) {
-                    self.client.copy(&data, &dest).await?;
+                    self.client.copy_sized(&data, &dest, size).await?;
                 }
             }
         }
