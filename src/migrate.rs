@@ -163,7 +163,7 @@ impl Migration {
             }
         }
         if p.get("chunksize").is_some() {
-            self.warn("storage.s3.chunksize: registryd uploads in 5 MiB parts".into());
+            self.warn("storage.s3.chunksize: registryd uploads in parts of 5 to 10 MiB".into());
         }
         if p.get("v4auth").is_some_and(|v| !truthy(v)) {
             self.warn("storage.s3.v4auth = false: registryd always signs with SigV4".into());

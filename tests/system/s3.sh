@@ -98,6 +98,29 @@ curl -s "http://$A/v2/team/big/blobs/$big_digest" | cmp - "$WORK/big" || fail "2
 [ -z "$(s3_keys "shared/docker/registry/v2/repositories/team/big/_uploads/")" ] || fail "upload objects left behind"
 pass "23 MiB blob in $i PATCHes alternating a/b, completed via b, read via a identical; no upload objects left"
 
+# PATCHes of 6 MiB: each request's bytes become whole parts (5 to 10 MiB), no tail object is
+# written or read back; the final 1 MiB goes in the PUT.
+head -c $((13 * 1024 * 1024)) /dev/urandom >"$WORK/six"
+split -b $((6 * 1024 * 1024)) -d "$WORK/six" "$WORK/six."
+six_digest=sha256:$(sha256sum "$WORK/six" | cut -d' ' -f1)
+loc=$(curl -s -D - -o /dev/null -X POST "http://$A/v2/team/six/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+off=0; i=0
+for c in "$WORK/six.00" "$WORK/six.01"; do
+  n=$(stat -c %s "$c")
+  node=$([ $i = 0 ] && echo "$A" || echo "$B")
+  code=$(curl -s -o "$WORK/patch.out" -w '%{http_code}' -X PATCH -H "Content-Type: application/octet-stream" \
+    -H "Content-Range: $off-$((off + n - 1))" --data-binary "@$c" "http://$node$loc")
+  [ "$code" = 202 ] || fail "6 MiB PATCH $i via $node: $code $(cat "$WORK/patch.out")"
+  off=$((off + n)); i=$((i + 1))
+  s3_keys "shared/docker/registry/v2/repositories/team/six/_uploads/" | grep -q '/tail-' \
+    && fail "a 6 MiB PATCH left a tail object: $(s3_keys "shared/docker/registry/v2/repositories/team/six/_uploads/")"
+done
+code=$(curl -s -o "$WORK/put.out" -w '%{http_code}' -X PUT -H "Content-Type: application/octet-stream" \
+  --data-binary "@$WORK/six.02" "http://$A$loc?digest=$six_digest")
+[ "$code" = 201 ] || fail "final PUT of the 6 MiB PATCH upload: $code $(cat "$WORK/put.out")"
+curl -s "http://$B/v2/team/six/blobs/$six_digest" | cmp - "$WORK/six" || fail "13 MiB blob read via b differs"
+pass "6 MiB PATCHes via a and b become whole parts (no tail objects); PUT with the last 1 MiB via a; identical via b"
+
 # Monolithic: POST then one PUT with a 12 MiB body; a ranged read.
 head -c $((12 * 1024 * 1024)) /dev/urandom >"$WORK/mono"
 mono_digest=sha256:$(sha256sum "$WORK/mono" | cut -d' ' -f1)

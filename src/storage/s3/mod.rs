@@ -7,75 +7,28 @@
 //! only after the bytes were hashed and matched the digest the client named; a tag's link is the
 //! last object a manifest push writes, as on the filesystem.
 //!
-//! Uploads live in the bucket, so an upload started on one node continues on another or after a
-//! restart. Their data goes into an S3 multipart upload in parts of [`PART`] bytes; what is left
-//! over after a request (less than a part) is kept as a small `tail` object, and a `state` object
-//! records the acknowledged offset, the serialized sha256 state, the multipart upload and its
-//! parts. A node buffers at most one part per upload in memory, never a whole blob.
+//! Uploads live in the bucket ([`uploads`]), cache fills too ([`fill`]); the leases that stand in
+//! for `flock` and what maintenance passes read are in [`lifecycle`].
 
 pub mod client;
 pub mod fill;
 pub mod lifecycle;
+mod uploads;
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
-use sha2::digest::common::hazmat::{SerializableState, SerializedState};
-use sha2::{Digest as _, Sha256, Sha512};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::layout::{Layout, link_content};
 use super::manifests::ReferrerEntry;
 use super::{BlobStream, CachedManifest, ManifestCache, Result, StorageError};
-use crate::registry::{Algorithm, Digest, RepoName, Tag};
+use crate::registry::{Digest, RepoName, Tag};
 use client::S3Client;
 pub use client::S3Settings;
-
-/// Bytes per multipart part (S3's minimum for every part but the last): the most an upload keeps
-/// in memory on a node.
-pub const PART: usize = 5 * 1024 * 1024;
-
-/// An upload's progress, kept in the bucket beside its data.
-#[derive(Serialize, Deserialize, Default, Clone)]
-struct UploadState {
-    /// Bytes acknowledged: the parts plus the tail.
-    offset: u64,
-    /// sha256 state over those bytes (base64 of the serialized hasher); empty at offset 0.
-    sha256: String,
-    /// The S3 multipart upload holding the parts, once the first part was sent.
-    multipart: Option<String>,
-    /// ETags of the parts, in order; each holds exactly [`PART`] bytes.
-    parts: Vec<String>,
-    /// Key of the object holding the bytes after the parts, if any.
-    tail: Option<String>,
-}
-
-impl UploadState {
-    fn hasher(&self) -> Result<Sha256> {
-        if self.offset == 0 {
-            return Ok(Sha256::new());
-        }
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(&self.sha256)
-            .map_err(|e| corrupt(format!("upload state: {e}")))?;
-        SerializedState::<Sha256>::try_from(raw.as_slice())
-            .ok()
-            .and_then(|s| Sha256::deserialize(&s).ok())
-            .ok_or_else(|| corrupt("upload state: unreadable hash state".into()))
-    }
-
-    fn set_hasher(&mut self, sha: &Sha256) {
-        self.sha256 = base64::engine::general_purpose::STANDARD.encode(sha.serialize().as_slice());
-    }
-
-    fn part_bytes(&self) -> u64 {
-        (self.parts.len() * PART) as u64
-    }
-}
+pub use uploads::PART;
 
 fn corrupt(msg: String) -> StorageError {
     StorageError::Io(io::Error::new(io::ErrorKind::InvalidData, msg))
@@ -86,14 +39,14 @@ pub struct S3Driver {
     redirect_blobs: bool,
     layout: Layout,
     manifests: Mutex<ManifestCache>,
+    /// The last catalog walk and when it was taken, for the pages after a first one.
+    catalog_snapshot: Mutex<Option<(std::time::Instant, Arc<[String]>)>>,
 }
 
-/// An upload being appended to: its state, its hasher, and the bytes not yet sent as a part.
-struct Appending {
-    state: UploadState,
-    sha: Sha256,
-    buf: BytesMut,
-}
+/// Directory listings a catalog walk keeps in flight.
+const CATALOG_LISTS_IN_FLIGHT: usize = 16;
+/// How long the pages after a catalog's first page read that page's walk.
+const CATALOG_SNAPSHOT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl S3Driver {
     pub fn new(settings: &S3Settings, prefix: &str) -> std::result::Result<S3Driver, String> {
@@ -102,6 +55,7 @@ impl S3Driver {
             redirect_blobs: settings.redirect_blobs,
             layout: Layout::new(prefix.trim_matches('/')),
             manifests: Mutex::new(ManifestCache::default()),
+            catalog_snapshot: Mutex::new(None),
         })
     }
 
@@ -427,19 +381,29 @@ impl S3Driver {
         let top = Self::dir_key(&self.layout.repositories());
         let mut found = Vec::new();
         let mut pending = vec![top.clone()];
-        while let Some(dir) = pending.pop() {
-            let listing = self.client.list(&dir, true).await?;
-            let mut is_repo = false;
-            for p in listing.prefixes {
-                let last = last_component(&p);
-                if last.starts_with('_') {
-                    is_repo |= markers.contains(&last);
-                } else {
-                    pending.push(p);
+        // One level of the tree at a time, its directories listed concurrently: the walk costs
+        // the tree's depth in round trips, not its number of directories.
+        while !pending.is_empty() {
+            let level = std::mem::take(&mut pending);
+            let mut listings =
+                futures_util::stream::iter(level.into_iter().map(|dir| async move {
+                    let listing = self.client.list(&dir, true).await;
+                    (dir, listing)
+                }))
+                .buffer_unordered(CATALOG_LISTS_IN_FLIGHT);
+            while let Some((dir, listing)) = listings.next().await {
+                let mut is_repo = false;
+                for p in listing?.prefixes {
+                    let last = last_component(&p);
+                    if last.starts_with('_') {
+                        is_repo |= markers.contains(&last);
+                    } else {
+                        pending.push(p);
+                    }
                 }
-            }
-            if is_repo && let Some(name) = dir.strip_prefix(&top) {
-                found.push(name.trim_end_matches('/').to_string());
+                if is_repo && let Some(name) = dir.strip_prefix(&top) {
+                    found.push(name.trim_end_matches('/').to_string());
+                }
             }
         }
         found.retain(|n| n.parse::<RepoName>().is_ok());
@@ -452,14 +416,35 @@ impl S3Driver {
         last: Option<String>,
         n: Option<usize>,
     ) -> Result<(Vec<String>, bool)> {
-        let all = self.repositories().await?;
-        let after: Vec<String> = match &last {
-            Some(l) => all.into_iter().filter(|r| r > l).collect(),
-            None => all,
+        // A first page walks the bucket afresh, so it shows what any node pushed before it; the
+        // pages after it (`last` set) read the walk of a recent first page, so paging through a
+        // large catalog is one walk, not one per page.
+        let snapshot = match &last {
+            Some(_) => self.catalog_snapshot.lock().ok().and_then(|s| {
+                s.as_ref()
+                    .filter(|(at, _)| at.elapsed() < CATALOG_SNAPSHOT_FOR)
+                    .map(|(_, names)| names.clone())
+            }),
+            None => None,
         };
+        let all = match snapshot {
+            Some(names) => names,
+            None => {
+                let names: Arc<[String]> = self.repositories().await?.into();
+                if let Ok(mut s) = self.catalog_snapshot.lock() {
+                    *s = Some((std::time::Instant::now(), names.clone()));
+                }
+                names
+            }
+        };
+        let start = match &last {
+            Some(l) => all.partition_point(|r| r <= l),
+            None => 0,
+        };
+        let after = &all[start..];
         Ok(match n {
             Some(n) if after.len() > n => (after[..n].to_vec(), true),
-            _ => (after, false),
+            _ => (after.to_vec(), false),
         })
     }
 
@@ -493,327 +478,6 @@ impl S3Driver {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out.into_iter().map(|(_, v)| v).collect())
     }
-
-    // --- uploads
-
-    fn state_key(&self, name: &RepoName, id: &Uuid) -> String {
-        Self::key(&self.layout.upload_dir(name, id).join("s3state"))
-    }
-
-    fn data_key(&self, name: &RepoName, id: &Uuid) -> String {
-        Self::key(&self.layout.upload_data(name, id))
-    }
-
-    pub async fn start_upload(&self, name: &RepoName) -> Result<Uuid> {
-        let id = Uuid::new_v4();
-        let now = httpdate::fmt_http_date(std::time::SystemTime::now());
-        self.client
-            .put(
-                &Self::key(&self.layout.upload_started_at(name, &id)),
-                Bytes::from(now),
-            )
-            .await?;
-        let state = serde_json::to_vec(&UploadState::default()).map_err(io::Error::other)?;
-        self.client
-            .put(&self.state_key(name, &id), Bytes::from(state))
-            .await?;
-        Ok(id)
-    }
-
-    async fn state(&self, name: &RepoName, id: &Uuid) -> Result<UploadState> {
-        let bytes = self
-            .client
-            .get(&self.state_key(name, id))
-            .await?
-            .ok_or(StorageError::UploadUnknown)?;
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("upload state: {e}")))
-    }
-
-    pub async fn upload_offset(&self, name: &RepoName, id: &Uuid) -> Result<u64> {
-        Ok(self.state(name, id).await?.offset)
-    }
-
-    /// Loads the upload's state and its tail, ready to take more bytes at `start`.
-    async fn resume(&self, name: &RepoName, id: &Uuid, start: Option<u64>) -> Result<Appending> {
-        let state = self.state(name, id).await?;
-        if let Some(s) = start
-            && s != state.offset
-        {
-            return Err(StorageError::RangeMismatch(state.offset));
-        }
-        let sha = state.hasher()?;
-        let mut buf = BytesMut::new();
-        if let Some(tail) = &state.tail {
-            let bytes = self
-                .client
-                .get(tail)
-                .await?
-                .ok_or_else(|| corrupt(format!("upload tail {tail} is missing")))?;
-            if bytes.len() as u64 != state.offset - state.part_bytes() {
-                return Err(corrupt(format!("upload tail {tail} has the wrong size")));
-            }
-            buf.extend_from_slice(&bytes);
-        }
-        Ok(Appending { state, sha, buf })
-    }
-
-    /// Sends one full part from the front of the buffer.
-    async fn send_part(&self, name: &RepoName, id: &Uuid, a: &mut Appending) -> Result<()> {
-        let key = self.data_key(name, id);
-        let upload_id = match &a.state.multipart {
-            Some(u) => u.clone(),
-            None => {
-                let u = self.client.create_multipart(&key).await?;
-                a.state.multipart = Some(u.clone());
-                // Recorded at once, so a crash before the next checkpoint cannot leave a multipart
-                // upload nobody knows to abort (the recorded offset and parts stay as they were).
-                let mut recorded = self.state(name, id).await?;
-                recorded.multipart = Some(u.clone());
-                let body = serde_json::to_vec(&recorded).map_err(io::Error::other)?;
-                self.client
-                    .put(&self.state_key(name, id), Bytes::from(body))
-                    .await?;
-                u
-            }
-        };
-        let part = a.buf.split_to(PART).freeze();
-        let number = u16::try_from(a.state.parts.len() + 1).map_err(|_| {
-            StorageError::Io(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                "blob too large for one multipart upload (65,535 parts)",
-            ))
-        })?;
-        let etag = self
-            .client
-            .upload_part(&key, &upload_id, number, part)
-            .await?;
-        a.state.parts.push(etag);
-        Ok(())
-    }
-
-    /// Reads `body` into the upload, sending each full part as it fills.
-    async fn take_body<S>(
-        &self,
-        name: &RepoName,
-        id: &Uuid,
-        a: &mut Appending,
-        mut body: S,
-    ) -> Result<Option<io::Error>>
-    where
-        S: Stream<Item = io::Result<Bytes>> + Unpin,
-    {
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => return Ok(Some(e)),
-            };
-            a.sha.update(&chunk);
-            a.state.offset += chunk.len() as u64;
-            a.buf.extend_from_slice(&chunk);
-            while a.buf.len() >= PART {
-                self.send_part(name, id, a).await?;
-            }
-        }
-        Ok(None)
-    }
-
-    /// Records what arrived: the rest of the buffer as the new tail, then the state (the
-    /// acknowledgement), then the old tail goes.
-    async fn checkpoint(&self, name: &RepoName, id: &Uuid, mut a: Appending) -> Result<u64> {
-        let old_tail = a.state.tail.take();
-        if !a.buf.is_empty() {
-            let key = Self::key(
-                &self
-                    .layout
-                    .upload_dir(name, id)
-                    .join(format!("tail-{}", a.state.offset)),
-            );
-            self.client.put(&key, a.buf.split().freeze()).await?;
-            a.state.tail = Some(key);
-        }
-        a.state.set_hasher(&a.sha);
-        let state = serde_json::to_vec(&a.state).map_err(io::Error::other)?;
-        self.client
-            .put(&self.state_key(name, id), Bytes::from(state))
-            .await?;
-        if let Some(old) = old_tail
-            && Some(&old) != a.state.tail.as_ref()
-        {
-            self.client.delete(&old).await?;
-        }
-        Ok(a.state.offset)
-    }
-
-    pub async fn append_upload<S>(
-        &self,
-        name: &RepoName,
-        id: &Uuid,
-        start: Option<u64>,
-        body: S,
-    ) -> Result<u64>
-    where
-        S: Stream<Item = io::Result<Bytes>> + Unpin,
-    {
-        let mut a = self.resume(name, id, start).await?;
-        let before = a.state.offset;
-        let body_error = self.take_body(name, id, &mut a, body).await?;
-        match body_error {
-            None => self.checkpoint(name, id, a).await,
-            Some(e) => {
-                // What arrived before the client stopped stays acknowledged, so it can resume.
-                if e.kind() != io::ErrorKind::FileTooLarge && a.state.offset > before {
-                    self.checkpoint(name, id, a).await?;
-                }
-                Err(StorageError::Body(e))
-            }
-        }
-    }
-
-    pub async fn complete_upload<S>(
-        &self,
-        name: &RepoName,
-        id: &Uuid,
-        expected: &Digest,
-        start: Option<u64>,
-        last: Option<S>,
-    ) -> Result<u64>
-    where
-        S: Stream<Item = io::Result<Bytes>> + Unpin,
-    {
-        let mut a = self.resume(name, id, start).await?;
-        if let Some(body) = last
-            && let Some(e) = self.take_body(name, id, &mut a, body).await?
-        {
-            if e.kind() != io::ErrorKind::FileTooLarge {
-                self.checkpoint(name, id, a).await?;
-            }
-            return Err(StorageError::Body(e));
-        }
-        let size = a.state.offset;
-        let dest = Self::key(&self.layout.blob_data(expected));
-        match a.state.multipart.clone() {
-            None => {
-                // The whole blob is in memory (less than one part): check it, then store it.
-                let bytes = a.buf.split().freeze();
-                let computed = match expected.algorithm() {
-                    Algorithm::Sha256 => Digest::from_sha256_output(&a.sha.clone().finalize()),
-                    Algorithm::Sha512 => Digest::from_sha512_output(&Sha512::digest(&bytes)),
-                };
-                if &computed != expected {
-                    return self.reject(name, id, None, expected, computed).await;
-                }
-                if self.client.head(&dest).await? != Some(size) {
-                    self.client.put(&dest, bytes).await?;
-                }
-            }
-            Some(upload_id) => {
-                let data = self.data_key(name, id);
-                if expected.algorithm() == Algorithm::Sha256 {
-                    let computed = Digest::from_sha256_output(&a.sha.clone().finalize());
-                    if &computed != expected {
-                        return self
-                            .reject(name, id, Some(&upload_id), expected, computed)
-                            .await;
-                    }
-                }
-                if !a.buf.is_empty() {
-                    // The last part may be shorter than PART.
-                    let number = u16::try_from(a.state.parts.len() + 1).unwrap_or(u16::MAX);
-                    let rest = a.buf.split().freeze();
-                    let etag = self
-                        .client
-                        .upload_part(&data, &upload_id, number, rest)
-                        .await?;
-                    a.state.parts.push(etag);
-                }
-                // The assembled data sits under the upload, invisible to readers, until the
-                // digest is known to match; then it is copied under the digest.
-                if let Err(e) = self
-                    .client
-                    .complete_multipart(&data, &upload_id, &a.state.parts)
-                    .await
-                {
-                    // A completion whose answer was lost is done all the same (a retry of it
-                    // then finds no such upload): the assembled object tells.
-                    if self.client.head(&data).await? != Some(size) {
-                        return Err(e);
-                    }
-                }
-                if expected.algorithm() == Algorithm::Sha512 {
-                    let computed = self.hash_object_sha512(&data, size).await?;
-                    if &computed != expected {
-                        return self.reject(name, id, None, expected, computed).await;
-                    }
-                }
-                if self.client.head(&dest).await? != Some(size) {
-                    self.client.copy_sized(&data, &dest, size).await?;
-                }
-            }
-        }
-        self.link_blob(name, expected).await?;
-        self.remove_upload(name, id, None).await?;
-        Ok(size)
-    }
-
-    /// Drops an upload whose bytes did not hash to `expected` (aborting its multipart upload, if
-    /// it is still open) and says so.
-    async fn reject(
-        &self,
-        name: &RepoName,
-        id: &Uuid,
-        multipart: Option<&str>,
-        expected: &Digest,
-        computed: Digest,
-    ) -> Result<u64> {
-        self.remove_upload(name, id, multipart).await?;
-        Err(StorageError::DigestMismatch {
-            expected: expected.clone(),
-            computed,
-        })
-    }
-
-    async fn hash_object_sha512(&self, key: &str, size: u64) -> Result<Digest> {
-        let mut stream = self
-            .client
-            .get_range(key, 0, size)
-            .await?
-            .ok_or_else(|| corrupt(format!("assembled upload {key} is missing")))?;
-        let mut sha = Sha512::new();
-        while let Some(chunk) = stream.next().await {
-            sha.update(&chunk?);
-        }
-        Ok(Digest::from_sha512_output(&sha.finalize()))
-    }
-
-    /// Deletes the upload's objects (and aborts its multipart upload, if one is named).
-    async fn remove_upload(
-        &self,
-        name: &RepoName,
-        id: &Uuid,
-        multipart: Option<&str>,
-    ) -> Result<()> {
-        if let Some(u) = multipart {
-            self.client
-                .abort_multipart(&self.data_key(name, id), u)
-                .await?;
-        }
-        // The state goes last: until then the upload is still known and can be cancelled again.
-        let state = self.state_key(name, id);
-        let listing = self
-            .client
-            .list(&Self::dir_key(&self.layout.upload_dir(name, id)), false)
-            .await?;
-        for o in listing.objects.iter().filter(|o| o.key != state) {
-            self.client.delete(&o.key).await?;
-        }
-        self.client.delete(&state).await
-    }
-
-    pub async fn cancel_upload(&self, name: &RepoName, id: &Uuid) -> Result<()> {
-        let state = self.state(name, id).await?;
-        self.remove_upload(name, id, state.multipart.as_deref())
-            .await
-    }
 }
 
 /// The last component of a key or prefix (`a/b/c/` → `c`).
@@ -830,21 +494,5 @@ mod tests {
         assert_eq!(last_component("a/b/_manifests/"), "_manifests");
         assert_eq!(last_component("a/b/c"), "c");
         assert_eq!(last_component("top"), "top");
-    }
-
-    #[test]
-    fn upload_state_round_trips_its_hasher() {
-        let mut s = UploadState {
-            offset: 3,
-            ..Default::default()
-        };
-        let mut sha = Sha256::new();
-        sha.update(b"abc");
-        s.set_hasher(&sha);
-        let json = serde_json::to_vec(&s).expect("serializes");
-        let back: UploadState = serde_json::from_slice(&json).expect("parses");
-        let mut h = back.hasher().expect("hasher");
-        h.update(b"def");
-        assert_eq!(h.finalize(), Sha256::digest(b"abcdef"));
     }
 }
