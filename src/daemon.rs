@@ -489,6 +489,7 @@ pub async fn run(
                         bytes_freed = r.bytes_freed,
                         manifests_removed = r.manifests_removed,
                         uploads_removed = r.uploads_removed,
+                        fills_removed = r.fills_removed,
                         young_kept = r.blobs_young_kept,
                         duration_ms = started.elapsed().as_millis() as u64,
                         "garbage collection pass"

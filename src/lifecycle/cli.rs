@@ -84,12 +84,13 @@ pub fn gc(config: &Config, dry_run: bool, delete_untagged: bool, json: bool) -> 
                     r.repositories, r.manifests, r.blobs
                 );
                 println!(
-                    "{verb}: {} blobs ({}), {} untagged manifests, {} layer links, {} abandoned uploads",
+                    "{verb}: {} blobs ({}), {} untagged manifests, {} layer links, {} abandoned uploads, {} abandoned cache fills",
                     r.blobs_removed,
                     mib(r.bytes_freed),
                     r.manifests_removed,
                     r.layer_links_removed,
-                    r.uploads_removed
+                    r.uploads_removed,
+                    r.fills_removed
                 );
                 if r.blobs_young_kept > 0 {
                     println!(

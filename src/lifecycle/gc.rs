@@ -51,6 +51,8 @@ pub struct GcReport {
     pub blobs_young_kept: usize,
     pub layer_links_removed: usize,
     pub uploads_removed: usize,
+    /// Cache fills whose fetcher died, removed (files or chunk objects).
+    pub fills_removed: usize,
 }
 
 /// The phase a pass is in, for progress display.
@@ -191,6 +193,11 @@ async fn collect_as_the_collector(
             }
         }
     }
+
+    // --- What pull-through fetches that died left (the fill's lock or lease tells a live one).
+    report.fills_removed = storage
+        .remove_abandoned_fills(stale_upload, opts.dry_run)
+        .await?;
 
     // --- Sweep candidates: unmarked and old.
     let blobs = storage.all_blobs().await?;

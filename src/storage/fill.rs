@@ -284,6 +284,66 @@ impl Storage {
         Box::pin(stream)
     }
 
+    /// Removes what fetches that died left behind (their holder gone, nothing written since
+    /// `older_than`); returns how many fills that was. With `dry_run`, only counts them.
+    pub async fn remove_abandoned_fills(
+        &self,
+        older_than: SystemTime,
+        dry_run: bool,
+    ) -> Result<usize> {
+        if let Some(s3) = self.s3_arc() {
+            return s3.remove_abandoned_fills(older_than, dry_run).await;
+        }
+        let dir = self.layout().root().join("registryd/proxy/fills");
+        self.blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            let mut stems = std::collections::BTreeSet::new();
+            for entry in entries {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if let Some((stem, ext)) = name.split_once('.')
+                    && ext != "lock"
+                {
+                    stems.insert(stem.to_string());
+                }
+            }
+            let mut removed = 0;
+            for stem in stems {
+                let files: Vec<PathBuf> = ["partial", "size", "synced", "size.tmp", "synced.tmp"]
+                    .iter()
+                    .map(|ext| dir.join(format!("{stem}.{ext}")))
+                    .collect();
+                let newest = files
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(f).ok()?.modified().ok())
+                    .max();
+                if newest.is_none_or(|t| t >= older_than) {
+                    continue;
+                }
+                // Held: the fetch is alive, only slow. (The lock file itself stays: removing
+                // it could let two fetchers lock two different files of one name.)
+                let Some(lock) = atomic::try_lock_file(&dir.join(format!("{stem}.lock")))? else {
+                    continue;
+                };
+                removed += 1;
+                if !dry_run {
+                    for f in &files {
+                        match std::fs::remove_file(f) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                            _ => {}
+                        }
+                    }
+                }
+                drop(lock);
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     /// When the upstream last confirmed (or set) `tag` of the cached repository `name`.
     pub async fn tag_validated_at(&self, name: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
         self.stamp_time("validated", &format!("{name}:{tag}")).await
@@ -493,6 +553,9 @@ impl FileFill {
                 let _ = std::fs::remove_file(&p.size);
                 let _ = std::fs::remove_file(&p.partial);
                 let _ = std::fs::remove_file(&p.synced);
+                // Safe to remove while held: whoever locks this file (or a new one) from now on
+                // finds the blob stored and fetches nothing.
+                let _ = std::fs::remove_file(&p.lock);
                 Ok(())
             })
             .await?;

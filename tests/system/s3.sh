@@ -20,7 +20,7 @@ pass "Garage: 3 nodes, replication factor 3, bucket $GARAGE_BUCKET"
 s3() {
   local m=$1 path=$2 body_hash; shift 2
   body_hash=$(printf '' | sha256sum | cut -d' ' -f1)
-  if [ "${1:-}" = --body ]; then body_hash=$(sha256sum "$2" | cut -d' ' -f1); set -- --data-binary "@$2"; fi
+  if [ "${1:-}" = --body ]; then body_hash=$(sha256sum "$2" | cut -d' ' -f1); set -- --data-binary "@$2" "${@:3}"; fi
   curl -s --aws-sigv4 "aws:amz:garage:s3" --user "$GARAGE_KEY_ID:$GARAGE_SECRET" -X "$m" \
     -H "x-amz-content-sha256: $body_hash" "$@" "$GARAGE_ENDPOINT/$GARAGE_BUCKET/$path"
 }
@@ -258,8 +258,16 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X PATCH -H "Content-Range: 0-$((f
 s3 GET "?uploads=" | grep -q "_uploads/${abandoned##*/}/data" || fail "the abandoned upload has no multipart upload"
 stored() { [ -n "$(s3_keys "shared/docker/registry/v2/blobs/sha256/${1:7:2}/${1#sha256:}/data")" ]; }
 for b in $gone_blobs; do stored "$b" || { s3_keys "shared/docker/registry/v2/blobs/sha256/${b:7:2}"; curl -sI "http://$A/v2/gc/gone/blobs/$b"; echo "$gone_blobs"; fail "gc/gone's $b missing before gc"; }; done
+# What a pull-through fetch whose node died leaves: a size and a chunk, no lease.
+head -c 3000 /dev/urandom >"$WORK/deadchunk"
+printf 9000000 >"$WORK/deadsize"
+deadfill=shared/registryd/proxy/fills/$(printf dead | sha256sum | cut -d' ' -f1)
+s3 PUT "$deadfill/00000000" --body "$WORK/deadchunk" -o /dev/null -f || fail "writing a dead fill's chunk"
+s3 PUT "$deadfill/size" --body "$WORK/deadsize" -o /dev/null -f || fail "writing a dead fill's size"
 sleep 3   # past the grace period
 GC --dry-run >"$WORK/gc-dry" || { cat "$WORK/gc-dry"; fail "gc --dry-run on S3"; }
+grep -q "1 abandoned cache fills" "$WORK/gc-dry" || { cat "$WORK/gc-dry"; fail "gc --dry-run did not count the dead fill"; }
+[ -n "$(s3_keys "$deadfill/")" ] || fail "gc --dry-run removed the dead fill"
 # gc/gone's 3 blobs, and the blobs of sections 3 and 5 that no manifest references.
 would=$(sed -n 's/^would remove: \([0-9]*\) blobs.*/\1/p' "$WORK/gc-dry")
 [ "${would:-0}" -ge 3 ] || { cat "$WORK/gc-dry"; fail "gc --dry-run: expected at least gc/gone's 3 blobs"; }
@@ -285,10 +293,11 @@ for j in $(seq 1 6); do
   $SK copy -q --src-tls-verify=false "docker://$B/gc/load:$j" "oci:$WORK/gccheck:$j" || fail "gc/load:$j does not pull via b after gc"
 done
 $SK copy -q --all --src-tls-verify=false "docker://$A/team/multi:v1" "oci:$WORK/gcmulti:v1" || fail "team/multi does not pull after gc"
+[ -z "$(s3_keys "$deadfill/")" ] || fail "gc left the dead fill's objects: $(s3_keys "$deadfill/")"
 left=$(s3_keys "shared/docker/registry/v2/repositories/gc/abandoned/_uploads/")
 [ -z "$left" ] || { cat "$WORK/gc.out"; fail "the abandoned upload's objects are left: $left"; }
 s3 GET "?uploads=" | grep -q "_uploads/${abandoned##*/}/data" && fail "the abandoned upload's multipart upload was not aborted"
-pass "gc on the bucket: $runs passes during 6+6 pushes via a and 6 pulls via b, all succeeded; $would unreferenced blobs (gc/gone's 3 among them) collected; abandoned upload and its multipart upload removed"
+pass "gc on the bucket: $runs passes during 6+6 pushes via a and 6 pulls via b, all succeeded; $would unreferenced blobs (gc/gone's 3 among them) collected; abandoned upload and its multipart upload removed, a dead cache fill's chunks too"
 
 FSCK() { (garage_s3_env; export REGISTRYD_S3_PREFIX=shared; exec "$TEST_REGISTRYD_BIN" fsck "$@"); }
 head -c 200000 /dev/urandom >"$WORK/loose"

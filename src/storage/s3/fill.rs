@@ -246,6 +246,42 @@ impl S3Driver {
 }
 
 impl S3Driver {
+    /// Deletes the chunks of fills whose fetcher died (no lease, nothing written since
+    /// `older_than`); returns how many fills that was. With `dry_run`, only counts them.
+    pub async fn remove_abandoned_fills(
+        &self,
+        older_than: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<usize> {
+        let top = format!(
+            "{}/",
+            Self::key(&self.layout.root().join("registryd/proxy/fills"))
+        );
+        let listing = self.client.list(&top, false).await?;
+        let mut fills: std::collections::BTreeMap<String, Vec<super::client::Object>> =
+            Default::default();
+        for o in listing.objects {
+            let rest = o.key.strip_prefix(&top).unwrap_or(&o.key);
+            let hex = rest.split('/').next().unwrap_or(rest).to_string();
+            fills.entry(hex).or_default().push(o);
+        }
+        let mut removed = 0;
+        for (hex, objects) in fills {
+            if objects.iter().any(|o| o.modified >= older_than)
+                || self.lease_held(&format!("fill-{hex}")).await?
+            {
+                continue;
+            }
+            removed += 1;
+            if !dry_run {
+                for o in objects {
+                    self.client.delete(&o.key).await?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// When the stamp object at `path` was last written, by the store's clock.
     pub async fn stamp_time(
         &self,
