@@ -41,6 +41,18 @@ class Registry:
         self.work, self.cert, self.key = work, cert, key
 
     def start(self):
+        cmd, env = self.command()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)
+        for _ in range(100):
+            try:
+                sh(f"curl -fs --cacert {self.ca} https://localhost:{self.port}/v2/ -o /dev/null")
+                return
+            except subprocess.CalledProcessError:
+                time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not start, see {self.log.name}")
+
+    def command(self):
+        """The command line and environment that start this registry on local-disk storage."""
         env = dict(os.environ)
         if self.name == "registryd":
             env.update(REGISTRYD_TLS_CERTIFICATE=self.cert, REGISTRYD_TLS_KEY=self.key,
@@ -59,14 +71,7 @@ http:
   tls: {{certificate: {self.cert}, key: {self.key}}}
 """)
             cmd = ["docker-registry", "serve", cfg]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)
-        for _ in range(100):
-            try:
-                sh(f"curl -fs --cacert {self.ca} https://localhost:{self.port}/v2/ -o /dev/null")
-                return
-            except subprocess.CalledProcessError:
-                time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not start, see {self.log.name}")
+        return cmd, env
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

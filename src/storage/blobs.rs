@@ -177,10 +177,7 @@ impl Storage {
                     None => me
                         .blocking(move || Ok(read_chunk(&file, pos, want)?))
                         .await
-                        .map_err(|e| match e {
-                            StorageError::Io(e) => e,
-                            other => io::Error::other(other),
-                        })?,
+                        .map_err(io::Error::from)?,
                 };
                 let pos = pos + chunk.len() as u64;
                 Ok(Some((chunk, pos)))

@@ -235,7 +235,7 @@ impl Storage {
                                 Ok(synced_offset(&synced).min(size))
                             })
                             .await
-                            .map_err(into_io)?;
+                            .map_err(io::Error::from)?;
                         t.limit = t.limit.max(limit);
                     }
                     let (f, pos) = (t.file.clone(), t.pos);
@@ -252,7 +252,7 @@ impl Storage {
                             Ok(buf)
                         })
                         .await
-                        .map_err(into_io)?;
+                        .map_err(io::Error::from)?;
                     if !chunk.is_empty() {
                         t.pos += chunk.len() as u64;
                         t.sha.update(&chunk);
@@ -415,11 +415,16 @@ fn fill_held(lock: &std::path::Path) -> Result<bool> {
     Ok(matches!(atomic::flock_nb(&f, libc::LOCK_SH), Ok(false)))
 }
 
-fn into_io(e: StorageError) -> io::Error {
-    match e {
-        StorageError::Io(e) => e,
-        other => io::Error::other(other),
+/// Checks that the bytes a fill hashed are the blob it fetched.
+pub(super) fn verify_fill(sha: &Sha256, expected: &Digest) -> Result<()> {
+    let computed = Digest::from_sha256_output(&sha.clone().finalize());
+    if &computed != expected {
+        return Err(StorageError::DigestMismatch {
+            expected: expected.clone(),
+            computed,
+        });
     }
+    Ok(())
 }
 
 /// The right to fetch one blob into storage. Dropped without [`FillLease::finish`], it removes
@@ -522,13 +527,7 @@ impl FileFill {
 
     /// Verifies the digest, makes the blob durable under its name, and links it into `name`.
     pub async fn finish(mut self, name: &RepoName) -> Result<u64> {
-        let computed = Digest::from_sha256_output(&self.sha.clone().finalize());
-        if computed != self.digest {
-            return Err(StorageError::DigestMismatch {
-                expected: self.digest.clone(),
-                computed,
-            });
-        }
+        verify_fill(&self.sha, &self.digest)?;
         let Some(file) = self.file.clone() else {
             return Err(io::Error::other("fill finished before it began").into());
         };

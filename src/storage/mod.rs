@@ -65,6 +65,17 @@ impl StorageError {
     }
 }
 
+/// For byte streams, whose items are `io::Result`: an I/O failure stays itself, anything else
+/// is carried as its message.
+impl From<StorageError> for io::Error {
+    fn from(e: StorageError) -> io::Error {
+        match e {
+            StorageError::Io(e) => e,
+            other => io::Error::other(other),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 fn timed_out(limit: Duration) -> StorageError {

@@ -291,9 +291,14 @@ impl S3Client {
         }
     }
 
+    /// The `x-amz-copy-source` value naming the object `from` of this bucket.
+    fn copy_source(&self, from: &str) -> String {
+        format!("/{}/{}", self.bucket.name(), encode_key(from))
+    }
+
     /// Copies the object `from` to `to` inside the bucket (a server-side copy).
     pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        let source = format!("/{}/{}", self.bucket.name(), encode_key(from));
+        let source = self.copy_source(from);
         let mut action = self.bucket.put_object(self.creds(), to);
         action
             .headers_mut()
@@ -429,7 +434,7 @@ impl S3Client {
         from: &str,
         range: Option<(u64, u64)>,
     ) -> Result<String> {
-        let source = format!("/{}/{}", self.bucket.name(), encode_key(from));
+        let source = self.copy_source(from);
         let range = range.map(|(first, last)| format!("bytes={first}-{last}"));
         let mut action = self
             .bucket

@@ -25,6 +25,7 @@ use super::S3Driver;
 use super::client::PartSource;
 use super::lifecycle::Lease;
 use crate::registry::{Digest, RepoName};
+use crate::storage::fill::verify_fill;
 use crate::storage::{BlobStream, Result, StorageError};
 
 /// Bytes per chunk object: what a follower reads at once, and a multipart part when joined.
@@ -199,7 +200,7 @@ impl S3Driver {
                 }
                 let n = t.pos / CHUNK as u64;
                 let key = t.driver.fill_chunk_key(&t.digest, n);
-                if let Some(chunk) = t.driver.client.get(&key).await.map_err(into_io)? {
+                if let Some(chunk) = t.driver.client.get(&key).await.map_err(io::Error::from)? {
                     let want = (t.size - n * CHUNK as u64).min(CHUNK as u64);
                     if chunk.len() as u64 != want || t.pos != n * CHUNK as u64 {
                         return Err(io::Error::other(format!(
@@ -214,14 +215,14 @@ impl S3Driver {
                 if t.driver
                     .blob_size_global(&t.digest)
                     .await
-                    .map_err(into_io)?
+                    .map_err(io::Error::from)?
                     .is_some()
                 {
                     let rest = t
                         .driver
                         .open_blob(&t.digest, t.pos, t.size - t.pos)
                         .await
-                        .map_err(into_io)?;
+                        .map_err(io::Error::from)?;
                     t.stored = Some(rest);
                     continue;
                 }
@@ -230,7 +231,7 @@ impl S3Driver {
                         .driver
                         .lease_held(&S3Driver::fill_lease(&t.digest))
                         .await
-                        .map_err(into_io)?;
+                        .map_err(io::Error::from)?;
                     if !held {
                         return Err(io::Error::other(
                             "the upstream fetch this download followed was interrupted; retry",
@@ -300,13 +301,6 @@ impl S3Driver {
     }
 }
 
-fn into_io(e: StorageError) -> io::Error {
-    match e {
-        StorageError::Io(e) => e,
-        other => io::Error::other(other),
-    }
-}
-
 /// The right to fetch one blob into the bucket. Dropped without [`S3Fill::finish`], it deletes
 /// what it wrote and releases the lease, and readers following it fail.
 pub struct S3Fill {
@@ -353,13 +347,7 @@ impl S3Fill {
 
     /// Verifies the digest, joins the chunks under the blob's key, and links it into `name`.
     pub async fn finish(mut self, name: &RepoName) -> Result<u64> {
-        let computed = Digest::from_sha256_output(&self.sha.clone().finalize());
-        if computed != self.digest {
-            return Err(StorageError::DigestMismatch {
-                expected: self.digest.clone(),
-                computed,
-            });
-        }
+        verify_fill(&self.sha, &self.digest)?;
         let full_chunks = self.chunks;
         let rest = self.buf.split().freeze();
         if !rest.is_empty() {
