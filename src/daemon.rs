@@ -674,8 +674,9 @@ async fn warn_incoherent_gluster(root: &std::path::Path) {
             for p in problems {
                 tracing::warn!(
                     fix = %p.fix,
-                    "GlusterFS storage: {}; other nodes may read stale tags and blobs for about a second",
-                    p.what
+                    "GlusterFS storage: {}; {}",
+                    p.what,
+                    p.effect
                 );
             }
         }

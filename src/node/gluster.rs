@@ -7,6 +7,15 @@
 //! that shows the client's active translator graph (`graphs/active/volfile`), its FUSE settings
 //! (`root/private`) and its command line (`cmdline`). A translator that is switched off is absent from
 //! the graph, so the graph tells which caches are on.
+//!
+//! One more option is about failures, not caches: on a replica-3 volume, two nodes each cut off from
+//! a different brick still have a majority each, and when both create the same new directory (first
+//! pushes of one repository, one blob) each side's copy gets its own GFID: a GFID split-brain, EIO
+//! on that path until someone resolves it by hand. `cluster.favorite-child-policy majority` lets
+//! GlusterFS resolve it on its own, keeping the copy two bricks agree on. That is always the copy
+//! holding what was acknowledged, because AFR acknowledges a write only on a majority of good bricks
+//! (tests/system/gluster-cluster.sh, "network partition"). The graph shows the option when it was
+//! set before the client mounted; set later, it applies at once but shows only after a remount.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +26,13 @@ use super::mount;
 pub struct Problem {
     pub what: String,
     pub fix: String,
+    /// What goes wrong while the setting stays as it is.
+    pub effect: &'static str,
 }
+
+const STALE: &str = "other nodes may read stale tags and blobs for about a second";
+const SPLIT_BRAIN: &str = "after a network partition, a directory both sides created answers 503 \
+     (GFID split-brain) until resolved by hand";
 
 /// The mount holding `path` (its nearest existing ancestor), as (mount point, filesystem type).
 pub fn mount_of(mountinfo: &str, path: &Path) -> Option<(PathBuf, String)> {
@@ -59,14 +74,20 @@ pub fn problems(volfile: &str, fuse_private: &str, cmdline: &str) -> Vec<Problem
     let set = |opt: &str| Problem {
         what: format!("volume option {opt} is on"),
         fix: format!("gluster volume set {volume} {opt} off"),
+        effect: STALE,
     };
     let mut out = Vec::new();
     let mut write_behind = false;
     let mut flush_behind_off = false;
     let mut current_type = "";
+    // Per replicate translator: (bricks, arbiter bricks, favorite-child policy).
+    let mut replicas: Vec<(usize, usize, String)> = Vec::new();
     for line in volfile.lines().map(str::trim) {
         if let Some(t) = line.strip_prefix("type ") {
             current_type = t.trim();
+            if current_type == "cluster/replicate" {
+                replicas.push((0, 0, "none".into()));
+            }
             match current_type {
                 "performance/quick-read" => out.push(set("performance.quick-read")),
                 "performance/md-cache" => out.push(set("performance.stat-prefetch")),
@@ -78,14 +99,36 @@ pub fn problems(volfile: &str, fuse_private: &str, cmdline: &str) -> Vec<Problem
             && let Some(v) = line.strip_prefix("option flush-behind ")
         {
             flush_behind_off = matches!(v.trim(), "off" | "false" | "no" | "0" | "disable");
+        } else if current_type == "cluster/replicate"
+            && let Some(r) = replicas.last_mut()
+        {
+            if let Some(v) = line.strip_prefix("subvolumes ") {
+                r.0 = v.split_whitespace().count();
+            } else if let Some(v) = line.strip_prefix("option arbiter-count ") {
+                r.1 = v.trim().parse().unwrap_or(0);
+            } else if let Some(v) = line.strip_prefix("option favorite-child-policy ") {
+                r.2 = v.trim().to_string();
+            }
         }
     }
     if write_behind && !flush_behind_off {
         out.push(set("performance.flush-behind"));
     }
+    // Majority needs three full copies to vote: replica 2 and arbiter volumes are left alone.
+    if replicas
+        .iter()
+        .any(|(bricks, arbiters, policy)| *bricks >= 3 && *arbiters == 0 && policy != "majority")
+    {
+        out.push(Problem {
+            what: "volume option cluster.favorite-child-policy is not majority".into(),
+            fix: format!("gluster volume set {volume} cluster.favorite-child-policy majority"),
+            effect: SPLIT_BRAIN,
+        });
+    }
     let mount_opt = |name: &str| Problem {
         what: format!("mounted with {name} other than 0"),
         fix: format!("mount with -o {name}=0 (fstab: {name}=0)"),
+        effect: STALE,
     };
     for (key, name) in [
         ("entry_timeout", "entry-timeout"),
@@ -134,9 +177,13 @@ mod tests {
     use super::*;
 
     const GOOD: &str = "volume v-client-0\n    type protocol/client\nend-volume\n\
+        volume v-replicate-0\n    type cluster/replicate\n    option favorite-child-policy majority\n\
+        subvolumes v-client-0 v-client-1 v-client-2\nend-volume\n\
         volume v-write-behind\n    type performance/write-behind\n    option flush-behind off\n\
         subvolumes v-utime\nend-volume\nvolume v\n    type debug/io-stats\nend-volume\n";
-    const DEFAULTS: &str = "volume v-write-behind\n    type performance/write-behind\nend-volume\n\
+    const DEFAULTS: &str = "volume v-replicate-0\n    type cluster/replicate\n\
+        subvolumes v-client-0 v-client-1 v-client-2\nend-volume\n\
+        volume v-write-behind\n    type performance/write-behind\nend-volume\n\
         volume v-quick-read\n    type performance/quick-read\nend-volume\n\
         volume v-open-behind\n    type performance/open-behind\nend-volume\n\
         volume v-md-cache\n    type performance/md-cache\nend-volume\n";
@@ -161,10 +208,47 @@ mod tests {
                 "gluster volume set vagabond performance.open-behind off",
                 "gluster volume set vagabond performance.stat-prefetch off",
                 "gluster volume set vagabond performance.flush-behind off",
+                "gluster volume set vagabond cluster.favorite-child-policy majority",
                 "mount with -o entry-timeout=0 (fstab: entry-timeout=0)",
                 "mount with -o attribute-timeout=0 (fstab: attribute-timeout=0)",
                 "mount with -o negative-timeout=0 (fstab: negative-timeout=0)",
             ]
+        );
+    }
+
+    #[test]
+    fn the_policy_is_asked_only_of_three_full_copies() {
+        let replicate = |extra: &str, subvolumes: &str| {
+            format!(
+                "volume v-replicate-0\n    type cluster/replicate\n{extra}    subvolumes {subvolumes}\n\
+                 end-volume\nvolume v-write-behind\n    type performance/write-behind\n\
+                 option flush-behind off\nend-volume\n"
+            )
+        };
+        let fixes = |volfile: String| -> Vec<String> {
+            problems(&volfile, PRIVATE_ZERO, CMD_ZERO)
+                .into_iter()
+                .map(|p| p.fix)
+                .collect()
+        };
+        assert_eq!(fixes(replicate("", "c0 c1")), Vec::<String>::new());
+        assert_eq!(
+            fixes(replicate("    option arbiter-count 1\n", "c0 c1 c2")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fixes(replicate(
+                "    option favorite-child-policy mtime\n",
+                "c0 c1 c2"
+            )),
+            ["gluster volume set vagabond cluster.favorite-child-policy majority"]
+        );
+        assert_eq!(
+            fixes(replicate(
+                "    option favorite-child-policy majority\n",
+                "c0 c1 c2"
+            )),
+            Vec::<String>::new()
         );
     }
 
