@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Three registryd nodes on one GlusterFS replica-3 volume (lib/gluster.sh), one harness for every
-# check of the cluster issue: read-after-write across nodes, 30 concurrent pushers on 3 nodes, kill -9
-# of a node, a node losing its mount, brick failures and a hung brick, and the coherence warnings;
+# check of the cluster issue: read-after-write across nodes, 30 concurrent pushers on 3 nodes, a network
+# partition, kill -9 of a node, a node losing its mount, brick failures and a hung brick, and the
+# coherence warnings;
 # and of the lifecycle issue: garbage collection while two nodes push and pull.
 source "$(dirname "$0")/lib/common.sh"
 source "$SYS_DIR/lib/gluster.sh"
@@ -42,6 +43,42 @@ pass "read-after-write across nodes"
 # 2. Concurrency.
 gl_in 1 python3 "$SYS_DIR/lib/cluster.py" storm "$ROOT" "$N1" "$N2" "$N3" || fail "concurrent pushes on 3 nodes"
 pass "concurrent pushers"
+
+# 2b. A network partition: node A's GlusterFS client cannot reach brick 1 and node B's cannot reach
+# brick 2 (a client option points them at a closed port), so each side still has a majority. Both
+# push to the same new repositories at the same moments: when both sides create one new directory, each
+# copy gets its own GFID (a GFID split-brain; EIO for good unless resolved). With the README's
+# cluster.favorite-child-policy majority, GlusterFS keeps the copy two bricks agree on, which holds
+# everything acknowledged (AFR acknowledges only on a majority of good bricks): after the partition
+# every acknowledged push is served by every node, and the heal (waited for before 5.) leaves no
+# split-brain.
+# Their parent directory exists on every brick first, as on a volume in use (the mount of node 1).
+mkdir -p "$(gl_root)/docker/registry/v2/repositories/part"
+PART_PIDS=()
+declare -A PORT_PART=()
+for side in a b; do
+  cut=$([ "$side" = a ] && echo 0 || echo 1)
+  mkdir -p "$GL/part-$side"
+  gl_fuse "$GL/part-$side" "$GL/run/part-$side.pid" "$GL/log/part-$side.log" "${ZERO_TIMEOUTS[@]}" \
+    --xlator-option="$GL_VOL-client-$cut.remote-port=1"
+  for _ in $(seq 1 50); do
+    grep -qs "^connected = 0" "$GL/part-$side/.meta/graphs/active/$GL_VOL-client-$cut/private" && break
+    sleep 0.1
+  done
+  grep -qs "^connected = 0" "$GL/part-$side/.meta/graphs/active/$GL_VOL-client-$cut/private" \
+    || fail "partition: side $side is still connected to brick $((cut + 1))"
+  PORT_PART[$side]=$(free_port)
+  REGISTRYD_STORAGE_OPERATION_TIMEOUT_SECS=15 start_registryd "part-$side" "${PORT_PART[$side]}" "$GL/part-$side/$GL_ROOT_REL"
+  PART_PIDS+=("$REG_PID")
+done
+PUSHERS_CA='' python3 "$SYS_DIR/lib/cluster.py" partition-push "127.0.0.1:${PORT_PART[a]}" \
+  "127.0.0.1:${PORT_PART[b]}" 30 "$WORK/acked-part" >"$WORK/part.out" || { cat "$WORK/part.out"; fail "partition: pushes"; }
+split=$(python3 "$SYS_DIR/lib/cluster.py" gfid-mismatches "$GL_ROOT_REL/docker/registry/v2" "$GL"/bricks/b{1,2,3})
+for p in "${PART_PIDS[@]}"; do stop_pid "$p"; done
+umount "$GL/part-a" "$GL/part-b"
+gl_in 1 python3 "$SYS_DIR/lib/cluster.py" partition-verify "$WORK/acked-part" "$N1" "$N2" "$N3" >"$WORK/part-verify.out" \
+  || { cat "$WORK/part-verify.out"; fail "partition: after it ended"; }
+pass "network partition: $(cat "$WORK/part.out"); ${split%% *} paths in GFID split-brain; right after it, $(cat "$WORK/part-verify.out")"
 
 # 3. kill -9 of node 1 during pushes; nodes 2 and 3 serve every acknowledged push.
 gl_in 1 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked" 30 &
@@ -226,6 +263,21 @@ for ref in gc/keep:v1 $(for i in $(seq 1 6); do echo "gc/load1:$i gc/load3:$i"; 
 done
 [ "$(gl_curl 1 -o /dev/null -w '%{http_code}' "https://registry.home:8443/v2/gc/gone/blobs/$gone_m")" = 404 ] || fail "gc: gone's manifest blob still served"
 pass "gc on the shared volume: dry run would free $would blobs and freed none; $gcruns passes during 12 pushes (nodes 1, 3) and 6 pulls; all succeeded, 13 images pull through nodes 1 and 3, the deleted image's 3 blobs collected"
+
+# 2b, settled: the heal of what the partition left (it ran in the background meanwhile) ends, and no
+# path is in GFID split-brain on the bricks. The brick failures below need all three bricks healed.
+gl_cli volume heal "$GL_VOL" >/dev/null 2>&1 || true
+for _ in $(seq 1 120); do
+  pending=$(gl_cli volume heal "$GL_VOL" info 2>/dev/null | awk '/Number of entries:/{s+=$4} END{print s+0}')
+  [ "$pending" = 0 ] && break
+  sleep 1
+done
+[ "$pending" = 0 ] || fail "partition: $pending entries still to heal"
+left=$(python3 "$SYS_DIR/lib/cluster.py" gfid-mismatches "$GL_ROOT_REL/docker/registry/v2" "$GL"/bricks/b{1,2,3})
+[ "${left%% *}" = 0 ] || fail "partition: still in GFID split-brain after the heal: $left"
+gl_in 1 python3 "$SYS_DIR/lib/cluster.py" partition-verify "$WORK/acked-part" "$N1" "$N2" "$N3" >/dev/null \
+  || fail "partition: after the heal"
+pass "network partition, after the heal: no path in GFID split-brain, every acknowledged push still served"
 
 # 5. Brick failures, last: a two-brick outage can leave the volume unusable for a while (see below).
 gl_in 1 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked0" 5 || true

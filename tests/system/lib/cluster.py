@@ -4,6 +4,14 @@
                                      manifests, blobs, retagged tags, tags/list, _catalog, referrers
   cluster.py storm ROOT N1 N2 N3     3 nodes x 10 clients push 60 images sharing base layers at the
                                      same moment and retag the same tags; then verify everything
+  cluster.py partition-push A B N LOG
+                                     A and B push to the same N new repositories at the same moments
+                                     (same base layer, same tag): only 201/202 or 503, acks to LOG
+  cluster.py partition-verify LOG N...
+                                     every acknowledged manifest and blob served right by every node,
+                                     every tag on one of the manifests acknowledged for it
+  cluster.py gfid-mismatches REL BRICK...
+                                     paths under REL whose GFID differs between bricks
 """
 import hashlib, json, os, random, sys, threading, time
 
@@ -188,5 +196,86 @@ def served_or_503(node, log):
     if unavailable:
         print(f"   first 503: {first_503!r}")
 
+class Refused(Exception):
+    """A 503: this side of the partition may not write there."""
+
+def partition_push(a, b, n, log):
+    out, lock, errors = open(log, "a"), threading.Lock(), []
+    tally = {a: [0, 0], b: [0, 0]}  # acknowledged, refused
+
+    def expect(s, ok, what, body):
+        if s == 503:
+            raise Refused(what)
+        check(s in ok, what, "answered", s, body[:200])
+
+    def push(node, k, side, base, barrier):
+        repo = f"part/r{k}"
+        layer = f"{side}-{k}-".encode() * 10_000
+        config = json.dumps({"side": side, "k": k, "os": "linux"}).encode()
+        try:
+            barrier.wait()
+            for blob in (base, layer, config):
+                s, _, body = req(node, "POST", f"/v2/{repo}/blobs/uploads/?digest={sha(blob)}", blob,
+                                 {"Content-Type": "application/octet-stream"})
+                expect(s, (201,), "blob push", body)
+            m = manifest(config, [base, layer])
+            s, _, body = req(node, "PUT", f"/v2/{repo}/manifests/v1", m, {"Content-Type": MT})
+            expect(s, (201,), "manifest push", body)
+            with lock:
+                out.write(f"{repo} v1 {sha(m)}\n")
+                out.flush()
+                tally[node][0] += 1
+        except Refused:
+            with lock:
+                tally[node][1] += 1
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(f"{node} {repo}: {e}")
+
+    t0 = time.time()
+    for first in range(0, int(n), 5):
+        threads = []
+        for k in range(first, min(first + 5, int(n))):
+            base, barrier = os.urandom(100_000 + k), threading.Barrier(2)
+            threads += [threading.Thread(target=push, args=(node, k, side, base, barrier))
+                        for side, node in (("a", a), ("b", b))]
+        for t in threads: t.start()
+        for t in threads: t.join()
+    check(not errors, "unexpected answers:", errors[:5])
+    print(f"{n} repositories pushed through both sides at once: side A {tally[a][0]} acknowledged, "
+          f"{tally[a][1]} refused with 503; side B {tally[b][0]} acknowledged, {tally[b][1]} refused with 503, in {time.time() - t0:.0f} s")
+
+def partition_verify(log, *nodes):
+    acked = [l.split() for l in open(log) if l.strip()]
+    check(acked, "nothing was acknowledged")
+    for node in nodes:
+        for repo, tag, digest in acked:
+            s, h, m = req(node, "GET", f"/v2/{repo}/manifests/{digest}", headers={"Accept": MT})
+            check(s == 200 and sha(m) == digest, node, repo, digest, "answered", s, m[:200])
+            for d in [json.loads(m)["config"]] + json.loads(m)["layers"]:
+                s, _, b = req(node, "GET", f"/v2/{repo}/blobs/{d['digest']}")
+                check(s == 200 and sha(b) == d["digest"], node, repo, "blob", d["digest"], "answered", s)
+            s, h, m = req(node, "GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": MT})
+            check(s == 200, node, repo, tag, "answered", s, m[:200])
+            check(sha(m) in {d for r, t, d in acked if (r, t) == (repo, tag)}, node, repo, tag,
+                  "points at a manifest nobody pushed")
+    print(f"{len(acked)} acknowledged pushes served right by {len(nodes)} nodes, every tag on one of them")
+
+def gfid_mismatches(rel, *bricks):
+    seen = {}
+    for brick in bricks:
+        top = os.path.join(brick, rel)
+        for dirpath, dirs, files in os.walk(top):
+            for name in dirs + files:
+                path = os.path.join(dirpath, name)
+                try:
+                    gfid = os.getxattr(path, "trusted.gfid", follow_symlinks=False).hex()
+                except OSError:
+                    continue
+                seen.setdefault(os.path.relpath(path, top), set()).add(gfid)
+    split = sorted(p for p, g in seen.items() if len(g) > 1)
+    print(len(split), " ".join(split[:3]))
+
 if __name__ == "__main__":
-    {"consistency": consistency, "storm": storm, "served-or-503": served_or_503}[sys.argv[1]](*sys.argv[2:])
+    {"consistency": consistency, "storm": storm, "served-or-503": served_or_503,
+     "partition-push": partition_push, "partition-verify": partition_verify,
+     "gfid-mismatches": gfid_mismatches}[sys.argv[1]](*sys.argv[2:])

@@ -51,9 +51,11 @@ gl_up() {
   for _ in $(seq 1 100); do gl_cli pool list >/dev/null 2>&1 && break; sleep 0.2; done
   gl_cli volume create "$GL_VOL" replica 3 "$GL_HOST:$GL/bricks/b1" "$GL_HOST:$GL/bricks/b2" \
     "$GL_HOST:$GL/bricks/b3" force >/dev/null
-  # The four coherence options (ARCHITECTURE.md); a short ping-timeout for the hung-brick test.
+  # The four coherence options (ARCHITECTURE.md), the split-brain policy (README), a short
+  # ping-timeout for the hung-brick test, and heals on 4 threads (the tests wait for them).
   gl_cli volume set "$GL_VOL" performance.quick-read off performance.stat-prefetch off \
-    performance.open-behind off performance.flush-behind off network.ping-timeout 5 >/dev/null
+    performance.open-behind off performance.flush-behind off cluster.favorite-child-policy majority \
+    network.ping-timeout 5 cluster.shd-max-threads 4 >/dev/null
   gl_cli volume start "$GL_VOL" >/dev/null
   # A shared parent, so the FUSE mounts propagate into the nodes' mount namespaces.
   mount --bind "$GL/mnt" "$GL/mnt" && mount --make-shared "$GL/mnt"
@@ -103,8 +105,10 @@ gl_down() {
   fi
   for p in "${NODE_PID[@]}"; do kill -9 "$p" 2>/dev/null; done
   waitgone "${NODE_PID[@]}"
-  for i in 1 2 3; do umount -l "$GL/mnt/n$i" 2>/dev/null; done
-  umount -l "$GL/mnt" 2>/dev/null
+  # Every mount under $GL (the nodes', and the extra clients some tests make), deepest first.
+  for f in $(awk -v gl="$GL" 'index($2, gl "/") == 1 { print $2 }' /proc/mounts | sort -r); do
+    umount -l "$f" 2>/dev/null
+  done
   for f in "${GL_FUSE_PIDS[@]}"; do
     [ -s "$f" ] && { p=$(cat "$f"); kill "$p" 2>/dev/null; waitgone "$p"; kill -9 "$p" 2>/dev/null; }
   done
