@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The .deb on a real Debian node: a bookworm VM with systemd under user-mode-linux (no network
-# device) installs the package, runs registryd from its unit, and goes through install, enable,
-# push/pull by docker and skopeo, certificate rotation, reload, SIGKILL restart, stop and purge
-# (tests/vm/guest-test.sh). The rootfs is cached in /var/cache/registryd-tests/vm.
+# The .deb on a real Debian node: a bookworm VM with systemd under user-mode-linux, or under QEMU
+# where user-mode-linux cannot run (tests/vm/vm.sh; no network device), installs the package, runs
+# registryd from its unit, and goes through install, enable, push/pull by docker and skopeo,
+# certificate rotation, reload, SIGKILL restart, stop and purge (tests/vm/guest-test.sh). The rootfs
+# is cached in /var/cache/registryd-tests/vm.
 source "$(dirname "$0")/lib/common.sh"
 VM=$REPO_DIR/tests/vm/vm.sh
 t0=$(date +%s)
