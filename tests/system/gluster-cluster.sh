@@ -74,6 +74,11 @@ done
 PUSHERS_CA='' python3 "$SYS_DIR/lib/cluster.py" partition-push "127.0.0.1:${PORT_PART[a]}" \
   "127.0.0.1:${PORT_PART[b]}" 30 "$WORK/acked-part" >"$WORK/part.out" || { cat "$WORK/part.out"; fail "partition: pushes"; }
 split=$(python3 "$SYS_DIR/lib/cluster.py" gfid-mismatches "$GL_ROOT_REL/docker/registry/v2" "$GL"/bricks/b{1,2,3})
+for side in a b; do
+  cut=$([ "$side" = a ] && echo 0 || echo 1)
+  grep -qs "^connected = 0" "$GL/part-$side/.meta/graphs/active/$GL_VOL-client-$cut/private" \
+    || fail "partition: side $side reconnected to brick $((cut + 1)) during the pushes (the cut did not hold)"
+done
 for p in "${PART_PIDS[@]}"; do stop_pid "$p"; done
 umount "$GL/part-a" "$GL/part-b"
 gl_in 1 python3 "$SYS_DIR/lib/cluster.py" partition-verify "$WORK/acked-part" "$N1" "$N2" "$N3" >"$WORK/part-verify.out" \

@@ -86,7 +86,14 @@ ensure_venv() {
   VENV=${TEST_VENV:-/var/cache/registryd-tests/venv}
   if ! "$VENV/bin/python" -c 'import oras, cryptography, requests' 2>/dev/null; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q 'oras==0.2.43' requests 'cryptography>=42'
+    # Three tries a minute apart: a CI run once lost the package index's name for a few seconds,
+    # longer than pip's own retries last.
+    local try
+    for try in 1 2 3; do
+      "$VENV/bin/pip" install -q 'oras==0.2.43' requests 'cryptography>=42' && break
+      [ "$try" = 3 ] && fail "could not install the test's Python packages (oras, requests, cryptography)"
+      sleep 60
+    done
   fi
   PY=$VENV/bin/python
 }
