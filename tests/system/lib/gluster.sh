@@ -51,11 +51,11 @@ gl_up() {
   for _ in $(seq 1 100); do gl_cli pool list >/dev/null 2>&1 && break; sleep 0.2; done
   gl_cli volume create "$GL_VOL" replica 3 "$GL_HOST:$GL/bricks/b1" "$GL_HOST:$GL/bricks/b2" \
     "$GL_HOST:$GL/bricks/b3" force >/dev/null
-  # The four coherence options (ARCHITECTURE.md), the split-brain policy (README), a short
-  # ping-timeout for the hung-brick test, and heals on 4 threads (the tests wait for them).
+  # The four coherence options (ARCHITECTURE.md), the split-brain policy (README), and a short
+  # ping-timeout for the hung-brick test.
   gl_cli volume set "$GL_VOL" performance.quick-read off performance.stat-prefetch off \
     performance.open-behind off performance.flush-behind off cluster.favorite-child-policy majority \
-    network.ping-timeout 5 cluster.shd-max-threads 4 >/dev/null
+    network.ping-timeout 5 >/dev/null
   gl_cli volume start "$GL_VOL" >/dev/null
   # A shared parent, so the FUSE mounts propagate into the nodes' mount namespaces.
   mount --bind "$GL/mnt" "$GL/mnt" && mount --make-shared "$GL/mnt"
