@@ -143,6 +143,30 @@ pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
     Ok(flock_nb(&f, libc::LOCK_EX)?.then_some(f))
 }
 
+/// Removes a directory tree without making the removal durable (for what a crash may bring back
+/// harmlessly); absent is success. `Ok(false)` when the directory is still there after a few tries.
+///
+/// `remove_dir_all` takes `NotFound` for done, and on a shared mount a lookup can answer it (or
+/// `ESTALE`, or `ENOTEMPTY` for an entry another brick still lists) while the directory remains:
+/// a fresh lookup decides, and the removal is repeated (backing off 20 to 60 ms).
+pub fn remove_tree(path: &Path) -> io::Result<bool> {
+    for attempt in 1..=4u64 {
+        match fs::remove_dir_all(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if transient(&e) || e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+            Err(e) => return Err(e),
+        }
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) if !transient(&e) => return Err(e),
+            _ if attempt < 4 => std::thread::sleep(std::time::Duration::from_millis(20 * attempt)),
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
 /// Removes a file or a whole directory, durably; absent is success.
 pub fn remove_durable(path: &Path) -> io::Result<bool> {
     let removed = match fs::symlink_metadata(path) {
@@ -194,6 +218,19 @@ pub fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_tree_removes_and_takes_absent_for_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("_uploads/u1");
+        fs::create_dir_all(tree.join("hashstates/sha256")).unwrap();
+        fs::write(tree.join("data"), b"x").unwrap();
+        fs::write(tree.join("hashstates/sha256/0"), b"y").unwrap();
+        assert!(remove_tree(&tree).unwrap());
+        assert!(!tree.exists());
+        assert!(dir.path().join("_uploads").is_dir());
+        assert!(remove_tree(&tree).unwrap());
+    }
 
     #[test]
     fn write_atomic_creates_and_replaces() {

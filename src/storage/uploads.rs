@@ -343,10 +343,19 @@ impl Storage {
                 let link = l.layer_link(&n, &exp);
                 atomic::rewrite_link(&link, &super::layout::link_content(&exp))?;
                 // The session is spent. Its removal need not be durable: if a crash brings it
-                // back, it is an abandoned upload that expiry removes.
-                match std::fs::remove_dir_all(l.upload_dir(&n, &i)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                    _ => {}
+                // back, it is an abandoned upload that expiry removes. For the same reason a
+                // failed removal does not fail the push, whose blob is published and linked.
+                let dir = l.upload_dir(&n, &i);
+                match atomic::remove_tree(&dir) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        upload = %dir.display(),
+                        "finished upload's directory still listed after removal; expiry removes it"
+                    ),
+                    Err(e) => tracing::warn!(
+                        upload = %dir.display(),
+                        "finished upload's directory not removed ({e}); expiry removes it"
+                    ),
                 }
                 Ok(size)
             })
