@@ -41,8 +41,24 @@ gl_in 1 python3 "$SYS_DIR/lib/cluster.py" consistency "$N1" "$N2" "$N3" || fail 
 pass "read-after-write across nodes"
 
 # 2. Concurrency.
-gl_in 1 python3 "$SYS_DIR/lib/cluster.py" storm "$ROOT" "$N1" "$N2" "$N3" || fail "concurrent pushes on 3 nodes"
-pass "concurrent pushers"
+gl_in 1 python3 "$SYS_DIR/lib/cluster.py" storm "$ROOT" "$N1" "$N2" "$N3" >"$WORK/storm.out" \
+  || { cat "$WORK/storm.out"; fail "concurrent pushes on 3 nodes"; }
+# Nothing temporary left behind. Once (1 CI run of about 6) ten finished uploads' directories were
+# still listed right after the storm with 17 entries pending heal and every brick up; whether GlusterFS
+# lists an acknowledged rmdir until its heal is told apart here: what the heal does not remove fails.
+if left=$(python3 "$SYS_DIR/lib/cluster.py" leftovers "$ROOT" "$GL"/bricks/b{1,2,3}); then
+  healed=""
+else
+  gl_cli volume heal "$GL_VOL" >/dev/null 2>&1 || true
+  gl_wait_healed 60 || true
+  python3 "$SYS_DIR/lib/cluster.py" leftovers "$ROOT" "$GL"/bricks/b{1,2,3} \
+    || fail "left behind by the concurrent pushes, still after the heal (before it: $left)"
+  healed="; right after, the mount still listed what the heal then removed: $left"
+fi
+# registryd warns when a finished upload's directory would not go (it does not fail the push).
+warned=$(cat "$WORK"/node{1,2,3}.log | grep -c "finished upload's directory" || true)
+[ "$warned" = 0 ] || healed="$healed; nodes warned $warned times of an upload directory they could not remove"
+pass "concurrent pushers: $(cat "$WORK/storm.out"), no temp files or upload directories left$healed"
 
 # 2b. A network partition: node A's GlusterFS client cannot reach brick 1 and node B's cannot reach
 # brick 2 (a client option points them at a closed port), so each side still has a majority. Both
@@ -56,17 +72,14 @@ pass "concurrent pushers"
 mkdir -p "$(gl_root)/docker/registry/v2/repositories/part"
 PART_PIDS=()
 declare -A PORT_PART=()
+declare -A CUT=([a]=0 [b]=1) # the client (brick - 1) each side cannot reach
 for side in a b; do
-  cut=$([ "$side" = a ] && echo 0 || echo 1)
+  cut=${CUT[$side]}
   mkdir -p "$GL/part-$side"
   gl_fuse "$GL/part-$side" "$GL/run/part-$side.pid" "$GL/log/part-$side.log" "${ZERO_TIMEOUTS[@]}" \
     --xlator-option="$GL_VOL-client-$cut.remote-port=1"
-  for _ in $(seq 1 50); do
-    grep -qs "^connected = 0" "$GL/part-$side/.meta/graphs/active/$GL_VOL-client-$cut/private" && break
-    sleep 0.1
-  done
-  grep -qs "^connected = 0" "$GL/part-$side/.meta/graphs/active/$GL_VOL-client-$cut/private" \
-    || fail "partition: side $side is still connected to brick $((cut + 1))"
+  for _ in $(seq 1 50); do gl_link_is "$GL/part-$side" "$cut" 0 && break; sleep 0.1; done
+  gl_link_is "$GL/part-$side" "$cut" 0 || fail "partition: side $side is still connected to brick $((cut + 1))"
   PORT_PART[$side]=$(free_port)
   REGISTRYD_STORAGE_OPERATION_TIMEOUT_SECS=15 start_registryd "part-$side" "${PORT_PART[$side]}" "$GL/part-$side/$GL_ROOT_REL"
   PART_PIDS+=("$REG_PID")
@@ -75,9 +88,8 @@ PUSHERS_CA='' python3 "$SYS_DIR/lib/cluster.py" partition-push "127.0.0.1:${PORT
   "127.0.0.1:${PORT_PART[b]}" 30 "$WORK/acked-part" >"$WORK/part.out" || { cat "$WORK/part.out"; fail "partition: pushes"; }
 split=$(python3 "$SYS_DIR/lib/cluster.py" gfid-mismatches "$GL_ROOT_REL/docker/registry/v2" "$GL"/bricks/b{1,2,3})
 for side in a b; do
-  cut=$([ "$side" = a ] && echo 0 || echo 1)
-  grep -qs "^connected = 0" "$GL/part-$side/.meta/graphs/active/$GL_VOL-client-$cut/private" \
-    || fail "partition: side $side reconnected to brick $((cut + 1)) during the pushes (the cut did not hold)"
+  gl_link_is "$GL/part-$side" "${CUT[$side]}" 0 \
+    || fail "partition: side $side reconnected to brick $((CUT[$side] + 1)) during the pushes (the cut did not hold)"
 done
 for p in "${PART_PIDS[@]}"; do stop_pid "$p"; done
 umount "$GL/part-a" "$GL/part-b"
@@ -272,12 +284,7 @@ pass "gc on the shared volume: dry run would free $would blobs and freed none; $
 # 2b, settled: the heal of what the partition left (it ran in the background meanwhile) ends, and no
 # path is in GFID split-brain on the bricks. The brick failures below need all three bricks healed.
 gl_cli volume heal "$GL_VOL" >/dev/null 2>&1 || true
-for _ in $(seq 1 120); do
-  pending=$(gl_cli volume heal "$GL_VOL" info 2>/dev/null | awk '/Number of entries:/{s+=$4} END{print s+0}')
-  [ "$pending" = 0 ] && break
-  sleep 1
-done
-[ "$pending" = 0 ] || fail "partition: $pending entries still to heal"
+gl_wait_healed 120 || fail "partition: the heal did not end"
 left=$(python3 "$SYS_DIR/lib/cluster.py" gfid-mismatches "$GL_ROOT_REL/docker/registry/v2" "$GL"/bricks/b{1,2,3})
 [ "${left%% *}" = 0 ] || fail "partition: still in GFID split-brain after the heal: $left"
 gl_in 1 python3 "$SYS_DIR/lib/cluster.py" partition-verify "$WORK/acked-part" "$N1" "$N2" "$N3" >/dev/null \
@@ -339,11 +346,7 @@ gl_cli volume start "$GL_VOL" force >/dev/null
 # The self-heal daemon needs a moment to find the restarted bricks; until then `heal` is refused.
 for _ in $(seq 1 30); do gl_cli volume heal "$GL_VOL" >/dev/null 2>&1 && break; sleep 1; done
 for i in 1 2 3; do gl_wait_ready "$i" || fail "node $i not ready after the bricks came back"; done
-for _ in $(seq 1 100); do
-  pending=$(gl_cli volume heal "$GL_VOL" info 2>/dev/null | awk '/Number of entries:/{s+=$4} END{print s+0}')
-  [ "$pending" = 0 ] && break
-  sleep 0.5
-done
+gl_wait_healed 50 || true # what is served is checked either way, below
 # Recovery needs the nodes' GlusterFS clients to reconnect to the restarted bricks. On GlusterFS 10.3
 # here they sometimes did not within minutes ("failed to get the port number for remote
 # subvolume"), reads answering ENOTCONN meanwhile; that is GlusterFS, so it is reported, not failed.

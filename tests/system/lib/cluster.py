@@ -12,6 +12,8 @@
                                      every tag on one of the manifests acknowledged for it
   cluster.py gfid-mismatches REL BRICK...
                                      paths under REL whose GFID differs between bricks
+  cluster.py leftovers ROOT BRICK... temp files and upload directories under ROOT, with the bricks
+                                     holding each; exit 1 when there are any
 """
 import hashlib, json, os, random, sys, threading, time
 
@@ -151,7 +153,7 @@ def storm(root, *nodes):
             if s == 404:
                 continue
             check(s == 200 and sha(b) in mans, "tag", repo, tag, "points at a manifest never pushed to it")
-    # Every referenced blob on storage verifies, and nothing temporary is left.
+    # Every referenced blob on storage verifies (what is left behind is `leftovers`).
     v2 = os.path.join(root, "docker/registry/v2")
     blobs = set()
     for mans in pushed.values():
@@ -162,14 +164,23 @@ def storm(root, *nodes):
         hexd = d.split(":")[1]
         data = open(os.path.join(v2, "blobs/sha256", hexd[:2], hexd, "data"), "rb").read()
         check(hashlib.sha256(data).hexdigest() == hexd, "blob", d, "does not match its digest")
-    leftovers = []
-    for dirpath, dirs, files in os.walk(v2):
-        leftovers += [os.path.join(dirpath, f) for f in files + dirs if ".tmp-" in f]
-        if os.path.basename(dirpath) == "_uploads":
-            leftovers += [os.path.join(dirpath, d) for d in dirs]
-    check(not leftovers, "left behind:", leftovers[:10])
     print(f"60 pushes by 30 clients on 3 nodes in {took:.1f}s: all 201, tags consistent, "
-          f"{len(blobs)} blobs verify, no temp files or upload directories left")
+          f"{len(blobs)} blobs verify")
+
+def leftovers(root, *bricks):
+    """Temporary files and upload directories under the storage ROOT (a mount of the volume); for
+    each (10 at most), which of the BRICKS (root directories of the volume's bricks) hold it."""
+    v2 = os.path.join(root, "docker/registry/v2")
+    left = []
+    for dirpath, dirs, files in os.walk(v2):
+        left += [os.path.join(dirpath, f) for f in files + dirs if ".tmp-" in f]
+        if os.path.basename(dirpath) == "_uploads":
+            left += [os.path.join(dirpath, d) for d in dirs]
+    for path in left[:10]:
+        rel = os.path.relpath(path, os.path.dirname(root))
+        held = [str(i + 1) for i, b in enumerate(bricks) if os.path.lexists(os.path.join(b, rel))]
+        print(f"{rel} (on bricks {','.join(held) or 'none'})")
+    check(not left, len(left), "left behind")
 
 def served_or_503(node, log):
     """Every acknowledged push (pushers.py log) is served digest-correct or answered 503: never
@@ -278,4 +289,4 @@ def gfid_mismatches(rel, *bricks):
 if __name__ == "__main__":
     {"consistency": consistency, "storm": storm, "served-or-503": served_or_503,
      "partition-push": partition_push, "partition-verify": partition_verify,
-     "gfid-mismatches": gfid_mismatches}[sys.argv[1]](*sys.argv[2:])
+     "gfid-mismatches": gfid_mismatches, "leftovers": leftovers}[sys.argv[1]](*sys.argv[2:])

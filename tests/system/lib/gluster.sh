@@ -152,6 +152,28 @@ gl_start() {
 # Curl a node from its own namespace, by name, over TLS.
 gl_curl() { local i=$1; shift; gl_in "$i" curl -sS --cacert "$GL/ca/ca.crt" "$@"; }
 
+# Whether the FUSE client at MOUNT is connected (1) or not (0) to brick N+1 (client-N), as it says.
+gl_link_is() { # MOUNT N 0|1
+  grep -qs "^connected = $3" "$1/.meta/graphs/active/$GL_VOL-client-$2/private"
+}
+
+# The number of entries the bricks list as still to heal.
+gl_pending_heals() {
+  gl_cli volume heal "$GL_VOL" info 2>/dev/null | awk '/Number of entries:/{s+=$4} END{print s+0}'
+}
+
+# Waits up to SECONDS for the self-heal to leave nothing pending; fails when something is left.
+gl_wait_healed() { # SECONDS
+  local pending
+  for _ in $(seq 1 "$1"); do
+    pending=$(gl_pending_heals)
+    [ "$pending" = 0 ] && return 0
+    sleep 1
+  done
+  echo "$pending entries still to heal after $1 s" >&2
+  return 1
+}
+
 # Every node's FUSE client connected to every brick again (after bricks restart or resume). Until
 # then clients see different subsets of bricks, and concurrent creates of one directory name from
 # several nodes were seen to end in a GFID split-brain (EIO) on GlusterFS 10.3.
@@ -162,7 +184,7 @@ gl_wait_connected() { # [NODE...] (default: all three)
     ok=1
     for i in "${nodes[@]}"; do
       for n in 0 1 2; do
-        grep -qs "^connected = 1" "$GL/mnt/n$i/.meta/graphs/active/$GL_VOL-client-$n/private" || ok=0
+        gl_link_is "$GL/mnt/n$i" "$n" 1 || ok=0
       done
     done
     [ "$ok" = 1 ] && return 0
