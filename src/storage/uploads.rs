@@ -343,18 +343,18 @@ impl Storage {
                 let link = l.layer_link(&n, &exp);
                 atomic::rewrite_link(&link, &super::layout::link_content(&exp))?;
                 // The session is spent. Its removal need not be durable: if a crash brings it
-                // back, it is an abandoned upload that expiry removes. For the same reason a
+                // back, it is an abandoned upload that garbage collection removes. So a
                 // failed removal does not fail the push, whose blob is published and linked.
                 let dir = l.upload_dir(&n, &i);
                 match atomic::remove_tree(&dir) {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(
                         upload = %dir.display(),
-                        "finished upload's directory still listed after removal; expiry removes it"
+                        "finished upload's directory still listed after removal; gc removes it as abandoned"
                     ),
                     Err(e) => tracing::warn!(
                         upload = %dir.display(),
-                        "finished upload's directory not removed ({e}); expiry removes it"
+                        "finished upload's directory not removed ({e}); gc removes it as abandoned"
                     ),
                 }
                 Ok(size)
