@@ -342,14 +342,24 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [ "$code" = 503 ] || fail "two bricks down: node 1 answered $code ($(cat "$WORK/two-down"))"
 [ "$ms" -lt 8000 ] || fail "two bricks down: the 503 took ${ms} ms"
 kill -0 "${NODE_PID[1]}" || fail "node 1 exited with two bricks down"
-gl_cli volume start "$GL_VOL" force >/dev/null
+# With two bricks dead, GlusterFS 10.3 here restarts only the first on `start force` (every time, in
+# a bare experiment too); the second comes back on a second `start force`. Before, the test took the
+# left-down brick for clients that do not reconnect. As the README says: repeat until all are online.
+for _ in $(seq 1 50); do gl_brick_online 1 || gl_brick_online 2 || break; sleep 0.2; done
+starts=0
+for _ in 1 2 3; do
+  gl_cli volume start "$GL_VOL" force >/dev/null
+  starts=$((starts + 1))
+  for _ in $(seq 1 25); do gl_brick_online 1 && gl_brick_online 2 && break; sleep 0.2; done
+  gl_brick_online 1 && gl_brick_online 2 && break
+done
+gl_brick_online 1 && gl_brick_online 2 || fail "bricks 1 and 2 not running after $starts start force"
 # The self-heal daemon needs a moment to find the restarted bricks; until then `heal` is refused.
 for _ in $(seq 1 30); do gl_cli volume heal "$GL_VOL" >/dev/null 2>&1 && break; sleep 1; done
 for i in 1 2 3; do gl_wait_ready "$i" || fail "node $i not ready after the bricks came back"; done
 gl_wait_healed 50 || true # what is served is checked either way, below
-# Recovery needs the nodes' GlusterFS clients to reconnect to the restarted bricks. On GlusterFS 10.3
-# here they sometimes did not within minutes ("failed to get the port number for remote
-# subvolume"), reads answering ENOTCONN meanwhile; that is GlusterFS, so it is reported, not failed.
+# Recovery needs the nodes' GlusterFS clients to reconnect to the restarted bricks (3 to 4 s in a
+# bare experiment); if they do not, that is reported, not failed.
 # What must hold either way: nothing served is wrong (200 with the right digest, or 503).
 for i in 1 2 3; do
   for f in acked0 acked-1down; do
@@ -369,8 +379,15 @@ if gl_wait_connected 1 3; then
   done
   gl_in 3 python3 "$SYS_DIR/lib/pushers.py" push "169.254.254.254:8443" "$WORK/acked-healed" 15 || true
   [ -s "$WORK/acked-healed" ] || fail "no push succeeded after the bricks came back and the clients reconnected"
-  pass "two bricks killed: 503 in ${ms} ms, process up; after start force + heal: served, pushes go on, nothing served wrong"
+  pass "two bricks killed: 503 in ${ms} ms, process up; after $starts start force + heal: served, pushes go on, nothing served wrong"
 else
   echo "note: GlusterFS clients did not reconnect to the restarted bricks within 60 s; recovery not checked"
+  # What each client says of its links (client-N: brick N+1), and its last words on them: a bare
+  # client of a fresh volume reconnects within 3 to 4 s of `start force` here.
+  for i in 1 3; do
+    echo "   node $i links: $(for n in 0 1 2; do gl_link_is "$GL/mnt/n$i" "$n" 1 && printf 1 || printf 0; done)"
+  done
+  echo "   bricks now: $(gl_cli volume status "$GL_VOL" 2>/dev/null | awk '/^Brick/{getline; print $2}' | xargs)"
+  grep -h "client_query_portmap\|Connected to\|client_rpc_notify\|graph" "$GL/log/fuse1.log" 2>/dev/null | tail -6 | cut -c1-200
   pass "two bricks killed: 503 in ${ms} ms, process up; after start force + heal nothing served wrong"
 fi

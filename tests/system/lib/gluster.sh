@@ -206,5 +206,9 @@ gl_brick_pid() { # B: the PID of brick B as glusterd reports it
   gl_cli volume status "$GL_VOL" "$GL_HOST:$GL/bricks/b$1" --xml | sed -n 's#.*<pid>\([0-9]*\)</pid>.*#\1#p' | head -1
 }
 
+gl_brick_online() { # B: whether glusterd counts brick B as running
+  gl_cli volume status "$GL_VOL" "$GL_HOST:$GL/bricks/b$1" --xml 2>/dev/null | grep -q "<status>1</status>"
+}
+
 # The storage root as seen from the root namespace (node 1's FUSE mount).
 gl_root() { echo "$GL/mnt/n1/$GL_ROOT_REL"; }
