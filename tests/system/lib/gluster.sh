@@ -210,5 +210,31 @@ gl_brick_online() { # B: whether glusterd counts brick B as running
   gl_cli volume status "$GL_VOL" "$GL_HOST:$GL/bricks/b$1" --xml 2>/dev/null | grep -q "<status>1</status>"
 }
 
+# Restarts the killed bricks B... with `volume start force`, repeated (3 times at most) until glusterd
+# counts every one as running: with two bricks dead, GlusterFS 10.3 here restarts only the first on
+# each `start force` (every time, in a bare experiment too). Prints how many it took; fails if they
+# are still down.
+gl_start_force() { # B...
+  local b n=0 up
+  for _ in $(seq 1 50); do
+    up=0
+    for b in "$@"; do gl_brick_online "$b" && up=1; done
+    [ "$up" = 0 ] && break
+    sleep 0.2
+  done
+  while [ "$n" -lt 3 ]; do
+    gl_cli volume start "$GL_VOL" force >/dev/null
+    n=$((n + 1))
+    for _ in $(seq 1 25); do
+      up=1
+      for b in "$@"; do gl_brick_online "$b" || up=0; done
+      [ "$up" = 1 ] && { echo "$n"; return 0; }
+      sleep 0.2
+    done
+  done
+  echo "$n"
+  return 1
+}
+
 # The storage root as seen from the root namespace (node 1's FUSE mount).
 gl_root() { echo "$GL/mnt/n1/$GL_ROOT_REL"; }
