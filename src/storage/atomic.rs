@@ -28,6 +28,20 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
         Ok(()) => {}
         // Another node or request made it at the same moment: fine, it is there.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        // Nodes creating one new directory at the same moment can leave its replicas with different
+        // identities (a GlusterFS GFID split-brain): EIO until the volume's favorite-child policy
+        // resolves it, which it does on the next lookup. Look once more before failing.
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+            back_off(1);
+            if retry_stale(|| fs::metadata(dir)).is_ok_and(|m| m.is_dir()) {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "mkdir answered EIO but a fresh lookup finds the directory (a split-brain the volume resolved)"
+                );
+                return Ok(());
+            }
+            return Err(e);
+        }
         Err(e) => return Err(e),
     }
     match dir.parent() {
@@ -144,13 +158,13 @@ pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
 }
 
 /// Removes a directory tree without making the removal durable (for what a crash may bring back
-/// harmlessly); absent is success. `Ok(false)` when the directory is still there after a few tries.
+/// harmlessly); absent is success. `Ok(false)` when the directory is still there after the retries.
 ///
 /// `remove_dir_all` takes `NotFound` for done, and on a shared mount a lookup can answer it (or
 /// `ESTALE`, or `ENOTEMPTY` for an entry another brick still lists) while the directory remains:
-/// a fresh lookup decides, and the removal is repeated (backing off 20 to 60 ms).
+/// a fresh lookup decides, and the removal is repeated with the back-off of [`retry_stale`].
 pub fn remove_tree(path: &Path) -> io::Result<bool> {
-    for attempt in 1..=4u64 {
+    for attempt in 0..=RETRIES {
         match fs::remove_dir_all(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -160,24 +174,34 @@ pub fn remove_tree(path: &Path) -> io::Result<bool> {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
             Err(e) if !transient(&e) => return Err(e),
-            _ if attempt < 4 => std::thread::sleep(std::time::Duration::from_millis(20 * attempt)),
+            _ if attempt < RETRIES => back_off(attempt + 1),
             _ => {}
         }
     }
     Ok(false)
 }
 
-/// Removes a file or a whole directory, durably; absent is success.
+/// Removes a file or a whole directory, durably; `Ok(false)` when it was absent. A directory goes
+/// through [`remove_tree`], and one still listed after its retries is an error: the caller asked for
+/// it gone (a cancelled upload, a deleted tag), and must not answer as if it were.
 pub fn remove_durable(path: &Path) -> io::Result<bool> {
-    let removed = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map(|()| true),
-        Ok(_) => fs::remove_file(path).map(|()| true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    };
-    let removed = match removed {
+    let removed = match retry_stale(|| fs::symlink_metadata(path)) {
+        Ok(m) if m.is_dir() => {
+            if !remove_tree(path)? {
+                return Err(io::Error::other(format!(
+                    "{} is still listed after removing it",
+                    path.display()
+                )));
+            }
+            true
+        }
+        Ok(_) => match fs::remove_file(path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        other => other?,
+        Err(e) => return Err(e),
     };
     if removed && let Some(dir) = path.parent() {
         fsync_dir(dir)?;
@@ -199,16 +223,23 @@ fn transient(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ESTALE) | Some(libc::ENOTCONN))
 }
 
-/// Runs `op` again when it fails with a transient shared-mount error (a few times, backing off
-/// 20 to 100 ms, 300 ms at most in all): repeating the lookup finds the new entry (durability
-/// rule 5).
+/// How many times a transient shared-mount error is retried.
+const RETRIES: u64 = 5;
+
+/// The pause before retry `attempt` (1-based): 20 ms more each time, 300 ms over all [`RETRIES`].
+fn back_off(attempt: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+}
+
+/// Runs `op` again when it fails with a transient shared-mount error (up to [`RETRIES`] times,
+/// with [`back_off`]): repeating the lookup finds the new entry (durability rule 5).
 pub fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let mut attempt = 0;
     loop {
         match op() {
-            Err(e) if transient(&e) && attempt < 5 => {
+            Err(e) if transient(&e) && attempt < RETRIES => {
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+                back_off(attempt);
             }
             other => return other,
         }
