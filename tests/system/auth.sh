@@ -134,9 +134,9 @@ pass "read-only user: push and delete get 403 DENIED"
 [ "$(code -u tm:tm-pass -H 'Accept: application/vnd.oci.image.manifest.v1+json' "https://$A/v2/team/private/manifests/v1")" = 200 ] || fail "tm reads team/"
 cat_anon=$(curl -sk "https://$L/v2/_catalog" | jq -c .repositories)
 cat_tm=$(curl -sk -u tm:tm-pass "https://$A/v2/_catalog" | jq -c .repositories)
-echo "$cat_anon" | grep -q team/private && fail "anonymous catalog lists team/private: $cat_anon"
-echo "$cat_anon" | grep -q app/img || fail "anonymous catalog lacks app/img: $cat_anon"
-echo "$cat_tm" | grep -q team/private || fail "tm's catalog lacks team/private: $cat_tm"
+echo "$cat_anon" | has team/private && fail "anonymous catalog lists team/private: $cat_anon"
+echo "$cat_anon" | has app/img || fail "anonymous catalog lacks app/img: $cat_anon"
+echo "$cat_tm" | has team/private || fail "tm's catalog lacks team/private: $cat_tm"
 page=$(curl -sk -D "$WORK/page.h" "https://$L/v2/_catalog?n=1" | jq -c .repositories)
 [ "$page" = '["app/img"]' ] || fail "first catalog page for anonymous: $page"
 pass "team/ private: 403 reader, 401 anonymous, 200 member; catalog lists only what the reader may pull"
@@ -162,7 +162,7 @@ for _ in $(seq 1 50); do [ "$(code -u late:late-pass "https://$A/v2/")" = 200 ] 
 cp "$WORK/htpasswd" "$WORK/htpasswd.good"
 echo 'md5user:$apr1$abc$defghijklmnopqrstuvw' >>"$WORK/htpasswd"
 for _ in $(seq 1 50); do grep -q "htpasswd file refused" "$WORK/reg.log" && break; sleep 0.1; done
-grep "htpasswd file refused" "$WORK/reg.log" | grep -q 'line 6: user .*md5user.* has a MD5' || { grep htpasswd "$WORK/reg.log"; fail "broken htpasswd not reported with its line"; }
+grep "htpasswd file refused" "$WORK/reg.log" | has 'line 6: user .*md5user.* has a MD5' || { grep htpasswd "$WORK/reg.log"; fail "broken htpasswd not reported with its line"; }
 [ "$(code -u late:late-pass "https://$A/v2/")" = 200 ] || fail "previous users lost after a broken htpasswd file"
 htpasswd -D "$WORK/htpasswd" late 2>/dev/null
 sed -i '/^md5user:/d' "$WORK/htpasswd"
@@ -181,7 +181,7 @@ for _ in $(seq 1 50); do [ "$(code -u reader:reader-pass "https://$A/v2/app/img/
 pass "access rules reloaded with SIGHUP: app/ closed to reader"
 
 # --- Failed logins: logged with client and user, never the password; throttled per client.
-grep '"login failed"\|login failed' "$WORK/reg.log" | grep -q 'user=ci' || fail "failed login not logged with the user"
+grep '"login failed"\|login failed' "$WORK/reg.log" | has 'user=ci' || fail "failed login not logged with the user"
 grep -q 'Wr0ngPassw0rd' "$WORK/reg.log" && fail "a password appears in the log"
 codes=""
 for _ in $(seq 1 42); do codes="$codes $(code -u ci:nope-$RANDOM "https://$A/v2/")"; done

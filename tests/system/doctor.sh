@@ -31,7 +31,7 @@ doc() { local rc=0; "$TEST_REGISTRYD_BIN" doctor "$@" >"$WORK/doc.out" 2>&1 || r
 expect() { # CHECK VERDICT PATTERN: the report has that line, and a fix under a failure
   grep -qE "^$2 +$1 +.*$3" "$WORK/doc.out" || { cat "$WORK/doc.out"; fail "doctor: no '$2 $1 ... $3' line"; }
   if [ "$2" = FAIL ]; then
-    grep -A1 -E "^FAIL +$1 " "$WORK/doc.out" | grep -q "fix: " || { cat "$WORK/doc.out"; fail "doctor: $1 fails without a fix"; }
+    grep -A1 -E "^FAIL +$1 " "$WORK/doc.out" | has "fix: " || { cat "$WORK/doc.out"; fail "doctor: $1 fails without a fix"; }
     [ "$(cat "$WORK/doc.rc")" = 1 ] || fail "doctor exit code $(cat "$WORK/doc.rc") with a failure"
   fi
 }

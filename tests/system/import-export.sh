@@ -49,7 +49,7 @@ start_dockerd
 $SK copy -q oci:"$WORK/single":v1 docker-archive:"$WORK/to-docker.tar":src/app:v1
 $DOCKER load -q -i "$WORK/to-docker.tar" >/dev/null || fail "docker load of the fixture"
 $DOCKER save -o "$WORK/saved.tar" src/app:v1 || fail "docker save"
-tar -tf "$WORK/saved.tar" | grep -q '/layer.tar$' || fail "docker save did not write the legacy layout"
+tar -tf "$WORK/saved.tar" | has '/layer.tar$' || fail "docker save did not write the legacy layout: $(tar -tf "$WORK/saved.tar" | tr '\n' ' ')"
 ID=$($DOCKER image inspect -f '{{.Id}}' src/app:v1)
 out=$(imp "$WORK/saved.tar") || fail "import of docker save"
 grep -q "^src/app:v1 sha256:" <<<"$out" || fail "docker save import printed: $out"

@@ -85,7 +85,7 @@ code=$(curl -sk -o /dev/null -w "%{http_code}" -X DELETE "https://$R/v2/team/app
   || fail "delete of team/app:v2 ($D2): $code"
 
 m=$(scrape) || fail "GET /metrics on the loopback listener failed"
-curl -sk -D- -o /dev/null "https://$R/metrics" | tr -d '\r' | grep -qi '^content-type: application/openmetrics-text' \
+curl -sk -D- -o /dev/null "https://$R/metrics" | tr -d '\r' | has -i '^content-type: application/openmetrics-text' \
   || fail "content type is not OpenMetrics"
 
 puts=$(val "$m" registryd_http_requests_total '{"method":"PUT","route":"manifest","status":"201"}')
@@ -147,7 +147,7 @@ h=$(curl -sk -D- -o /dev/null "https://$LAN/metrics" | tr -d '\r')
 grep -q '^HTTP/[0-9.]* 401' <<<"$h" && grep -qi '^www-authenticate: Basic' <<<"$h" || fail "no Basic challenge: $h"
 [ "$(curl -sk -u ci:ci-pass -o /dev/null -w '%{http_code}' "https://$LAN/metrics")" = 401 ] \
   || fail "a user not in metrics.users read the metrics"
-curl -sk --fail -u prom:prom-pass "https://$LAN/metrics" | grep -q '^registryd_build_info{version=' \
+curl -sk --fail -u prom:prom-pass "https://$LAN/metrics" | has '^registryd_build_info{version=' \
   || fail "prom could not read the metrics"
 pass "metrics.listeners and metrics.users: 404 where not listed, 401 Basic without the login, 200 for prom"
 

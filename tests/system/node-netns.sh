@@ -73,7 +73,7 @@ NS=${TAG}c
 mkns "$NS"
 serve_in "$NS" "$WORK/create.log"
 if wait_tls "$NS"; then
-  ip -n "$NS" -o addr show dev registry0 | grep -q "$ADDR/32" || fail "dummy registry0 without the address"
+  ip -n "$NS" -o addr show dev registry0 | has "$ADDR/32" || fail "dummy registry0 without the address"
   stop_pid "$REG_PID"
   pass "created dummy registry0 with $ADDR/32 (kernel has dummy)"
 else

@@ -118,7 +118,7 @@ TOML
 start_registryd proxy "$PR" "$WORK/data" --config "$WORK/registryd.toml"
 R=127.0.0.1:$PR
 grep -q "pull-through cache on" "$WORK/proxy.log" || fail "registryd did not log its upstreams"
-"$TEST_REGISTRYD_BIN" check-config --config "$WORK/registryd.toml" | grep -q hubpass \
+"$TEST_REGISTRYD_BIN" check-config --config "$WORK/registryd.toml" | has hubpass \
   && fail "check-config printed an upstream password"
 
 # 1. The three naming forms: host prefix, bare name (default upstream), containerd's ns.
@@ -140,7 +140,7 @@ code=$(curl -s -o "$WORK/ns.json" -w '%{http_code}' \
   -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$R/v2/library/other/manifests/v1?ns=docker.io")
 [ "$code" = 200 ] || fail "ns=docker.io form answered $code"
 cfg=$(jq -r .config.digest "$WORK/ns.json")
-curl -fs "http://$R/v2/library/other/blobs/$cfg?ns=docker.io" | sha256sum | grep -q "${cfg#sha256:}" \
+curl -fs "http://$R/v2/library/other/blobs/$cfg?ns=docker.io" | sha256sum | has "${cfg#sha256:}" \
   || fail "blob through the ns form"
 pass "containerd's ?ns=docker.io form (curl)"
 pull quay.test/org/tool:v1 "$WORK/p3" || { tail -20 "$WORK/proxy.log"; fail "pull through the token-auth upstream"; }
@@ -230,7 +230,7 @@ TOML
     docker.io/library/other:v1 >"$WORK/ctr.out" 2>&1 || { cat "$WORK/ctr.out"; tail -5 "$WORK/ctrd.log"; fail "ctr pull through the mirror"; }
   # registry-1.docker.io is unreachable from here: the image can only have come through the mirror.
   grep -q "path=/v2/library/other/manifests/" "$WORK/proxy.log" || fail "containerd did not go through registryd"
-  ctr --address "$WORK/ctrd/sock" -n regtest images ls -q | grep -q "docker.io/library/other:v1" \
+  ctr --address "$WORK/ctrd/sock" -n regtest images ls -q | has "docker.io/library/other:v1" \
     || fail "containerd did not record the image it pulled"
   pass "containerd (ctr, hosts.toml mirror) pulls docker.io/library/other:v1 through registryd"
 else

@@ -112,7 +112,7 @@ for c in "$WORK/six.00" "$WORK/six.01"; do
     -H "Content-Range: $off-$((off + n - 1))" --data-binary "@$c" "http://$node$loc")
   [ "$code" = 202 ] || fail "6 MiB PATCH $i via $node: $code $(cat "$WORK/patch.out")"
   off=$((off + n)); i=$((i + 1))
-  s3_keys "shared/docker/registry/v2/repositories/team/six/_uploads/" | grep -q '/tail-' \
+  s3_keys "shared/docker/registry/v2/repositories/team/six/_uploads/" | has '/tail-' \
     && fail "a 6 MiB PATCH left a tail object: $(s3_keys "shared/docker/registry/v2/repositories/team/six/_uploads/")"
 done
 code=$(curl -s -o "$WORK/put.out" -w '%{http_code}' -X PUT -H "Content-Type: application/octet-stream" \
@@ -255,7 +255,7 @@ gone_blobs="$gone_m $(jq -r '.config.digest, .layers[].digest' "$WORK/gone/blobs
 abandoned=$(curl -s -D - -o /dev/null -X POST "http://$A/v2/gc/abandoned/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
 code=$(curl -s -o /dev/null -w '%{http_code}' -X PATCH -H "Content-Range: 0-$((first - 1))" --data-binary "@$WORK/first" "http://$A$abandoned")
 [ "$code" = 202 ] || fail "PATCH of the upload to abandon: $code"
-s3 GET "?uploads=" | grep -q "_uploads/${abandoned##*/}/data" || fail "the abandoned upload has no multipart upload"
+s3 GET "?uploads=" | has "_uploads/${abandoned##*/}/data" || fail "the abandoned upload has no multipart upload"
 stored() { [ -n "$(s3_keys "shared/docker/registry/v2/blobs/sha256/${1:7:2}/${1#sha256:}/data")" ]; }
 for b in $gone_blobs; do stored "$b" || { s3_keys "shared/docker/registry/v2/blobs/sha256/${b:7:2}"; curl -sI "http://$A/v2/gc/gone/blobs/$b"; echo "$gone_blobs"; fail "gc/gone's $b missing before gc"; }; done
 # What a pull-through fetch whose node died leaves: a size and a chunk, no lease.
@@ -296,7 +296,7 @@ $SK copy -q --all --src-tls-verify=false "docker://$A/team/multi:v1" "oci:$WORK/
 [ -z "$(s3_keys "$deadfill/")" ] || fail "gc left the dead fill's objects: $(s3_keys "$deadfill/")"
 left=$(s3_keys "shared/docker/registry/v2/repositories/gc/abandoned/_uploads/")
 [ -z "$left" ] || { cat "$WORK/gc.out"; fail "the abandoned upload's objects are left: $left"; }
-s3 GET "?uploads=" | grep -q "_uploads/${abandoned##*/}/data" && fail "the abandoned upload's multipart upload was not aborted"
+s3 GET "?uploads=" | has "_uploads/${abandoned##*/}/data" && fail "the abandoned upload's multipart upload was not aborted"
 pass "gc on the bucket: $runs passes during 6+6 pushes via a and 6 pulls via b, all succeeded; $would unreferenced blobs (gc/gone's 3 among them) collected; abandoned upload and its multipart upload removed, a dead cache fill's chunks too"
 
 FSCK() { (garage_s3_env; export REGISTRYD_S3_PREFIX=shared; exec "$TEST_REGISTRYD_BIN" fsck "$@"); }

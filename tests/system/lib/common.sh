@@ -77,6 +77,11 @@ start_dockerd() {
   $DOCKER info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log"; fail "dockerd did not start"; }
 }
 
+# `... | has PATTERN`: grep -q that reads to the end. Under pipefail, `grep -q` leaves at its first
+# match, and a command still writing after it dies of SIGPIPE and fails the whole pipeline (a docker
+# save listing did, once in CI).
+has() { grep "$@" >/dev/null; }
+
 wait_file() { for _ in $(seq 1 50); do [ -e "$1" ] && return 0; sleep 0.1; done; return 1; }
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }

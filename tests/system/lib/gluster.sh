@@ -31,7 +31,7 @@ gl_fuse() { # MOUNTPOINT PIDFILE LOG [extra glusterfs options]
   glusterfs --process-name fuse --volfile-server="$GL_HOST" --volfile-id="/$GL_VOL" \
     --pid-file="$pidfile" --log-file="$log" "$@" "$mp"
   for _ in $(seq 1 100); do
-    [ -s "$pidfile" ] && stat -f -c %T "$mp" 2>/dev/null | grep -q fuse && break
+    [ -s "$pidfile" ] && stat -f -c %T "$mp" 2>/dev/null | has fuse && break
     sleep 0.1
   done
   GL_FUSE_PIDS+=("$pidfile")
@@ -40,7 +40,7 @@ ZERO_TIMEOUTS=(--attribute-timeout=0 --entry-timeout=0 --negative-timeout=0)
 
 gl_up() {
   local i
-  if ss -ltn 'sport = :24007' | grep -q LISTEN; then
+  if ss -ltn 'sport = :24007' | has LISTEN; then
     fail "port 24007 is taken (a glusterd is already running here); the cluster test runs its own: stop the other one first"
   fi
   mkdir -p "$GL"/{wd,log,run,bricks/b1,bricks/b2,bricks/b3,mnt,vagabond}
@@ -207,7 +207,7 @@ gl_brick_pid() { # B: the PID of brick B as glusterd reports it
 }
 
 gl_brick_online() { # B: whether glusterd counts brick B as running
-  gl_cli volume status "$GL_VOL" "$GL_HOST:$GL/bricks/b$1" --xml 2>/dev/null | grep -q "<status>1</status>"
+  gl_cli volume status "$GL_VOL" "$GL_HOST:$GL/bricks/b$1" --xml 2>/dev/null | has "<status>1</status>"
 }
 
 # Restarts the killed bricks B... with `volume start force`, repeated (3 times at most) until glusterd
