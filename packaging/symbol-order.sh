@@ -12,12 +12,12 @@
 # How: builds the dist profile with symbols, runs it under callgrind through what a node does (start,
 # TLS handshakes, a skopeo push and pull, HTTP/1.1 and HTTP/2 GETs and HEADs of manifests and blobs,
 # chunked upload, tags list, catalog, delete, SIGHUP reload, SIGTERM drain), and writes every function
-# that executed, most executed first. Needs root for nothing; needs valgrind, skopeo, curl, python3.
+# that executed, most executed first. Needs root for nothing; needs valgrind, skopeo, curl, python3, nm.
 # Usage: packaging/symbol-order.sh [BINARY]  (BINARY: a dist build with symbols; default: build one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=packaging/symbol-order.txt
-for tool in valgrind skopeo curl python3 openssl; do
+for tool in valgrind skopeo curl python3 nm; do
   command -v "$tool" >/dev/null || { echo "symbol-order.sh: $tool is missing (apt-get install $tool)" >&2; exit 1; }
 done
 work=$(mktemp -d)
@@ -36,24 +36,18 @@ else
   trap 'cleanup; cargo build -q --profile dist' EXIT
 fi
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=ca \
-  -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-  -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost\n' >"$work/ext"
-openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
-  -days 2 -extfile "$work/ext" -out "$work/tls.crt" 2>/dev/null
-mkdir -p "$work/certs.d" && cp "$work/ca.crt" "$work/certs.d/ca.crt"
+export REGISTRYD_TLS_CERTIFICATE=$work/tls.crt REGISTRYD_TLS_KEY=$work/tls.key
+"$work/registryd" cert init --ca-dir "$work/ca" --hosts localhost >/dev/null
+mkdir -p "$work/certs.d" && cp "$work/ca/ca.crt" "$work/certs.d/ca.crt"
 : >"$work/hosts"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-REGISTRYD_TLS_CERTIFICATE=$work/tls.crt REGISTRYD_TLS_KEY=$work/tls.key \
 REGISTRYD_NODE_HOSTS_FILE=$work/hosts REGISTRYD_LOG_LEVEL=warn \
   valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file="$work/cg.out" \
   "$work/registryd" serve --listen "127.0.0.1:$port" --storage "$work/data" >"$work/log" 2>&1 &
 pid=$!
 url=https://localhost:$port
-c() { curl -fsS --cacert "$work/ca.crt" "$@"; }
+c() { curl -fsS --cacert "$work/ca/ca.crt" "$@"; }
 for _ in $(seq 300); do c -o /dev/null "$url/v2/" 2>/dev/null && break; sleep 0.2; done
 c -o /dev/null "$url/v2/" || { cat "$work/log"; echo "symbol-order.sh: registryd did not start" >&2; exit 1; }
 
