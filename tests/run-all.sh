@@ -15,8 +15,18 @@ stage() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 stage "installing test dependencies"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
+# Every minute for six minutes: this machine kind loses name resolution for a few minutes at times.
+retry() {
+  local try
+  for try in 1 2 3 4 5 6 7; do
+    "$@" && return 0
+    [ "$try" = 7 ] && { echo "run-all.sh: failed 7 times: $*" >&2; return 1; }
+    echo "run-all.sh: $1 failed (try $try of 7); retrying in 60 s" >&2
+    sleep 60
+  done
+}
+retry apt-get update -qq
+retry apt-get install -y -qq --no-install-recommends \
   skopeo docker-registry docker.io strace curl jq python3 python3-venv ca-certificates openssl \
   iproute2 util-linux e2fsprogs bindfs fuse3 lintian debootstrap glusterfs-server glusterfs-client \
   apache2-utils containerd podman chromium python3-prometheus-client \
@@ -37,6 +47,8 @@ cargo test --release
 stage "system tests"
 cargo build --release
 export TEST_REGISTRYD_BIN="$PWD/target/release/registryd"
+# The tests' Python packages (pinned, in a venv of their own), installed once before any test.
+bash -c 'source tests/system/lib/common.sh; ensure_venv'
 failed=0
 # The S3 tests need a Garage binary that takes minutes to build: start it now at low priority, so
 # it builds while the other system tests wait on their daemons (s3.sh waits for it).

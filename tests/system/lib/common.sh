@@ -89,14 +89,14 @@ stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # A Python venv with the test-side libraries (oras SDK, cryptography for test certificates).
 ensure_venv() {
   VENV=${TEST_VENV:-/var/cache/registryd-tests/venv}
-  if ! "$VENV/bin/python" -c 'import oras, cryptography, requests' 2>/dev/null; then
+  if ! "$VENV/bin/python" -c 'import oras, cryptography, requests, h2' 2>/dev/null; then
     python3 -m venv "$VENV"
-    # Three tries a minute apart: a CI run once lost the package index's name for a few seconds,
-    # longer than pip's own retries last.
+    # Every minute for six minutes: this machine kind loses the package index's name for a few
+    # minutes at times (a CI run once lost it for three), longer than pip's own retries last.
     local try
-    for try in 1 2 3; do
-      "$VENV/bin/pip" install -q 'oras==0.2.43' requests 'cryptography>=42' && break
-      [ "$try" = 3 ] && fail "could not install the test's Python packages (oras, requests, cryptography)"
+    for try in 1 2 3 4 5 6 7; do
+      "$VENV/bin/pip" install -q 'oras==0.2.43' 'requests==2.34.2' 'cryptography==50.0.2' 'h2==4.4.1' && break
+      [ "$try" = 7 ] && fail "could not install the test's Python packages (oras, requests, cryptography, h2)"
       sleep 60
     done
   fi
