@@ -627,6 +627,12 @@ pub fn throttled(wait: Duration) -> ApiError {
 }
 
 /// Refuses a request its principal may not make, before any storage is touched.
+///
+/// A read is judged against every repository it may read, not the name in the path: through the
+/// pull-through cache, `private/app?ns=up`, `gh/app` (a second prefix of an upstream) and a bare
+/// name under `proxy.default_patterns` are all reads of the cached repository
+/// `<upstream prefix>/<remote name>`, and rules written for that name must hold whichever form
+/// reached it. A bare name reads its own repository first, so both names must allow the pull.
 fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
     let policy = app.auth.policy();
     let (name, action) = match route {
@@ -649,14 +655,27 @@ fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
         }
         Route::UploadStart(n) | Route::Upload(n, _) => (n, Action::Push),
     };
-    if policy.allows(&req.who, req.anon, name.as_str(), action) {
+    // Writes always land on the name in the path; reads may be served from the cache.
+    let read = match (action, app.target(name, req)) {
+        (Action::Pull, Some(t)) => t.literal.into_iter().chain([t.cached]).collect(),
+        _ => vec![name.clone()],
+    };
+    let Some(refused) = read
+        .iter()
+        .find(|n| !policy.allows(&req.who, req.anon, n.as_str(), action))
+    else {
         return Ok(());
-    }
+    };
     let (verb, scope) = match action {
         Action::Pull => ("pull from", format!("repository:{name}:pull")),
         Action::Push => ("push to", format!("repository:{name}:pull,push")),
     };
-    Err(app.refusal(req, Some(scope), format!("{verb} {name}")))
+    let what = if refused == name {
+        format!("{verb} {name}")
+    } else {
+        format!("{verb} {refused} (which {name} reads through the pull-through cache)")
+    };
+    Err(app.refusal(req, Some(scope), what))
 }
 
 /// The token endpoint as this client reaches it: the host it asked for, on this listener's scheme.
