@@ -15,6 +15,15 @@ impl Users {
         self.hashes.get(user).map(String::as_str)
     }
 
+    /// The highest bcrypt cost among the users (what a failed login of an unknown user must cost).
+    pub fn max_cost(&self) -> Option<u32> {
+        self.hashes
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+    }
+
     pub fn len(&self) -> usize {
         self.hashes.len()
     }

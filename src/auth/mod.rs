@@ -36,8 +36,11 @@ pub enum AuthError {
     BadCredentials,
     /// Too many failures from this client lately; try again after this long.
     Throttled(Duration),
-    /// A Bearer token that is not ours or has expired (the client fetches a new one).
+    /// A Bearer token that is not ours, has expired, or names an account that no longer exists
+    /// as it was (deleted, or its password changed): the client fetches a new one.
     BadToken,
+    /// A token offered for a fresh one after its chain's session ran out: log in again.
+    SessionOver,
 }
 
 /// Settings a reload may change.
@@ -50,8 +53,7 @@ struct Tuning {
 
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Verified against when the user does not exist, so an unknown user costs the same time as a
-/// wrong password (no probing for user names by timing). `htpasswd -nbB -C 5 x x`.
+/// A bcrypt hash of cost 5 (`htpasswd -nbB -C 5 x x`): the dummy until the users are loaded.
 const DUMMY_HASH: &str = "$2y$05$B0jN8qgaO5AszKUPQrT5NugfuJbVc3mYLwVrN.DH01F9UL.p2lbG.";
 
 struct Failures {
@@ -72,6 +74,10 @@ pub struct Auth {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     salt: [u8; 16],
     token_key: ArcSwap<TokenKey>,
+    /// Verified against when the user does not exist: a hash of the highest cost in the htpasswd
+    /// file, so an unknown user costs the same time as a wrong password (no probing for user
+    /// names by timing).
+    dummy: Mutex<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,6 +122,7 @@ impl Auth {
             failures: Mutex::new(HashMap::new()),
             salt,
             token_key: ArcSwap::from_pointee(TokenKey::random()),
+            dummy: Mutex::new(DUMMY_HASH.to_string()),
         }
     }
 
@@ -124,9 +131,30 @@ impl Auth {
         self.token_key.store(Arc::new(key));
     }
 
-    /// A Bearer token for `who`.
-    pub fn issue_token(&self, who: &Principal) -> String {
-        self.token_key.load().issue(who)
+    /// A Bearer token for `who`, who sent `authorization` (already accepted by `identify`). A
+    /// token traded for a new one keeps its chain's login time, so a chain of refreshes ends
+    /// `token::MAX_SESSION_SECS` after the login that began it; a login (or an anonymous request)
+    /// begins a new chain.
+    pub fn issue_token(
+        &self,
+        authorization: Option<&str>,
+        who: &Principal,
+    ) -> Result<String, AuthError> {
+        let key = self.token_key.load();
+        let login_at = match authorization.and_then(|h| strip_scheme(h, "bearer")) {
+            Some(token) => key.verify(token).ok_or(AuthError::BadToken)?.login_at,
+            None => token::now(),
+        };
+        let account = match who {
+            Principal::Anonymous => String::new(),
+            Principal::User(u) => {
+                let users = self.users.load();
+                let hash = users.hash_of(u).ok_or(AuthError::BadToken)?;
+                key.account_tag(u, hash)
+            }
+        };
+        key.issue(who, &account, login_at)
+            .ok_or(AuthError::SessionOver)
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -179,11 +207,31 @@ impl Auth {
         let users =
             Users::parse(&text).map_err(|e| format!("htpasswd file {}: {e}", path.display()))?;
         let n = users.len();
+        self.set_dummy_cost(users.max_cost());
         self.users.store(Arc::new(users));
         *lock(&self.loaded) = digest;
         // A removed user or a changed password must not live on in the cache.
         lock(&self.cache).clear();
         Ok(Some(n))
+    }
+
+    /// Makes the dummy hash as costly as the costliest real one (once per cost: a reload that keeps
+    /// the costs keeps the hash).
+    fn set_dummy_cost(&self, cost: Option<u32>) {
+        let Some(cost) = cost else { return };
+        let mut dummy = lock(&self.dummy);
+        if dummy
+            .parse::<bcrypt::HashParts>()
+            .ok()
+            .map(|p| p.get_cost())
+            == Some(cost)
+        {
+            return;
+        }
+        match bcrypt::hash(uuid::Uuid::new_v4().to_string(), cost) {
+            Ok(h) => *dummy = h,
+            Err(e) => tracing::warn!(cost, error = %e, "cannot make a dummy hash of this cost"),
+        }
     }
 
     /// Who sent a request with these headers from `client`.
@@ -201,11 +249,17 @@ impl Auth {
             return Ok(Principal::Anonymous);
         }
         if let Some(token) = strip_scheme(header, "bearer") {
-            return self
-                .token_key
-                .load()
-                .verify(token)
-                .ok_or(AuthError::BadToken);
+            let key = self.token_key.load();
+            let claims = key.verify(token).ok_or(AuthError::BadToken)?;
+            // The account must still exist with the password it had when the token was issued.
+            if let Principal::User(u) = &claims.who {
+                let users = self.users.load();
+                let current = users.hash_of(u).map(|h| key.account_tag(u, h));
+                if current.as_deref() != Some(claims.account.as_str()) {
+                    return Err(AuthError::BadToken);
+                }
+            }
+            return Ok(claims.who);
         }
         let (user, password) = parse_basic(header)?;
         if let Some(wait) = self.throttled(client) {
@@ -221,7 +275,7 @@ impl Auth {
         let users = self.users.load_full();
         let hash = users.hash_of(&user).map(str::to_string);
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_string());
+        let hash = hash.unwrap_or_else(|| lock(&self.dummy).clone());
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()
@@ -394,6 +448,123 @@ mod tests {
             a.identify(Some(&basic("alice:secret")), other).await,
             Ok(Principal::User("alice".into()))
         );
+    }
+
+    /// An `Auth` over an htpasswd file the test rewrites, as an operator would with `htpasswd`.
+    fn auth_on_file(path: &std::path::Path) -> Auth {
+        let mut c = Config::defaults();
+        c.auth.htpasswd = path.to_path_buf();
+        let a = Auth::with(
+            Policy::from_config(&c),
+            Users::default(),
+            path.to_path_buf(),
+            default_tuning(),
+        );
+        a.reload_users().unwrap();
+        a
+    }
+
+    fn payload(token: &str) -> Vec<String> {
+        let (p, _) = token.split_once('.').unwrap();
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap();
+        String::from_utf8(text)
+            .unwrap()
+            .split('\n')
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn tokens_die_with_their_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let one = bcrypt::hash("one", 4).unwrap();
+        std::fs::write(&path, format!("alice:{one}\nbob:{one}\n")).unwrap();
+        let a = auth_on_file(&path);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let alice = Principal::User("alice".into());
+        let bob = Principal::User("bob".into());
+        let login = |u: &str| basic(&format!("{u}:one"));
+        let bearer = |t: String| format!("Bearer {t}");
+        let ta = bearer(a.issue_token(Some(&login("alice")), &alice).unwrap());
+        let tb = bearer(a.issue_token(Some(&login("bob")), &bob).unwrap());
+        assert_eq!(a.identify(Some(&ta), ip).await, Ok(alice.clone()));
+        assert_eq!(a.identify(Some(&tb), ip).await, Ok(bob.clone()));
+        // A refresh works while the account is as it was.
+        let ta2 = bearer(a.issue_token(Some(&ta), &alice).unwrap());
+
+        // `htpasswd -D bob` and a new password for alice.
+        let two = bcrypt::hash("two", 4).unwrap();
+        std::fs::write(&path, format!("alice:{two}\n")).unwrap();
+        assert_eq!(a.reload_users(), Ok(Some(1)));
+        for t in [&ta, &ta2, &tb] {
+            assert_eq!(a.identify(Some(t), ip).await, Err(AuthError::BadToken));
+        }
+        assert_eq!(a.issue_token(Some(&tb), &bob), Err(AuthError::BadToken));
+        // The new password gets tokens that work.
+        let fresh = bearer(a.issue_token(Some(&basic("alice:two")), &alice).unwrap());
+        assert_eq!(a.identify(Some(&fresh), ip).await, Ok(alice.clone()));
+
+        // bob comes back with the same password: his old token stays dead only if the entry
+        // differs; a re-added entry is a new bcrypt salt, so it does.
+        let again = bcrypt::hash("one", 4).unwrap();
+        std::fs::write(&path, format!("alice:{two}\nbob:{again}\n")).unwrap();
+        a.reload_users().unwrap();
+        assert_eq!(a.identify(Some(&tb), ip).await, Err(AuthError::BadToken));
+    }
+
+    #[tokio::test]
+    async fn refresh_chains_keep_their_login_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        let a = auth_on_file(&path);
+        let alice = Principal::User("alice".into());
+        let key = a.token_key.load_full();
+        let tag = key.account_tag("alice", a.users.load().hash_of("alice").unwrap());
+        // A token from a login 10 s short of the session's end.
+        let login_at = token::now() - token::MAX_SESSION_SECS + 10;
+        let old = format!("Bearer {}", key.issue(&alice, &tag, login_at).unwrap());
+        let mut t = old.clone();
+        for _ in 0..5 {
+            let next = a.issue_token(Some(&t), &alice).unwrap();
+            let fields = payload(&next);
+            assert_eq!(fields[2], login_at.to_string(), "the chain keeps its login");
+            let expiry: u64 = fields[1].parse().unwrap();
+            assert!(
+                expiry <= login_at + token::MAX_SESSION_SECS,
+                "never past the session"
+            );
+            t = format!("Bearer {next}");
+        }
+        // A login begins a new session.
+        let relogin = a.issue_token(Some(&basic("alice:pw")), &alice).unwrap();
+        let fields = payload(&relogin);
+        assert!(fields[2].parse::<u64>().unwrap() >= token::now() - 1);
+        // A chain whose session is over cannot be renewed.
+        let ended = key.issue(&alice, &tag, token::now() - token::MAX_SESSION_SECS);
+        assert_eq!(ended, None);
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_the_real_ones_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let h = |cost| bcrypt::hash("pw", cost).unwrap();
+        std::fs::write(&path, format!("a:{}\nb:{}\n", h(4), h(6))).unwrap();
+        let a = auth_on_file(&path);
+        let cost = |a: &Auth| {
+            lock(&a.dummy)
+                .parse::<bcrypt::HashParts>()
+                .unwrap()
+                .get_cost()
+        };
+        assert_eq!(cost(&a), 6);
+        std::fs::write(&path, format!("a:{}\n", h(7))).unwrap();
+        a.reload_users().unwrap();
+        assert_eq!(cost(&a), 7);
     }
 
     #[tokio::test]

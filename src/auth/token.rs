@@ -7,11 +7,15 @@
 //! clients without a login fetch an anonymous token from `/auth/token`, logged-in clients fetch one
 //! with their Basic credentials, and every request is then authorized by the access policy as usual.
 //!
-//! A token is `base64url(user "\n" expiry) "." base64url(HMAC-SHA256(key, that))`. The key lives on
+//! A token is `base64url(user "\n" expiry "\n" login_at "\n" account) "." base64url(HMAC-SHA256(key,
+//! that))`. `account` is a keyed tag of the user's htpasswd entry, so a token stops working when the
+//! user is deleted or changes password; `login_at` bounds how long tokens can be traded for fresh
+//! ones without the password (`MAX_SESSION_SECS`). The key lives on
 //! the shared storage (`registryd/auth/token.key`, created once by whichever node comes first), so a
 //! token from one node is good on every node behind the same name.
 
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +27,11 @@ use super::Principal;
 
 /// How long a token is good for, in seconds (clients fetch a new one when it runs out).
 pub const LIFETIME_SECS: u64 = 300;
+
+/// How long a chain of tokens may be refreshed with tokens alone after the login (Basic
+/// credentials, or an anonymous request) that began it. Clients with a login send it again for
+/// each token, so only a token holder without the password ever meets this bound.
+pub const MAX_SESSION_SECS: u64 = 3600;
 
 /// The secret that signs tokens.
 #[derive(Clone)]
@@ -56,9 +65,11 @@ impl TokenKey {
         let fresh = TokenKey::random();
         let tmp = dir.join(format!(".token.key.{}", uuid::Uuid::new_v4()));
         let made = (|| {
+            // The key signs every login: readable by the daemon's user only, whatever the umask.
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&fresh.0)?;
             f.sync_all()?;
@@ -119,19 +130,33 @@ impl TokenKey {
             .into()
     }
 
-    /// A token for `who`, good for `LIFETIME_SECS`.
-    pub fn issue(&self, who: &Principal) -> String {
-        self.issue_at(who, now() + LIFETIME_SECS)
+    /// A tag that changes whenever `user`'s account changes (removed and re-added, new password):
+    /// a token carries the tag of the account it was issued for, so it dies with that account.
+    /// Keyed, so the token (readable by its holder) says nothing about the password hash.
+    pub fn account_tag(&self, user: &str, hash: &str) -> String {
+        let msg = format!("account\0{user}\0{hash}");
+        hex::encode(&self.mac(msg.as_bytes())[..12])
     }
 
-    fn issue_at(&self, who: &Principal, expiry: u64) -> String {
-        let payload = format!("{}\n{expiry}", who.name());
+    /// A token for `who` (whose account carries `account`, the tag of [`Self::account_tag`]; empty
+    /// for anonymous), in a session that began at `login_at`: good for `LIFETIME_SECS`, never past
+    /// `MAX_SESSION_SECS` after the login. `None` once the session is over.
+    pub fn issue(&self, who: &Principal, account: &str, login_at: u64) -> Option<String> {
+        let now = now();
+        let end = login_at.saturating_add(MAX_SESSION_SECS);
+        let expiry = now.saturating_add(LIFETIME_SECS).min(end);
+        (expiry > now).then(|| self.issue_at(who, account, login_at, expiry))
+    }
+
+    fn issue_at(&self, who: &Principal, account: &str, login_at: u64, expiry: u64) -> String {
+        let payload = format!("{}\n{expiry}\n{login_at}\n{account}", who.name());
         let mac = self.mac(payload.as_bytes());
         format!("{}.{}", B64.encode(payload), B64.encode(mac))
     }
 
-    /// Who a token speaks for, if it is ours and still good.
-    pub fn verify(&self, token: &str) -> Option<Principal> {
+    /// What a token says, if it is ours and still good. The caller checks the account tag against
+    /// the account as it is now.
+    pub fn verify(&self, token: &str) -> Option<Claims> {
         let (payload, mac) = token.trim().split_once('.')?;
         let payload = B64.decode(payload).ok()?;
         let mac = B64.decode(mac).ok()?;
@@ -147,19 +172,39 @@ impl TokenKey {
             return None;
         }
         let text = String::from_utf8(payload).ok()?;
-        let (user, expiry) = text.rsplit_once('\n')?;
-        if expiry.parse::<u64>().ok()? < now() {
+        // The user name comes first and is the only field that could hold a newline.
+        let mut fields = text.rsplitn(4, '\n');
+        let account = fields.next()?.to_string();
+        let login_at = fields.next()?.parse::<u64>().ok()?;
+        let expiry = fields.next()?.parse::<u64>().ok()?;
+        let user = fields.next()?;
+        if expiry < now() {
             return None;
         }
-        Some(if user.is_empty() {
-            Principal::Anonymous
-        } else {
-            Principal::User(user.to_string())
+        Some(Claims {
+            who: if user.is_empty() {
+                Principal::Anonymous
+            } else {
+                Principal::User(user.to_string())
+            },
+            login_at,
+            account,
         })
     }
 }
 
-fn now() -> u64 {
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub who: Principal,
+    /// When the login that began this chain of tokens happened (seconds since the epoch).
+    pub login_at: u64,
+    /// The account tag the token was issued for (empty for anonymous).
+    pub account: String,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -186,25 +231,57 @@ mod tests {
     fn tokens_verify_only_when_ours_and_fresh() {
         let k = TokenKey::random();
         let alice = Principal::User("alice".into());
-        assert_eq!(k.verify(&k.issue(&alice)), Some(alice.clone()));
+        let tag = k.account_tag("alice", "$2y$05$hash");
+        let t = k.issue(&alice, &tag, now()).unwrap();
+        let claims = k.verify(&t).unwrap();
+        assert_eq!((claims.who, claims.account), (alice.clone(), tag.clone()));
+        let anon = k.issue(&Principal::Anonymous, "", now()).unwrap();
+        assert_eq!(k.verify(&anon).unwrap().who, Principal::Anonymous);
         assert_eq!(
-            k.verify(&k.issue(&Principal::Anonymous)),
-            Some(Principal::Anonymous)
-        );
-        assert_eq!(k.verify(&k.issue_at(&alice, now() - 1)), None, "expired");
-        assert_eq!(
-            TokenKey::random().verify(&k.issue(&alice)),
+            k.verify(&k.issue_at(&alice, &tag, now(), now() - 1)),
             None,
-            "other key"
+            "expired"
         );
-        let t = k.issue(&alice);
+        assert_eq!(TokenKey::random().verify(&t), None, "other key");
         let forged = format!(
             "{}.{}",
-            B64.encode("root\n99999999999"),
+            B64.encode(format!("root\n99999999999\n{}\n{tag}", now())),
             &t[t.find('.').unwrap() + 1..]
         );
         assert_eq!(k.verify(&forged), None, "payload swapped");
         assert_eq!(k.verify("garbage"), None);
+        // A user name with newlines cannot shift the fields.
+        let odd = Principal::User("a\n1\n2".into());
+        assert_eq!(
+            k.verify(&k.issue(&odd, "t", now()).unwrap()).unwrap().who,
+            odd
+        );
+    }
+
+    #[test]
+    fn account_tags_follow_the_entry() {
+        let k = TokenKey::random();
+        let a = k.account_tag("alice", "$2y$05$one");
+        assert_eq!(a, k.account_tag("alice", "$2y$05$one"));
+        assert_ne!(a, k.account_tag("alice", "$2y$05$two"), "new password");
+        assert_ne!(a, k.account_tag("bob", "$2y$05$one"), "other user");
+        assert_ne!(a, TokenKey::random().account_tag("alice", "$2y$05$one"));
+    }
+
+    #[test]
+    fn a_session_ends_max_session_secs_after_the_login() {
+        let k = TokenKey::random();
+        let alice = Principal::User("alice".into());
+        let fresh = k.verify(&k.issue(&alice, "t", now()).unwrap()).unwrap();
+        assert!(fresh.login_at <= now());
+        // Near the end of the session, the token runs only to the session's end.
+        let late = now() - MAX_SESSION_SECS + 10;
+        let t = k.issue(&alice, "t", late).unwrap();
+        let (payload, _) = t.split_once('.').unwrap();
+        let text = String::from_utf8(B64.decode(payload).unwrap()).unwrap();
+        let expiry: u64 = text.split('\n').nth(1).unwrap().parse().unwrap();
+        assert_eq!(expiry, late + MAX_SESSION_SECS);
+        assert_eq!(k.issue(&alice, "t", now() - MAX_SESSION_SECS), None);
     }
 
     #[test]
@@ -214,6 +291,13 @@ mod tests {
         let a = TokenKey::load_or_create(&p).unwrap();
         let b = TokenKey::load_or_create(&p).unwrap();
         assert_eq!(a.0, b.0);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the key is private to the daemon's user"
+        );
         std::fs::write(&p, b"short").unwrap();
         assert!(TokenKey::load_or_create(&p).is_err());
     }

@@ -171,6 +171,46 @@ for _ in $(seq 1 50); do [ "$(code -u late:late-pass "https://$A/v2/")" = 401 ] 
 [ $ok = 1 ] || fail "removed user still accepted (login cache not cleared on reload)"
 pass "htpasswd reloaded live: user added, broken file refused with its line (users kept), user removed"
 
+# --- Tokens die with their account: a deleted user's or an old password's tokens are refused, in
+# use and at /auth/token, and a refresh chain cannot outlive them.
+token_for() { curl -sfk "$@" "https://$L/auth/token" | jq -r .token; }
+manifest_code() { code -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H "Authorization: Bearer $1" "https://$L/v2/team/private/manifests/v1"; }
+htpasswd -Bb "$WORK/htpasswd" tm2 tm2-pass 2>/dev/null
+sed -i 's/^members = \["tm"\]/members = ["tm", "tm2"]/' "$WORK/config.toml"
+kill -HUP "$REG"
+ok=0
+for _ in $(seq 1 50); do
+  T1=$(token_for -u tm2:tm2-pass || true)
+  [ -n "$T1" ] && [ "$T1" != null ] && [ "$(manifest_code "$T1")" = 200 ] && { ok=1; break; }
+  sleep 0.1
+done
+[ $ok = 1 ] || fail "tm2 (new member of team) cannot read team/private with a token"
+T2=$(curl -sfk -H "Authorization: Bearer $T1" "https://$L/auth/token" | jq -r .token)
+[ "$(manifest_code "$T2")" = 200 ] || fail "a token traded for a fresh one does not work"
+htpasswd -Bb "$WORK/htpasswd" tm2 tm2-new-pass 2>/dev/null
+ok=0
+for _ in $(seq 1 50); do [ "$(code -u tm2:tm2-pass "https://$A/v2/")" = 401 ] && { ok=1; break; }; sleep 0.1; done
+[ $ok = 1 ] || fail "old password still accepted after the change"
+for t in "$T1" "$T2"; do
+  [ "$(manifest_code "$t")" = 401 ] || fail "a token from before the password change still reads team/private"
+  [ "$(code -H "Authorization: Bearer $t" "https://$L/auth/token")" = 401 ] || fail "a token from before the password change was refreshed"
+done
+T3=$(token_for -u tm2:tm2-new-pass)
+[ "$(manifest_code "$T3")" = 200 ] || fail "the new password's token does not work"
+htpasswd -D "$WORK/htpasswd" tm2 2>/dev/null
+ok=0
+for _ in $(seq 1 50); do [ "$(manifest_code "$T3")" = 401 ] && { ok=1; break; }; sleep 0.1; done
+[ $ok = 1 ] || fail "a deleted user's token still reads team/private"
+[ "$(code -H "Authorization: Bearer $T3" "https://$L/auth/token")" = 401 ] || fail "a deleted user's token was refreshed"
+pass "tokens end with their account: password change and htpasswd -D refuse them in use and at /auth/token"
+
+# --- The token realm echoes only a plain host[:port] from the Host header.
+realm_for() { curl -sk -D- -o /dev/null -H "Host: $1" "https://$L/v2/" | tr -d '\r' | awk -F': ' 'tolower($1)=="www-authenticate"{print $2}'; }
+case "$(realm_for 'a@evil.example')" in *evil*) fail "Host with user info reached the challenge: $(realm_for 'a@evil.example')";; esac
+case "$(realm_for 'a@evil.example')" in "Bearer realm=\"https://$L/auth/token\""*) ;; *) fail "realm for a bad Host: $(realm_for 'a@evil.example')";; esac
+case "$(realm_for 'registry.home:8443')" in "Bearer realm=\"https://registry.home:8443/auth/token\""*) ;; *) fail "realm for a good Host: $(realm_for 'registry.home:8443')";; esac
+pass "token realm: a plain Host is echoed, 'a@evil.example' gets the listener's address"
+
 # --- Rules change with a reload (SIGHUP), no restart.
 [ "$(code -u reader:reader-pass -H 'Accept: application/vnd.oci.image.manifest.v1+json' "https://$A/v2/app/img/manifests/v1")" = 200 ] || fail "reader reads app/ before the reload"
 printf '[[access]]\nprefix = "app"\npull = ["ci"]\npush = ["ci"]\n' >>"$WORK/config.toml"

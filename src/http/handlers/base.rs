@@ -63,7 +63,13 @@ pub fn token(app: &App, req: &Req) -> HandlerResult {
     if req.who == Principal::Anonymous && req.anon == Anonymous::None {
         return Err(app.refusal(req, None, "get a token".into()));
     }
-    let token = app.auth.issue_token(&req.who);
+    let token = match app
+        .auth
+        .issue_token(req.header(header::AUTHORIZATION), &req.who)
+    {
+        Ok(t) => t,
+        Err(e) => return Err(super::auth_refusal(app, req.token_realm.as_deref(), e)),
+    };
     let issued_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();

@@ -582,22 +582,7 @@ async fn handle_api(
         (policy.has_accounts() && anon != Anonymous::None).then(|| token_url(&parts, conn));
     let who = match app.auth.identify(authorization, conn.client.ip()).await {
         Ok(who) => who,
-        Err(AuthError::Throttled(wait)) => return Err(throttled(wait)),
-        Err(AuthError::BadCredentials) => {
-            return Err(app.challenge(
-                token_realm.as_deref(),
-                None,
-                "wrong user name or password".into(),
-            ));
-        }
-        Err(AuthError::BadToken) => {
-            return Err(app.challenge(
-                token_realm.as_deref(),
-                None,
-                "the token is not valid here or has expired; fetch a new one".into(),
-            ));
-        }
-        Err(AuthError::Malformed(m)) => return Err(app.challenge(token_realm.as_deref(), None, m)),
+        Err(e) => return Err(auth_refusal(app, token_realm.as_deref(), e)),
     };
     let req = Req {
         method: parts.method,
@@ -614,6 +599,25 @@ async fn handle_api(
     }
     authorize(app, &route, &req)?;
     dispatch(app, route, req).await
+}
+
+/// The answer to credentials that were not accepted: 429 while throttled, else 401 with the
+/// listener's challenge and what went wrong.
+fn auth_refusal(app: &App, token_realm: Option<&str>, e: AuthError) -> ApiError {
+    let message = match e {
+        AuthError::Throttled(wait) => return throttled(wait),
+        AuthError::BadCredentials => "wrong user name or password".into(),
+        AuthError::BadToken => {
+            "the token is not valid here, has expired, or its account changed; fetch a new one"
+                .into()
+        }
+        AuthError::SessionOver => format!(
+            "tokens are renewed with tokens for {} s after a login; log in again",
+            crate::auth::token::MAX_SESSION_SECS
+        ),
+        AuthError::Malformed(m) => m,
+    };
+    app.challenge(token_realm, None, message)
 }
 
 /// 429 for a client whose failed logins are throttled, with when to come back.
@@ -679,17 +683,46 @@ fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
 }
 
 /// The token endpoint as this client reaches it: the host it asked for, on this listener's scheme.
+/// The `Host` header is the client's to choose, so only a plain `host[:port]` is echoed into the
+/// challenge; anything else (user info, paths, quotes) gets the listener's own address.
 fn token_url(parts: &http::request::Parts, conn: Conn) -> String {
     let host = parts
         .headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .filter(|h| !h.is_empty() && !h.contains(['"', ' ', '/', '\\']))
+        .filter(|h| is_host_port(h))
         .map(str::to_string)
         .unwrap_or_else(|| conn.listener.to_string());
     let scheme = if conn.tls { "https" } else { "http" };
     format!("{scheme}://{host}/auth/token")
+}
+
+/// Whether `s` is `host[:port]`: a DNS name or IPv4 address, or a bracketed IPv6 address, and an
+/// optional numeric port.
+fn is_host_port(s: &str) -> bool {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, tail)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => ("v6", tail),
+            _ => return false,
+        },
+        None => s.split_at(s.find(':').unwrap_or(s.len())),
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+    let host_ok = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    host_ok && port_ok
 }
 
 async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
@@ -751,6 +784,36 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn only_plain_hosts_reach_the_challenge() {
+        for ok in [
+            "registry.home",
+            "registry.home:8443",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "[fe80::1]",
+            "a-b.example",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "a@evil.example",
+            "evil.example/x",
+            "evil.example:",
+            "evil.example:99999",
+            "evil.example:80:80",
+            "-a.example",
+            "a..b",
+            "",
+            "[::1",
+            "[zz]:1",
+            "e\"vil",
+            "host name",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
     }
 
     #[test]
