@@ -66,6 +66,9 @@ pub struct ApiError {
     pub detail: Option<serde_json::Value>,
     /// Extra headers (e.g. `Range` on a 416 upload chunk, `Content-Range` on a 416 blob read).
     pub headers: Vec<(header::HeaderName, String)>,
+    /// What went wrong inside (storage paths, an upstream's address, the OS error): for the log
+    /// only, never the response.
+    pub private: Option<String>,
 }
 
 impl ApiError {
@@ -76,7 +79,14 @@ impl ApiError {
             message: message.into(),
             detail: None,
             headers: Vec::new(),
+            private: None,
         }
+    }
+
+    /// Keeps `detail` for the log; the client sees only the message.
+    pub fn private(mut self, detail: impl Into<String>) -> ApiError {
+        self.private = Some(detail.into());
+        self
     }
 
     pub fn detail(mut self, detail: serde_json::Value) -> ApiError {
@@ -201,25 +211,27 @@ impl From<StorageError> for ApiError {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     Code::Unknown,
-                    format!("storage is full, nothing was stored; free space and retry ({io})"),
+                    "storage is full, nothing was stored; free space and retry",
                 ),
                 Some(libc::ENOTCONN) | Some(libc::ESTALE) | Some(libc::EIO) | Some(libc::EROFS) => {
                     ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         Code::Unavailable,
-                        format!("storage is unavailable, retry later ({io})"),
+                        "storage is unavailable, retry later",
                     )
                 }
                 _ if io.kind() == std::io::ErrorKind::TimedOut => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     Code::Unavailable,
-                    format!("storage is unavailable, retry later ({io})"),
+                    "storage is unavailable, retry later",
                 ),
-                _ => {
-                    tracing::error!(error = %io, "storage error");
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown, msg)
-                }
-            },
+                _ => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Code::Unknown,
+                    "storage error",
+                ),
+            }
+            .private(msg),
         }
     }
 }
@@ -228,6 +240,8 @@ impl From<crate::proxy::ProxyError> for ApiError {
     fn from(e: crate::proxy::ProxyError) -> ApiError {
         use crate::proxy::{ProxyError, UpstreamError};
         let msg = e.to_string();
+        // The upstream's name is the operator's label; its address and the connection error stay
+        // in the log.
         match e {
             ProxyError::Storage(e) => e.into(),
             ProxyError::Upstream(UpstreamError::NotFound(_)) => ApiError::new(
@@ -235,17 +249,27 @@ impl From<crate::proxy::ProxyError> for ApiError {
                 Code::ManifestUnknown,
                 format!("not cached here, and {msg}"),
             ),
-            ProxyError::Upstream(UpstreamError::Unreachable(..)) => ApiError::new(
+            ProxyError::Upstream(UpstreamError::Unreachable(name, _)) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 Code::Unavailable,
-                format!("not cached here, and {msg}"),
-            ),
-            ProxyError::Upstream(UpstreamError::Unauthorized(..)) => ApiError::new(
+                format!("not cached here, and upstream {name} is unreachable"),
+            )
+            .private(msg),
+            ProxyError::Upstream(UpstreamError::Unauthorized(name, _)) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 Code::Unauthorized,
-                format!("not cached here, and {msg}"),
-            ),
-            ProxyError::Upstream(UpstreamError::Failed(..)) | ProxyError::BadManifest { .. } => {
+                format!(
+                    "not cached here, and upstream {name} refused the credentials registryd has for it"
+                ),
+            )
+            .private(msg),
+            ProxyError::Upstream(UpstreamError::Failed(name, _)) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                Code::Unavailable,
+                format!("upstream {name} failed"),
+            )
+            .private(msg),
+            ProxyError::BadManifest { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, Code::Unavailable, msg)
             }
         }

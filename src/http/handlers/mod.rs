@@ -507,15 +507,24 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: Conn) -> Respon
         let head_only = req.method() == Method::HEAD;
         handle_api(&app, req, conn, &settings)
             .await
-            .unwrap_or_else(|e| {
+            .unwrap_or_else(|mut e| {
                 // A client error is the client's business; a server-side failure is the
-                // operator's, and the journal is where they look for it.
+                // operator's, and the journal is where they look for it: the client gets the
+                // request id to quote, the log gets what went wrong inside.
                 if e.status.is_server_error() {
+                    let id = uuid::Uuid::new_v4().simple().to_string();
+                    let id = &id[..16];
                     tracing::warn!(
                         method = %method, route = kind, client = %conn.client,
                         status = e.status.as_u16(), message = %e.message,
+                        detail = e.private.as_deref().unwrap_or(""), request_id = id,
                         "request failed"
                     );
+                    e.message = format!(
+                        "{} (request id {id}: the registry's log has the details)",
+                        e.message
+                    );
+                    e = e.header(header::HeaderName::from_static("x-request-id"), id);
                 }
                 e.into_response(head_only)
             })
