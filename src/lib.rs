@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
+pub mod logtext;
 pub mod metrics;
 pub mod migrate;
 pub mod node;

@@ -264,6 +264,7 @@ fn init_logging(config: &Config) -> LevelSetter {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
+                    .fmt_fields(registryd::logtext::escaped_fields())
                     .with_writer(std::io::stderr),
             )
             .init();

@@ -220,6 +220,14 @@ for _ in $(seq 1 50); do [ "$(code -u reader:reader-pass "https://$A/v2/app/img/
 [ $ok = 1 ] || fail "new access rule not applied after SIGHUP"
 pass "access rules reloaded with SIGHUP: app/ closed to reader"
 
+# --- A user name a client chose cannot forge a log line or send terminal escapes.
+code -u "$(printf 'evil\nFORGED-LINE login ok user=admin\033[2J')":x "https://$A/v2/" >/dev/null
+for _ in $(seq 1 20); do grep -q 'FORGED-LINE' "$WORK/reg.log" && break; sleep 0.1; done
+grep -q 'evil\\nFORGED-LINE' "$WORK/reg.log" || { grep -a FORGED "$WORK/reg.log" || true; fail "the user name was not logged escaped"; }
+grep -q '^FORGED-LINE' "$WORK/reg.log" && fail "a user name forged a log line"
+grep -q "$(printf '\033')" "$WORK/reg.log" && fail "an escape character reached the log"
+pass "control characters in a user name are escaped in the text log"
+
 # --- Failed logins: logged with client and user, never the password; throttled per client.
 grep '"login failed"\|login failed' "$WORK/reg.log" | has 'user=ci' || fail "failed login not logged with the user"
 grep -q 'Wr0ngPassw0rd' "$WORK/reg.log" && fail "a password appears in the log"
