@@ -177,6 +177,7 @@ pub struct Proxy {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub name: String,
+    #[serde(serialize_with = "redacted_url")]
     pub url: String,
     #[serde(default)]
     pub username: String,
@@ -236,6 +237,42 @@ fn redacted<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(if v.is_empty() { "" } else { "<redacted>" })
 }
 
+/// A URL as `check-config` and error messages show it: a password in it (`https://u:pw@host`)
+/// replaced, the rest as written.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        Ok(_) => u.to_string(),
+        // Not a URL, but user info may be in it: show none of it.
+        Err(_) if u.contains('@') => "<unparsable URL with user info, redacted>".into(),
+        Err(_) => u.to_string(),
+    }
+}
+
+fn redacted_url<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(v))
+}
+
+/// A TOML syntax error without the source line the `toml` crate quotes (a password, perhaps):
+/// where it is and what is wrong.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(
+                "TOML syntax error at line {line}, column {column}: {}",
+                e.message()
+            )
+        }
+        None => format!("TOML syntax error: {}", e.message()),
+    }
+}
+
 impl Upstream {
     /// The prefixes this upstream serves (its name when none are configured).
     pub fn prefixes(&self) -> Vec<String> {
@@ -251,6 +288,7 @@ impl Upstream {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
+    #[serde(serialize_with = "redacted_url")]
     pub endpoint: String,
     pub region: String,
     pub bucket: String,
@@ -459,7 +497,7 @@ impl Config {
                 Err(e) => errors.push(ConfigError {
                     key: "-".into(),
                     origin: fname.to_string(),
-                    message: e.to_string().trim().replace('\n', " "),
+                    message: syntax_error(text, &e),
                 }),
                 Ok(table) => {
                     let lines = key_lines(text);
@@ -792,7 +830,8 @@ impl Config {
                     "upstream.url",
                     format!(
                         "{:?} (upstream {}) is not an http:// or https:// URL",
-                        u.url, u.name
+                        redact_url(&u.url),
+                        u.name
                     ),
                 ));
             }
@@ -1322,6 +1361,29 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_check_config() {
+        let text = "[proxy]\ndefault_upstream = \"up\"\n[[upstream]]\nname = \"up\"\nurl = \"https://u:S3CRET-url@example.net\"\n";
+        let c = load(text, &[], &Overrides::default()).unwrap();
+        let shown = c.to_toml();
+        assert!(!shown.contains("S3CRET"), "{shown}");
+        assert!(shown.contains("https://u:REDACTED@example.net"), "{shown}");
+        // A syntax error on a password's line names the place, not the line.
+        let text = "[[upstream]]\nname = \"up\"\npassword = \"S3CRET-pw\n";
+        let errs = load(text, &[], &Overrides::default()).unwrap_err().0;
+        let all: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+        assert!(!all.iter().any(|m| m.contains("S3CRET")), "{all:?}");
+        assert!(all.iter().any(|m| m.contains("line 3")), "{all:?}");
+        let bad = "[[upstream]]\nname = \"up\"\nurl = \"ftp://u:S3CRET@x\"\n";
+        let errs = load(bad, &[], &Overrides::default()).unwrap_err().0;
+        let all: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+        assert!(!all.iter().any(|m| m.contains("S3CRET")), "{all:?}");
+        assert_eq!(
+            redact_url("https://registry-1.docker.io"),
+            "https://registry-1.docker.io"
+        );
     }
 
     #[test]

@@ -155,3 +155,13 @@ for form in "${FORMS[@]}"; do
   done < <(paths "$name" "$query")
 done
 pass "after caching: still 401 anonymous and 403 reader in every form"
+
+# check-config shows no secret: a password in an upstream URL, or on a line with a TOML syntax error.
+sed 's|url = "http://127.0.0.1:'"$PU"'"|url = "http://u:S3CRET-in-url@127.0.0.1:'"$PU"'"|' "$WORK/config.toml" >"$WORK/url.toml"
+"$TEST_REGISTRYD_BIN" check-config --config "$WORK/url.toml" >"$WORK/cc.out" 2>&1 || { cat "$WORK/cc.out"; fail "check-config refused the URL config"; }
+has 'u:REDACTED@127.0.0.1' <"$WORK/cc.out" || { cat "$WORK/cc.out"; fail "check-config did not show the redacted URL"; }
+printf '[[upstream]]\nname = "x"\npassword = "S3CRET-pw\n' >"$WORK/broken.toml"
+"$TEST_REGISTRYD_BIN" check-config --config "$WORK/broken.toml" >"$WORK/cc2.out" 2>&1 && fail "check-config accepted broken TOML"
+has 'line 3' <"$WORK/cc2.out" || { cat "$WORK/cc2.out"; fail "the syntax error does not say where"; }
+cat "$WORK/cc.out" "$WORK/cc2.out" | has S3CRET && fail "check-config printed a secret"
+pass "check-config: URL password and the line of a syntax error are not printed"
