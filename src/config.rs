@@ -191,6 +191,10 @@ pub struct Upstream {
     pub prefixes: Vec<String>,
     #[serde(default)]
     pub push: bool,
+    /// Hosts (`host` or `host:port`) a Bearer token realm may be on to receive the credentials
+    /// over plain `http`, besides the upstream's own host.
+    #[serde(default)]
+    pub token_realm_hosts: Vec<String>,
 }
 
 /// The keys an array-of-tables entry may hold, with a value of each one's type.
@@ -229,6 +233,7 @@ const UPSTREAM_KEYS: &[KeyType] = &[
     ("ca", || Value::String(String::new())),
     ("prefixes", || Value::Array(Vec::new())),
     ("push", || Value::Boolean(false)),
+    ("token_realm_hosts", || Value::Array(Vec::new())),
 ];
 
 /// `check-config` prints the configuration; a password never appears in it.

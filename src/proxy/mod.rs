@@ -483,24 +483,19 @@ impl Proxy {
                 true,
             )
             .await?;
-        resp.content_length()
-            .or_else(|| {
-                resp.headers()
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-            })
-            .ok_or_else(|| {
-                UpstreamError::Failed(
-                    t.upstream.name.clone(),
-                    format!("HEAD of {digest} carried no size"),
-                )
-                .into()
-            })
+        // The header, not `content_length()`: that is the body's size, 0 for a HEAD.
+        upstream::declared_length(resp.headers()).ok_or_else(|| {
+            UpstreamError::Failed(
+                t.upstream.name.clone(),
+                format!("HEAD of {digest} carried no size"),
+            )
+            .into()
+        })
     }
 
     /// Streams a blob that is not stored: starts the one upstream fetch for it (unless one is
-    /// running here or on another node) and follows it.
+    /// running here or on another node) and follows it. A fetch that fails on this node fails
+    /// every client following it at once, with its reason (a digest mismatch names both digests).
     pub async fn fetch_blob(
         &self,
         storage: &Storage,
