@@ -168,6 +168,8 @@ pub struct Proxy {
     pub default_patterns: Vec<String>,
     pub tag_ttl_secs: u64,
     pub upstream_timeout_secs: u64,
+    pub fetch_deadline_secs: u64,
+    pub fetch_min_bytes_per_sec: u64,
     pub max_cache_bytes: u64,
     pub evict_interval_secs: u64,
 }
@@ -868,6 +870,12 @@ impl Config {
         if self.proxy.upstream_timeout_secs == 0 {
             p.push((
                 "proxy.upstream_timeout_secs",
+                "must be greater than 0".to_string(),
+            ));
+        }
+        if self.proxy.fetch_deadline_secs == 0 {
+            p.push((
+                "proxy.fetch_deadline_secs",
                 "must be greater than 0".to_string(),
             ));
         }
