@@ -168,6 +168,8 @@ pub struct Proxy {
     pub default_patterns: Vec<String>,
     pub tag_ttl_secs: u64,
     pub upstream_timeout_secs: u64,
+    pub fetch_deadline_secs: u64,
+    pub fetch_min_bytes_per_sec: u64,
     pub max_cache_bytes: u64,
     pub evict_interval_secs: u64,
 }
@@ -192,6 +194,10 @@ pub struct Upstream {
     pub prefixes: Vec<String>,
     #[serde(default)]
     pub push: bool,
+    /// Hosts (`host` or `host:port`) a Bearer token realm may be on to receive the credentials
+    /// over plain `http`, besides the upstream's own host.
+    #[serde(default)]
+    pub token_realm_hosts: Vec<String>,
 }
 
 /// The keys an array-of-tables entry may hold, with a value of each one's type.
@@ -230,6 +236,7 @@ const UPSTREAM_KEYS: &[KeyType] = &[
     ("ca", || Value::String(String::new())),
     ("prefixes", || Value::Array(Vec::new())),
     ("push", || Value::Boolean(false)),
+    ("token_realm_hosts", || Value::Array(Vec::new())),
 ];
 
 /// `check-config` prints the configuration; a password never appears in it.
@@ -902,6 +909,12 @@ impl Config {
         if self.proxy.upstream_timeout_secs == 0 {
             p.push((
                 "proxy.upstream_timeout_secs",
+                "must be greater than 0".to_string(),
+            ));
+        }
+        if self.proxy.fetch_deadline_secs == 0 {
+            p.push((
+                "proxy.fetch_deadline_secs",
                 "must be greater than 0".to_string(),
             ));
         }

@@ -326,7 +326,7 @@ async fn what_a_dead_cache_fetch_left_is_removed_and_a_live_one_is_kept() {
     // A fetch that is alive (its lease held) and written to just as long ago.
     let digest: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
     let mut live = storage.try_lead_fill(&digest).await.unwrap().expect("lead");
-    live.begin(10).await.unwrap();
+    live.begin(Some(10)).await.unwrap();
     live.write(bytes::Bytes::from_static(b"12345"))
         .await
         .unwrap();

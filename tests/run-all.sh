@@ -29,7 +29,7 @@ retry apt-get update -qq
 retry apt-get install -y -qq --no-install-recommends \
   skopeo docker-registry docker.io strace curl jq python3 python3-venv ca-certificates openssl \
   iproute2 util-linux e2fsprogs bindfs fuse3 lintian debootstrap glusterfs-server glusterfs-client \
-  apache2-utils containerd podman chromium python3-prometheus-client \
+  apache2-utils containerd podman chromium python3-prometheus-client time \
   >/dev/null
 if ! command -v cargo >/dev/null; then
   curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt

@@ -146,6 +146,49 @@ impl Plan {
     }
 }
 
+const INDEXES_BY_NAME: [&str; 2] = ["index.json", "manifest.json"];
+
+/// Indexes of an OCI layout nest: index.json → an image index → its manifests, and so on.
+const MAX_NESTING: usize = 8;
+
+/// Reads into `scan` every manifest `index.json` names, directly or through the indexes it
+/// names, that the first pass did not keep: one more pass per level of nesting that needs one,
+/// none for an archive whose manifests the first pass kept.
+fn load_manifests(source: &Source, scan: &mut Scan) -> anyhow::Result<()> {
+    fn listed(bytes: &[u8]) -> Vec<Digest> {
+        serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| d.get("digest")?.as_str()?.parse().ok())
+            .collect()
+    }
+    let mut level = listed(scan.small("index.json").unwrap_or_default());
+    let mut seen = HashSet::new();
+    for _ in 0..MAX_NESTING {
+        level.retain(|d| seen.insert(d.clone()));
+        if level.is_empty() {
+            return Ok(());
+        }
+        let missing: HashSet<String> = level
+            .iter()
+            .map(Scan::blob_path)
+            .filter(|p| scan.needs_load(p))
+            .filter_map(|p| scan.entry(&p).map(|(real, _)| real))
+            .collect();
+        if !missing.is_empty() {
+            source.load(scan, &missing)?;
+        }
+        level = level
+            .iter()
+            .filter_map(|d| scan.small(&Scan::blob_path(d)))
+            .flat_map(listed)
+            .collect();
+    }
+    bail!("its indexes nest more than {MAX_NESTING} deep")
+}
+
 /// The OCI image layout: `index.json` lists the images, named by annotations.
 fn plan_oci(scan: &Scan, repo_override: Option<&RepoName>) -> anyhow::Result<Plan> {
     let index: Value = serde_json::from_slice(scan.small("index.json").unwrap_or_default())
@@ -210,13 +253,14 @@ fn plan_legacy(scan: &Scan, repo_override: Option<&RepoName>) -> anyhow::Result<
             .context("manifest.json is not a docker save manifest")?;
     let mut plan = Plan::default();
     for img in list {
-        let config = scan.small(&img.config).ok_or_else(|| {
+        // Its size and digest are all the manifest needs (the digest is verified when stored).
+        let (_, config) = scan.entry(&img.config).ok_or_else(|| {
             anyhow!(
                 "config {} listed in manifest.json is not in the archive",
                 img.config
             )
         })?;
-        let config_digest = Digest::sha256_of(config);
+        let config_digest = config.digest.clone();
         let mut layers = Vec::new();
         for l in &img.layers {
             let (_, e) = scan.entry(l).ok_or_else(|| {
@@ -229,7 +273,7 @@ fn plan_legacy(scan: &Scan, repo_override: Option<&RepoName>) -> anyhow::Result<
             "mediaType": OCI_MANIFEST,
             "config": {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
-                "size": config.len(),
+                "size": config.size,
                 "digest": config_digest.to_string(),
             },
             "layers": layers.iter().map(|(_, e)| json!({
@@ -292,7 +336,7 @@ pub fn import(
 ) -> anyhow::Result<Imported> {
     let source = Source::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let total = source.size();
-    let scan = source
+    let mut scan = source
         .scan(&mut |read| progress("read", read >> 20, total.max(read) >> 20))
         .with_context(|| {
             format!(
@@ -301,15 +345,21 @@ pub fn import(
             )
         })?;
     let (plan, layout) = if scan.small("index.json").is_some() {
+        load_manifests(&source, &mut scan)
+            .with_context(|| format!("cannot read the manifests of {}", path.display()))?;
         (plan_oci(&scan, repo_override)?, "oci")
     } else if scan.small("manifest.json").is_some() {
         (plan_legacy(&scan, repo_override)?, "docker-legacy")
+    } else if let Some(index) = INDEXES_BY_NAME.iter().find(|i| scan.entry(i).is_some()) {
+        bail!("{}: its {index} is larger than 4 MiB", path.display());
     } else {
         bail!(
             "{} has neither index.json (OCI layout) nor manifest.json (docker save)",
             path.display()
         );
     };
+    // Only the plan is needed from here on: what the scan held goes.
+    drop(scan);
     let mut out = Imported {
         warnings: plan.warnings,
         layout,

@@ -1,7 +1,12 @@
-//! Reading an archive in two passes: a tarball (gzip or not) or a directory. The first pass keeps
-//! the small JSON files (index, manifests, configs) in memory and notes every other file's size
-//! and digest; the second streams only the files to store. A tarball is read from the start twice
-//! instead of being unpacked to disk: an archive of several GiB needs no scratch space.
+//! Reading an archive in passes: a tarball (gzip or not) or a directory. The first pass notes every
+//! file's size and digest, and keeps in memory the archive's indexes (`index.json`,
+//! `manifest.json`) and, within a budget ([`HOLD_BUDGET`]), the small JSON-looking blobs that may be
+//! the manifests the index names; the last pass streams only the files to store. A manifest the
+//! index names that the first pass did not keep (it came after the budget ran out) is read by a
+//! pass of its own ([`Source::load`]), whatever its place in the tar: `docker save` writes its
+//! index after the blobs, an OCI layout tarred by hand in any order. What is held stays bounded
+//! however many JSON-looking files a hostile archive has. A tarball is read from the start each
+//! pass instead of being unpacked to disk: an archive of several GiB needs no scratch space.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -12,8 +17,17 @@ use sha2::{Digest as _, Sha256};
 
 use crate::registry::Digest;
 
-/// Files up to this size that look like JSON are kept in memory by the first pass.
+/// The largest index or manifest read into memory (as `limits.max_manifest_bytes` by default).
 const SMALL_JSON: u64 = 4 << 20;
+
+/// Bytes of JSON-looking blobs the first pass keeps, in case the index names them.
+const HOLD_BUDGET: u64 = 32 << 20;
+
+/// Bytes of manifests an import holds in all: beyond it the archive is refused.
+const HOLD_LIMIT: u64 = 64 << 20;
+
+/// The files that say what an archive holds: kept by the first pass wherever they are.
+const INDEXES: [&str; 2] = ["index.json", "manifest.json"];
 
 /// One regular file of the archive.
 #[derive(Debug, Clone)]
@@ -39,6 +53,10 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Scan {
     small: HashMap<String, Vec<u8>>,
+    /// Bytes of `small`.
+    held: u64,
+    /// For tests: a smaller [`HOLD_BUDGET`].
+    budget: Option<u64>,
     entries: HashMap<String, Entry>,
     /// Symbolic and hard links: path → the path it points at (archive-relative).
     links: HashMap<String, String>,
@@ -57,10 +75,33 @@ impl Scan {
         None
     }
 
-    /// The bytes of a small JSON file.
+    /// The bytes of an index, or of a manifest the first pass kept or [`Source::load`] read.
     pub fn small(&self, path: &str) -> Option<&[u8]> {
         let (p, _) = self.entry(path)?;
         self.small.get(&p).map(Vec::as_slice)
+    }
+
+    /// Whether `path` is in the archive but not held: [`Source::load`] reads it.
+    pub fn needs_load(&self, path: &str) -> bool {
+        self.entry(path)
+            .is_some_and(|(p, _)| !self.small.contains_key(&p))
+    }
+
+    fn hold(&mut self, path: String, bytes: Vec<u8>) -> io::Result<()> {
+        let before = self.small.get(&path).map_or(0, |b| b.len() as u64);
+        let after = self.held - before + bytes.len() as u64;
+        if after > HOLD_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the archive's manifests take more than {} MiB; refused",
+                    HOLD_LIMIT >> 20
+                ),
+            ));
+        }
+        self.held = after;
+        self.small.insert(path, bytes);
+        Ok(())
     }
 
     /// The archive path of a blob in the OCI layout.
@@ -94,6 +135,10 @@ impl Source {
 
     /// First pass. `progress` gets the bytes of the archive read so far.
     pub fn scan(&self, progress: &mut dyn FnMut(u64)) -> io::Result<Scan> {
+        self.scan_holding(HOLD_BUDGET, progress)
+    }
+
+    fn scan_holding(&self, budget: u64, progress: &mut dyn FnMut(u64)) -> io::Result<Scan> {
         if let Source::Tar(path) = self {
             let mut head = Vec::with_capacity(512);
             open_tar(path)?.take(512).read_to_end(&mut head)?;
@@ -104,7 +149,7 @@ impl Source {
                 ));
             }
         }
-        self.scan_entries(progress).map_err(|e| {
+        self.scan_entries(budget, progress).map_err(|e| {
             let m = e.to_string();
             if e.kind() == io::ErrorKind::UnexpectedEof || m.contains("entire block") || m.contains("unexpected EOF") {
                 io::Error::new(
@@ -117,8 +162,11 @@ impl Source {
         })
     }
 
-    fn scan_entries(&self, progress: &mut dyn FnMut(u64)) -> io::Result<Scan> {
-        let mut scan = Scan::default();
+    fn scan_entries(&self, budget: u64, progress: &mut dyn FnMut(u64)) -> io::Result<Scan> {
+        let mut scan = Scan {
+            budget: Some(budget),
+            ..Scan::default()
+        };
         let mut read = 0u64;
         match self {
             Source::Tar(path) => {
@@ -167,6 +215,20 @@ impl Source {
         Ok(scan)
     }
 
+    /// Reads the files at `paths` (as [`Scan::entry`] names them) into memory, in one more pass
+    /// over a tarball.
+    pub fn load(&self, scan: &mut Scan, paths: &HashSet<String>) -> anyhow::Result<()> {
+        self.each(paths, &mut |p, r| {
+            let mut bytes = Vec::new();
+            r.take(SMALL_JSON + 1).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 > SMALL_JSON {
+                anyhow::bail!("{p} is larger than {} MiB", SMALL_JSON >> 20);
+            }
+            scan.hold(p.to_string(), bytes)?;
+            Ok(())
+        })
+    }
+
     /// Second pass: calls `f` with each file of `wanted` (real paths, as [`Scan::entry`] gives
     /// them) and a reader of its bytes, in archive order.
     pub fn each(
@@ -208,16 +270,23 @@ impl Source {
 impl Scan {
     fn add(&mut self, path: String, size: u64, r: &mut dyn Read) -> io::Result<()> {
         let named = digest_from_path(&path);
-        let (digest, magic) = if size <= SMALL_JSON {
+        let budget = self.budget.unwrap_or(HOLD_BUDGET);
+        let index = INDEXES.contains(&path.as_str()) && size <= SMALL_JSON;
+        // A blob that may be a manifest, while the budget lasts; an unnamed small file (a config
+        // of the legacy layout) is only hashed: its size and digest are all an import needs.
+        let candidate = named.is_some() && size <= SMALL_JSON && self.held + size <= budget;
+        let (digest, magic) = if index || candidate {
             let mut bytes = Vec::with_capacity(size as usize);
             r.read_to_end(&mut bytes)?;
             let magic = magic_of(&bytes);
             let digest = named.unwrap_or_else(|| Digest::sha256_of(&bytes));
-            if matches!(
-                bytes.iter().find(|b| !b.is_ascii_whitespace()),
-                Some(b'{' | b'[')
-            ) {
-                self.small.insert(path.clone(), bytes);
+            if index
+                || matches!(
+                    bytes.iter().find(|b| !b.is_ascii_whitespace()),
+                    Some(b'{' | b'[')
+                )
+            {
+                self.hold(path.clone(), bytes)?;
             }
             (digest, magic)
         } else {
@@ -334,5 +403,46 @@ mod tests {
         let d = Digest::sha256_of(b"x");
         assert_eq!(digest_from_path(&Scan::blob_path(&d)), Some(d));
         assert_eq!(digest_from_path("abc/layer.tar"), None);
+    }
+
+    /// JSON-looking junk past the budget is not held, and a manifest after it (its index last,
+    /// as `docker save` orders a tar) is read by a pass of its own.
+    #[test]
+    fn holds_within_budget_and_loads_the_rest() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("a.tar");
+        let mut b = tar::Builder::new(File::create(&path).unwrap_or_else(|e| panic!("{e}")));
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data)
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        let junk = [b"{".as_slice(), &[b' '; 999]].concat();
+        for i in 0..10 {
+            add(&format!("blobs/sha256/{i:064x}"), &junk);
+        }
+        let manifest = br#"{"schemaVersion":2,"layers":[]}"#;
+        let d = Digest::sha256_of(manifest);
+        add(&Scan::blob_path(&d), manifest);
+        add("index.json", br#"{"manifests":[]}"#);
+        b.finish().unwrap_or_else(|e| panic!("{e}"));
+        drop(b);
+        let source = Source::Tar(path);
+        let mut scan = source
+            .scan_holding(3000, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(scan.held <= 3000 + 16, "held {}", scan.held);
+        assert!(scan.small("index.json").is_some());
+        let p = Scan::blob_path(&d);
+        assert!(scan.needs_load(&p));
+        source
+            .load(&mut scan, &[p.clone()].into_iter().collect())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(scan.small(&p), Some(manifest.as_slice()));
+        // Every entry was seen, held or not.
+        assert!(scan.entry(&format!("blobs/sha256/{:064x}", 9)).is_some());
     }
 }

@@ -9,17 +9,28 @@
 //! Fetches are coalesced: one manifest fetch per repository and reference on a node at a time, and
 //! one blob fetch per digest across every node sharing the storage (a lock on the shared mount,
 //! see [`crate::storage::fill`]); every other request streams from the fetch in progress.
+//!
+//! Nothing an upstream sends is held whole in memory: a manifest is read up to
+//! `limits.max_manifest_bytes` and refused beyond it, a blob goes to its partial file as it arrives.
+//! A blob fetch has an overall deadline (`proxy.fetch_deadline_secs`) and a minimum rate
+//! (`proxy.fetch_min_bytes_per_sec`, judged over every `proxy.upstream_timeout_secs`), and stops
+//! when no client on this node follows it any more, unless more than half of a blob of known size
+//! has arrived (then it is worth finishing: the next pull finds it stored).
 
 pub mod evict;
 pub mod prewarm;
 pub mod upstream;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use http::Method;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::registry::{Algorithm, Digest, Reference, RepoName, Tag, manifest};
@@ -78,6 +89,15 @@ pub struct Proxy {
     default_patterns: Vec<String>,
     tag_ttl: Duration,
     timeout: Duration,
+    max_manifest_bytes: u64,
+    /// 0: no limit.
+    max_blob_bytes: u64,
+    fetch_deadline: Duration,
+    /// 0: no minimum.
+    min_rate: u64,
+    /// The blob fetches this node's clients wait for, by digest: what a fetch's followers hold
+    /// (a fetch nobody holds may stop) and how it ended (so followers hear a failure at once).
+    fills: Mutex<HashMap<Digest, Weak<FillWatch>>>,
     /// One manifest fetch per (repository, reference) on this node at a time.
     manifest_fetches: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When this node last recorded a pull of each cached manifest.
@@ -96,6 +116,11 @@ impl Proxy {
             default_patterns: Vec::new(),
             tag_ttl: Duration::from_secs(300),
             timeout: Duration::from_secs(10),
+            max_manifest_bytes: 4 << 20,
+            max_blob_bytes: 0,
+            fetch_deadline: Duration::from_secs(3600),
+            min_rate: 0,
+            fills: Mutex::new(HashMap::new()),
             manifest_fetches: Mutex::new(HashMap::new()),
             pulled: Mutex::new(HashMap::new()),
         }
@@ -118,6 +143,11 @@ impl Proxy {
             default_patterns: config.proxy.default_patterns.clone(),
             tag_ttl: Duration::from_secs(config.proxy.tag_ttl_secs),
             timeout,
+            max_manifest_bytes: config.limits.max_manifest_bytes,
+            max_blob_bytes: config.limits.max_blob_bytes,
+            fetch_deadline: Duration::from_secs(config.proxy.fetch_deadline_secs),
+            min_rate: config.proxy.fetch_min_bytes_per_sec,
+            fills: Mutex::new(HashMap::new()),
             manifest_fetches: Mutex::new(HashMap::new()),
             pulled: Mutex::new(HashMap::new()),
         })
@@ -395,12 +425,19 @@ impl Proxy {
             upstream: t.upstream.name.clone(),
             reason,
         };
-        let bytes = resp.bytes().await.map_err(|e| {
-            UpstreamError::Unreachable(t.upstream.name.clone(), format!("reading a manifest: {e}"))
-        })?;
-        if bytes.len() > 4 << 20 {
-            return Err(bad(format!("{} bytes, more than 4 MiB", bytes.len())));
-        }
+        // Refused on its declared length, or as soon as more arrives than a manifest may have.
+        let bytes = upstream::read_capped(resp, self.max_manifest_bytes)
+            .await
+            .map_err(|e| match e {
+                upstream::Capped::Read(e) => UpstreamError::Unreachable(
+                    t.upstream.name.clone(),
+                    format!("reading a manifest: {e}"),
+                )
+                .into(),
+                upstream::Capped::TooBig(n) => {
+                    bad(format!("more than {n} bytes (limits.max_manifest_bytes)"))
+                }
+            })?;
         let digest = match reference {
             Reference::Digest(d) if d.algorithm() == Algorithm::Sha512 => {
                 Digest::compute(Algorithm::Sha512, &bytes)
@@ -483,24 +520,19 @@ impl Proxy {
                 true,
             )
             .await?;
-        resp.content_length()
-            .or_else(|| {
-                resp.headers()
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-            })
-            .ok_or_else(|| {
-                UpstreamError::Failed(
-                    t.upstream.name.clone(),
-                    format!("HEAD of {digest} carried no size"),
-                )
-                .into()
-            })
+        // The header, not `content_length()`: that is the body's size, 0 for a HEAD.
+        upstream::declared_length(resp.headers()).ok_or_else(|| {
+            UpstreamError::Failed(
+                t.upstream.name.clone(),
+                format!("HEAD of {digest} carried no size"),
+            )
+            .into()
+        })
     }
 
     /// Streams a blob that is not stored: starts the one upstream fetch for it (unless one is
-    /// running here or on another node) and follows it.
+    /// running here or on another node) and follows it. A fetch that fails on this node fails
+    /// every client following it at once, with its reason (a digest mismatch names both digests).
     pub async fn fetch_blob(
         &self,
         storage: &Storage,
@@ -510,15 +542,31 @@ impl Proxy {
         if digest.algorithm() != Algorithm::Sha256 {
             return Err(StorageError::BlobUnknown.into());
         }
+        // Held until the client is done: while anyone holds it, the fetch goes on.
+        let watch = self.fill_watch(digest);
+        let mut outcome = watch.outcome.subscribe();
+        outcome.borrow_and_update();
         // A fetch that ends without the blob (it failed, or its node died) lets the next one try.
         for _ in 0..3 {
-            self.lead_fetch(storage, t, digest).await?;
-            // A fetch without a size announces it only when done: wait that long.
-            let followed = storage
-                .follow_fill(digest, Duration::from_secs(600), self.timeout * 3)
-                .await?;
-            if let Some(found) = followed {
-                return Ok(found);
+            self.lead_fetch(storage, t, digest, &watch).await?;
+            // A fetch without a size is followed once it is stored: wait as long as it may take.
+            let followed = tokio::select! {
+                r = storage.follow_fill(digest, self.fetch_deadline + self.timeout, self.timeout * 3) => r?,
+                msg = failure(&mut outcome) => return Err(UpstreamError::Failed(t.upstream.name.clone(), msg).into()),
+            };
+            if let Some((size, stream)) = followed {
+                return Ok((
+                    size,
+                    Box::pin(Watched {
+                        inner: stream,
+                        outcome,
+                        _interest: watch,
+                        failed: false,
+                    }),
+                ));
+            }
+            if let Some(msg) = failed_since(&mut outcome) {
+                return Err(UpstreamError::Failed(t.upstream.name.clone(), msg).into());
             }
         }
         Err(UpstreamError::Failed(
@@ -528,12 +576,27 @@ impl Proxy {
         .into())
     }
 
+    /// The watch of the fetch of `digest` on this node, shared by everyone following it.
+    fn fill_watch(&self, digest: &Digest) -> Arc<FillWatch> {
+        let mut map = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = map.get(digest).and_then(Weak::upgrade) {
+            return w;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let w = Arc::new(FillWatch {
+            outcome: watch::Sender::new(None),
+        });
+        map.insert(digest.clone(), Arc::downgrade(&w));
+        w
+    }
+
     /// Starts the upstream fetch of a blob unless one is running (here or on another node).
     async fn lead_fetch(
         &self,
         storage: &Storage,
         t: &Target,
         digest: &Digest,
+        watch: &Arc<FillWatch>,
     ) -> Result<(), ProxyError> {
         if let Some(mut lease) = storage.try_lead_fill(digest).await? {
             // Ask first, so a missing blob or a refusal reaches this client as what it is.
@@ -547,51 +610,212 @@ impl Proxy {
                     false,
                 )
                 .await?;
-            let size = resp.content_length();
-            if let Some(size) = size {
-                lease.begin(size).await?;
+            let size = upstream::declared_length(resp.headers());
+            if let Some(size) = size
+                && self.max_blob_bytes > 0
+                && size > self.max_blob_bytes
+            {
+                return Err(too_big(&t.upstream.name, digest, self.max_blob_bytes).into());
             }
-            let (t2, d2) = (t.clone(), digest.clone());
-            // The fetch runs to the end even if this client goes away: others follow it, and the
-            // next pull finds it stored.
+            lease.begin(size).await?;
+            watch.outcome.send_replace(None);
+            let job = FillJob {
+                upstream: t.upstream.name.clone(),
+                digest: digest.clone(),
+                name: t.cached.clone(),
+                size,
+                deadline: self.fetch_deadline,
+                window: self.timeout,
+                min_rate: self.min_rate,
+                max_bytes: self.max_blob_bytes,
+                watch: watch.clone(),
+            };
             tokio::spawn(async move {
-                let name = t2.upstream.name.clone();
-                match fill(lease, resp, size, &t2.cached).await {
+                let result = fill(lease, resp, &job).await;
+                match &result {
                     Ok(n) => tracing::info!(
-                        repository = %t2.cached, digest = %d2, bytes = n, upstream = %name,
-                        "blob cached from upstream"
+                        repository = %job.name, digest = %job.digest, bytes = n,
+                        upstream = %job.upstream, "blob cached from upstream"
                     ),
                     Err(e) => tracing::warn!(
-                        repository = %t2.cached, digest = %d2, upstream = %name, error = %e,
-                        "fetching a blob from upstream failed"
+                        repository = %job.name, digest = %job.digest, upstream = %job.upstream,
+                        error = %e, "fetching a blob from upstream failed"
                     ),
                 }
+                job.watch
+                    .outcome
+                    .send_replace(Some(result.map(|_| ()).map_err(|e| e.to_string())));
             });
         }
         Ok(())
     }
 }
 
-/// Copies the upstream's body into the fill and publishes it.
+/// How the fetch of one blob on this node ended: `None` while it runs (or before one started).
+type Outcome = Option<Result<(), String>>;
+
+/// What the clients following one blob's fetch on this node share. Each holds it, and so does the
+/// fetch (so a client arriving while it runs joins the same one); the fetch sees how many others
+/// do, and tells them how it ended.
+pub struct FillWatch {
+    outcome: watch::Sender<Outcome>,
+}
+
+/// A fetch's failure, once it happens after the receiver last looked; never, otherwise.
+async fn failure(rx: &mut watch::Receiver<Outcome>) -> String {
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Some(Err(msg)) = &*rx.borrow_and_update() {
+            return msg.clone();
+        }
+    }
+}
+
+/// A fetch's failure since the receiver last looked, without waiting.
+fn failed_since(rx: &mut watch::Receiver<Outcome>) -> Option<String> {
+    if !rx.has_changed().unwrap_or(false) {
+        return None;
+    }
+    match &*rx.borrow_and_update() {
+        Some(Err(msg)) => Some(msg.clone()),
+        _ => None,
+    }
+}
+
+/// A follower's stream of a fill: ends with the fetch's own error as soon as the fetch fails
+/// (the storage stream alone would wait for bytes that never come), and keeps the fetch wanted
+/// while the client reads.
+struct Watched {
+    inner: BlobStream,
+    outcome: watch::Receiver<Outcome>,
+    _interest: Arc<FillWatch>,
+    failed: bool,
+}
+
+impl Stream for Watched {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        // Looked at on every poll: a follower waiting for bytes is polled every few tens of
+        // milliseconds by its storage stream.
+        if let Some(msg) = failed_since(&mut this.outcome) {
+            this.failed = true;
+            return Poll::Ready(Some(Err(std::io::Error::other(msg))));
+        }
+        this.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// What one blob fetch must respect.
+struct FillJob {
+    upstream: String,
+    digest: Digest,
+    name: RepoName,
+    /// As the upstream declared it.
+    size: Option<u64>,
+    deadline: Duration,
+    /// The span over which the rate is judged.
+    window: Duration,
+    min_rate: u64,
+    max_bytes: u64,
+    watch: Arc<FillWatch>,
+}
+
+impl FillJob {
+    fn failed(&self, why: String) -> ProxyError {
+        UpstreamError::Failed(self.upstream.clone(), why).into()
+    }
+
+    /// Whether the fetch goes on: while a client on this node follows it, and with none, when
+    /// more than half of a blob of known size has arrived, so finishing costs less than what was fetched, and the next pull finds
+    /// it stored. An endless or unsized body is never worth it.
+    fn worth_finishing(&self, written: u64) -> bool {
+        // Followers, besides this fetch's own hold.
+        if Arc::strong_count(&self.watch) > 1 {
+            return true;
+        }
+        self.size.is_some_and(|s| written.saturating_mul(2) > s)
+    }
+}
+
+fn too_big(upstream: &str, digest: &Digest, max: u64) -> UpstreamError {
+    UpstreamError::Failed(
+        upstream.to_string(),
+        format!("blob {digest} is larger than {max} bytes (limits.max_blob_bytes); not fetched"),
+    )
+}
+
+/// Copies the upstream's body into the fill as it arrives and publishes it, within the job's
+/// deadline, rate and size, while someone follows it or it is worth finishing.
 async fn fill(
     mut lease: crate::storage::fill::FillLease,
     resp: reqwest::Response,
-    size: Option<u64>,
-    name: &RepoName,
+    job: &FillJob,
 ) -> Result<u64, ProxyError> {
-    let upstream_err = |e: reqwest::Error| UpstreamError::Unreachable(String::new(), e.to_string());
-    if size.is_none() {
-        // No size up front (a chunked answer): spool it whole, then announce it.
-        let body = resp.bytes().await.map_err(upstream_err)?;
-        lease.begin(body.len() as u64).await?;
-        lease.write(body).await?;
-    } else {
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            lease.write(chunk.map_err(upstream_err)?).await?;
+    let mut body = resp.bytes_stream();
+    let started = Instant::now();
+    let deadline = started + job.deadline;
+    let (mut window_start, mut window_bytes, mut written) = (started, 0u64, 0u64);
+    loop {
+        let check_at = (window_start + job.window).min(deadline);
+        match tokio::time::timeout_at(check_at.into(), body.next()).await {
+            Ok(Some(chunk)) => {
+                let chunk = chunk.map_err(|e| {
+                    UpstreamError::Unreachable(
+                        job.upstream.clone(),
+                        format!("reading blob {}: {e}", job.digest),
+                    )
+                })?;
+                written += chunk.len() as u64;
+                window_bytes += chunk.len() as u64;
+                if job.max_bytes > 0 && written > job.max_bytes {
+                    return Err(too_big(&job.upstream, &job.digest, job.max_bytes).into());
+                }
+                lease.write(chunk).await?;
+            }
+            Ok(None) => break,
+            // Nothing arrived by the next check: judge the rate and the deadline below.
+            Err(_) => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(job.failed(format!(
+                "blob {} took longer than {} s (proxy.fetch_deadline_secs); cut after {written} bytes",
+                job.digest,
+                job.deadline.as_secs()
+            )));
+        }
+        let span = now.duration_since(window_start);
+        if span >= job.window {
+            let rate = window_bytes as f64 / span.as_secs_f64();
+            if job.min_rate > 0 && rate < job.min_rate as f64 {
+                return Err(job.failed(format!(
+                    "blob {} arrived at {rate:.0} bytes/s, less than proxy.fetch_min_bytes_per_sec \
+                     ({}); cut after {written} bytes",
+                    job.digest, job.min_rate
+                )));
+            }
+            (window_start, window_bytes) = (now, 0);
+        }
+        if !job.worth_finishing(written) {
+            return Err(job.failed(format!(
+                "blob {}: no client waits for it any more; stopped after {written} bytes",
+                job.digest
+            )));
         }
     }
-    Ok(lease.finish(name).await?)
+    lease.finish(&job.name).await.map_err(|e| match e {
+        StorageError::DigestMismatch { expected, computed } => job.failed(format!(
+            "it sent blob {expected} with content whose digest is {computed}; not stored"
+        )),
+        e => e.into(),
+    })
 }
 
 /// Whether `name` matches `pattern`: `*` is one path component, `**` any number (at least one).

@@ -50,6 +50,8 @@ pub struct Upstream {
     pub prefixes: Vec<String>,
     pub push: bool,
     credentials: Option<(String, String)>,
+    /// Hosts a plain-http token realm may be on to receive the credentials (`token_realm_hosts`).
+    realm_hosts: Vec<String>,
     http: reqwest::Client,
     timeout: Duration,
     grants: Mutex<HashMap<String, Grant>>,
@@ -100,6 +102,11 @@ impl Upstream {
             prefixes: c.prefixes(),
             push: c.push,
             credentials: (!c.username.is_empty()).then(|| (c.username.clone(), password)),
+            realm_hosts: c
+                .token_realm_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             http,
             timeout,
             grants: Mutex::new(HashMap::new()),
@@ -273,7 +280,16 @@ impl Upstream {
         let url = format!("{realm}{sep}{query}");
         let mut req = self.http.get(url).timeout(self.timeout);
         if let Some((u, p)) = &self.credentials {
-            req = req.basic_auth(u, Some(p));
+            if self.may_send_credentials(realm) {
+                req = req.basic_auth(u, Some(p));
+            } else {
+                // Asked anonymously instead: a public image still gets its token.
+                tracing::warn!(
+                    upstream = %self.name, realm = %realm,
+                    "not sending the upstream's credentials to a plain-http token realm on another \
+                     host (allow it with token_realm_hosts)"
+                );
+            }
         }
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
@@ -283,7 +299,15 @@ impl Upstream {
                 format!("its token service answered {status}"),
             ));
         }
-        let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let body = read_capped(resp, MAX_TOKEN_REPLY)
+            .await
+            .map_err(|e| match e {
+                Capped::Read(e) => self.unreachable(&e),
+                Capped::TooBig(n) => UpstreamError::Unauthorized(
+                    self.name.clone(),
+                    format!("its token service sent more than {n} bytes"),
+                ),
+            })?;
         #[derive(serde::Deserialize)]
         struct TokenReply {
             token: Option<String>,
@@ -306,6 +330,83 @@ impl Upstream {
             until: Instant::now() + life,
         })
     }
+}
+
+impl Upstream {
+    /// Whether the configured credentials may go to the token `realm` an upstream named: an
+    /// `https` realm anywhere (as Docker Hub's auth.docker.io), a realm on the upstream's own
+    /// scheme and host, or a host the operator listed in `token_realm_hosts`. A hostile or
+    /// hijacked upstream can name any realm; a plain-http one elsewhere would get the password
+    /// in clear to a host nobody chose.
+    fn may_send_credentials(&self, realm: &str) -> bool {
+        realm_allowed(&self.base, realm, &self.realm_hosts)
+    }
+}
+
+/// See [`Upstream::may_send_credentials`].
+fn realm_allowed(base: &str, realm: &str, extra_hosts: &[String]) -> bool {
+    let Ok(realm) = url::Url::parse(realm) else {
+        return false;
+    };
+    let Some(host) = realm.host_str().map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    if realm.scheme() == "https" {
+        return true;
+    }
+    if realm.scheme() != "http" {
+        return false;
+    }
+    if let Ok(own) = url::Url::parse(base)
+        && own.scheme() == realm.scheme()
+        && own.host_str().map(str::to_ascii_lowercase).as_deref() == Some(host.as_str())
+    {
+        return true;
+    }
+    let with_port = match realm.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    extra_hosts.iter().any(|h| *h == host || *h == with_port)
+}
+
+/// Largest token-service reply read: tokens are a few KiB.
+const MAX_TOKEN_REPLY: u64 = 1 << 20;
+
+/// Why [`read_capped`] stopped.
+#[derive(Debug)]
+pub enum Capped {
+    Read(reqwest::Error),
+    /// More than this many bytes (declared or sent).
+    TooBig(u64),
+}
+
+/// The body of `resp`, refused at once when its declared length is over `limit`, and cut off as
+/// soon as more than `limit` bytes arrive: an upstream's body is never held whole before its size
+/// is judged.
+pub async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<bytes::Bytes, Capped> {
+    if declared_length(resp.headers()).is_some_and(|n| n > limit) {
+        return Err(Capped::TooBig(limit));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Read)? {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(Capped::TooBig(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The `Content-Length` an answer declares. Read from the header, not from reqwest's
+/// `content_length()`: that is the body's size hint, 0 for the answer to a HEAD.
+pub fn declared_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `Bearer realm="...",service="...",scope="..."` → ("Bearer", {realm, service, scope}).
@@ -376,5 +477,29 @@ mod tests {
         assert_eq!(p["service"], "a\"b");
         assert_eq!(parse_challenge("").1.len(), 0);
         assert_eq!(parse_challenge("Bearer garbage").1.len(), 0);
+    }
+
+    #[test]
+    fn realms_that_get_credentials() {
+        let none: &[String] = &[];
+        let up = "http://127.0.0.1:5000";
+        // Any https realm (Docker Hub's is on auth.docker.io).
+        assert!(realm_allowed(up, "https://auth.example/token", none));
+        // The upstream's own scheme and host, on any port (its token server beside it).
+        assert!(realm_allowed(up, "http://127.0.0.1:5001/token", none));
+        // Plain http elsewhere: not unless listed.
+        assert!(!realm_allowed(up, "http://127.0.0.2:5001/token", none));
+        assert!(!realm_allowed(
+            "https://127.0.0.1:5000",
+            "http://127.0.0.1:5001/token",
+            none
+        ));
+        let listed = ["127.0.0.2:5001".to_string()];
+        assert!(realm_allowed(up, "http://127.0.0.2:5001/token", &listed));
+        assert!(!realm_allowed(up, "http://127.0.0.2:5002/token", &listed));
+        let listed = ["127.0.0.2".to_string()];
+        assert!(realm_allowed(up, "http://127.0.0.2:5002/token", &listed));
+        assert!(!realm_allowed(up, "ftp://127.0.0.1/token", none));
+        assert!(!realm_allowed(up, "not a url", none));
     }
 }

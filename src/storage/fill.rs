@@ -5,7 +5,9 @@
 //! - `<hex>.lock`: held with `flock` by the one fetcher (exclusive across GlusterFS mounts and
 //!   released by the kernel when the holder dies, so a crashed fetcher never blocks the next one);
 //! - `<hex>.partial`: the bytes so far, created before the size is announced;
-//! - `<hex>.size`: the blob's size, written once the upstream answered;
+//! - `<hex>.size`: the blob's size, written once the upstream answered with one. An upstream that
+//!   sends a blob without a size (a chunked answer) gets none: its bytes still go to the partial
+//!   file as they arrive, and readers wait until the blob is stored, then stream it from there;
 //! - `<hex>.synced`: how many bytes of the partial file the fetcher has fsynced. Readers on other
 //!   nodes read no further: on GlusterFS a file written through another client can show its new
 //!   size before every earlier write has reached the bricks (write-behind flushes out of order), so
@@ -435,8 +437,9 @@ pub enum FillLease {
 }
 
 impl FillLease {
-    /// Announces the blob's size (from the upstream's answer).
-    pub async fn begin(&mut self, size: u64) -> Result<()> {
+    /// Starts the fill, announcing the blob's size when the upstream's answer had one (readers
+    /// then follow the bytes as they arrive; without it they wait for the stored blob).
+    pub async fn begin(&mut self, size: Option<u64>) -> Result<()> {
         match self {
             FillLease::File(f) => f.begin(size).await,
             FillLease::S3(f) => f.begin(size).await,
@@ -475,8 +478,8 @@ pub struct FileFill {
 }
 
 impl FileFill {
-    /// Announces the blob's size (from the upstream's answer) and opens the partial file.
-    pub async fn begin(&mut self, size: u64) -> Result<()> {
+    /// Opens the partial file and announces the blob's size, when known.
+    pub async fn begin(&mut self, size: Option<u64>) -> Result<()> {
         let p = self.paths.clone();
         let file = self
             .storage
@@ -489,9 +492,11 @@ impl FileFill {
                     .open(&p.partial)?;
                 // The size file is a plain write: a reader that sees it short parses nothing and
                 // looks again.
-                let tmp = p.size.with_extension("size.tmp");
-                std::fs::write(&tmp, size.to_string())?;
-                std::fs::rename(&tmp, &p.size)?;
+                if let Some(size) = size {
+                    let tmp = p.size.with_extension("size.tmp");
+                    std::fs::write(&tmp, size.to_string())?;
+                    std::fs::rename(&tmp, &p.size)?;
+                }
                 Ok(f)
             })
             .await?;

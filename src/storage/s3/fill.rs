@@ -10,6 +10,9 @@
 //! fails. The lease `fill-<hex>` stands in for the filesystem's `flock`: it lapses when its holder
 //! dies, and the next fetcher removes what the dead one left.
 //!
+//! A blob the upstream sends without a size gets no `size` object: its chunks are written as they
+//! arrive all the same (nothing is held beyond one chunk), and readers wait for the joined blob.
+//!
 //! Readers hash what they stream and fail the last chunk on a mismatch, so a client never
 //! receives a complete body with the wrong content.
 
@@ -317,8 +320,12 @@ pub struct S3Fill {
 }
 
 impl S3Fill {
-    /// Announces the blob's size (from the upstream's answer).
-    pub async fn begin(&mut self, size: u64) -> Result<()> {
+    /// Announces the blob's size, when the upstream's answer had one. Without it, the chunks are
+    /// written all the same, and readers wait for the joined blob (as on a filesystem).
+    pub async fn begin(&mut self, size: Option<u64>) -> Result<()> {
+        let Some(size) = size else {
+            return Ok(());
+        };
         let key = self.driver.fill_size_key(&self.digest);
         self.driver
             .client
