@@ -263,13 +263,9 @@ impl From<crate::proxy::ProxyError> for ApiError {
                 ),
             )
             .private(msg),
-            ProxyError::Upstream(UpstreamError::Failed(name, _)) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                Code::Unavailable,
-                format!("upstream {name} failed"),
-            )
-            .private(msg),
-            ProxyError::BadManifest { .. } => {
+            // registryd's own account of what the upstream did (a status, a digest mismatch, a
+            // limit it passed), without its address.
+            ProxyError::Upstream(UpstreamError::Failed(..)) | ProxyError::BadManifest { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, Code::Unavailable, msg)
             }
         }

@@ -146,7 +146,9 @@ async fn fetch_one(
     let (mut got, began) = (0u64, Instant::now());
     let mut last_draw = Instant::now();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(crate::storage::StorageError::Io)?;
+        // The stream's error is the fetch's own account (a digest mismatch, the upstream gone):
+        // pass it on as it is, not as a local storage fault.
+        let chunk = chunk.map_err(|e| crate::storage::StorageError::Unavailable(e.to_string()))?;
         got += chunk.len() as u64;
         if tty && last_draw.elapsed().as_millis() > 100 {
             last_draw = Instant::now();
