@@ -77,7 +77,7 @@ pub struct Auth {
     /// Verified against when the user does not exist: a hash of the highest cost in the htpasswd
     /// file, so an unknown user costs the same time as a wrong password (no probing for user
     /// names by timing).
-    dummy: Mutex<String>,
+    dummy: Arc<Mutex<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,7 +122,7 @@ impl Auth {
             failures: Mutex::new(HashMap::new()),
             salt,
             token_key: ArcSwap::from_pointee(TokenKey::random()),
-            dummy: Mutex::new(DUMMY_HASH.to_string()),
+            dummy: Arc::new(Mutex::new(DUMMY_HASH.to_string())),
         }
     }
 
@@ -141,9 +141,9 @@ impl Auth {
         who: &Principal,
     ) -> Result<String, AuthError> {
         let key = self.token_key.load();
-        let login_at = match authorization.and_then(|h| strip_scheme(h, "bearer")) {
-            Some(token) => key.verify(token).ok_or(AuthError::BadToken)?.login_at,
-            None => token::now(),
+        let previous = match authorization.and_then(|h| strip_scheme(h, "bearer")) {
+            Some(token) => Some(key.verify(token).ok_or(AuthError::BadToken)?),
+            None => None,
         };
         let account = match who {
             Principal::Anonymous => String::new(),
@@ -153,6 +153,14 @@ impl Auth {
                 key.account_tag(u, hash)
             }
         };
+        // Checked again here, not only in `identify`: a reload between the two must not turn a
+        // token of the old account into one of the new.
+        if let Some(p) = &previous
+            && (p.who != *who || p.account != account)
+        {
+            return Err(AuthError::BadToken);
+        }
+        let login_at = previous.map_or_else(token::now, |p| p.login_at);
         key.issue(who, &account, login_at)
             .ok_or(AuthError::SessionOver)
     }
@@ -216,21 +224,26 @@ impl Auth {
     }
 
     /// Makes the dummy hash as costly as the costliest real one (once per cost: a reload that keeps
-    /// the costs keeps the hash).
+    /// the costs keeps the hash). Hashing at a high cost takes seconds, so it runs on a thread of
+    /// its own and the previous dummy serves until it is done; start and reloads do not wait.
     fn set_dummy_cost(&self, cost: Option<u32>) {
         let Some(cost) = cost else { return };
-        let mut dummy = lock(&self.dummy);
-        if dummy
-            .parse::<bcrypt::HashParts>()
-            .ok()
-            .map(|p| p.get_cost())
-            == Some(cost)
-        {
+        let current = lock(&self.dummy).parse::<bcrypt::HashParts>().ok();
+        if current.map(|p| p.get_cost()) == Some(cost) {
             return;
         }
-        match bcrypt::hash(uuid::Uuid::new_v4().to_string(), cost) {
-            Ok(h) => *dummy = h,
-            Err(e) => tracing::warn!(cost, error = %e, "cannot make a dummy hash of this cost"),
+        let dummy = self.dummy.clone();
+        let made =
+            std::thread::Builder::new().name("dummy-hash".into()).spawn(
+                move || match bcrypt::hash(uuid::Uuid::new_v4().to_string(), cost) {
+                    Ok(h) => *lock(&dummy) = h,
+                    Err(e) => {
+                        tracing::warn!(cost, error = %e, "cannot make a dummy hash of this cost")
+                    }
+                },
+            );
+        if let Err(e) = made {
+            tracing::warn!(error = %e, "cannot start the dummy-hash thread");
         }
     }
 
@@ -555,16 +568,23 @@ mod tests {
         let h = |cost| bcrypt::hash("pw", cost).unwrap();
         std::fs::write(&path, format!("a:{}\nb:{}\n", h(4), h(6))).unwrap();
         let a = auth_on_file(&path);
-        let cost = |a: &Auth| {
-            lock(&a.dummy)
-                .parse::<bcrypt::HashParts>()
-                .unwrap()
-                .get_cost()
+        // Made on a thread of its own: wait for it (a few milliseconds at these costs).
+        let cost_becomes = |a: &Auth, want: u32| {
+            (0..500).any(|_| {
+                let c = lock(&a.dummy)
+                    .parse::<bcrypt::HashParts>()
+                    .unwrap()
+                    .get_cost();
+                c == want || {
+                    std::thread::sleep(Duration::from_millis(10));
+                    false
+                }
+            })
         };
-        assert_eq!(cost(&a), 6);
+        assert!(cost_becomes(&a, 6));
         std::fs::write(&path, format!("a:{}\n", h(7))).unwrap();
         a.reload_users().unwrap();
-        assert_eq!(cost(&a), 7);
+        assert!(cost_becomes(&a, 7));
     }
 
     #[tokio::test]

@@ -598,18 +598,42 @@ impl Proxy {
         digest: &Digest,
         watch: &Arc<FillWatch>,
     ) -> Result<(), ProxyError> {
-        if let Some(mut lease) = storage.try_lead_fill(digest).await? {
-            // Ask first, so a missing blob or a refusal reaches this client as what it is.
-            let resp = t
-                .upstream
+        let Some(mut lease) = storage.try_lead_fill(digest).await? else {
+            // Another fetch is filling it, perhaps for another repository: follow it only if the
+            // upstream has the blob in this one (as `stored_blob` asks), so no digest reaches
+            // through a repository the client may pull to bytes it does not hold.
+            t.upstream
                 .send(
+                    Method::HEAD,
+                    &t.remote,
+                    &format!("blobs/{digest}"),
+                    None,
+                    true,
+                )
+                .await?;
+            return Ok(());
+        };
+        {
+            // Ask first, so a missing blob or a refusal reaches this client as what it is. The
+            // answer's head must come within the upstream timeout: the body has its own deadline
+            // and rate, and a head dripped slowly would hold the fill lock outside both.
+            let resp = tokio::time::timeout(
+                self.timeout,
+                t.upstream.send(
                     Method::GET,
                     &t.remote,
                     &format!("blobs/{digest}"),
                     None,
                     false,
+                ),
+            )
+            .await
+            .map_err(|_| {
+                UpstreamError::Unreachable(
+                    t.upstream.name.clone(),
+                    format!("no answer to GET of {digest} within {:?}", self.timeout),
                 )
-                .await?;
+            })??;
             let size = upstream::declared_length(resp.headers());
             if let Some(size) = size
                 && self.max_blob_bytes > 0

@@ -323,8 +323,9 @@ impl Upstream {
         let token = reply.token.or(reply.access_token).ok_or_else(|| {
             UpstreamError::Unauthorized(self.name.clone(), "its token service sent no token".into())
         })?;
-        // The spec's default lifetime is 60 s; renew a little early.
-        let life = Duration::from_secs(reply.expires_in.unwrap_or(60).max(10) - 5);
+        // The spec's default lifetime is 60 s; renew a little early. At most a day: a lifetime
+        // the upstream chose must not overflow the clock (`Instant + Duration` panics).
+        let life = Duration::from_secs(reply.expires_in.unwrap_or(60).clamp(10, 86_400) - 5);
         Ok(Grant::Bearer {
             token,
             until: Instant::now() + life,

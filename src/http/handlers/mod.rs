@@ -641,11 +641,12 @@ pub fn throttled(wait: Duration) -> ApiError {
 
 /// Refuses a request its principal may not make, before any storage is touched.
 ///
-/// A read is judged against every repository it may read, not the name in the path: through the
+/// A read is judged against the repository it reads as well as the name in the path: through the
 /// pull-through cache, `private/app?ns=up`, `gh/app` (a second prefix of an upstream) and a bare
 /// name under `proxy.default_patterns` are all reads of the cached repository
 /// `<upstream prefix>/<remote name>`, and rules written for that name must hold whichever form
-/// reached it. A bare name reads its own repository first, so both names must allow the pull.
+/// reached it. The path's name must allow the pull too: a bare name reads its own repository
+/// first, and rules written against a second prefix keep applying.
 fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
     let policy = app.auth.policy();
     let (name, action) = match route {
@@ -669,10 +670,13 @@ fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
         Route::UploadStart(n) | Route::Upload(n, _) => (n, Action::Push),
     };
     // Writes always land on the name in the path; reads may be served from the cache.
-    let read = match (action, app.target(name, req)) {
-        (Action::Pull, Some(t)) => t.literal.into_iter().chain([t.cached]).collect(),
-        _ => vec![name.clone()],
-    };
+    let mut read = vec![name.clone()];
+    if action == Action::Pull
+        && let Some(t) = app.target(name, req)
+        && t.cached != *name
+    {
+        read.push(t.cached);
+    }
     let Some(refused) = read
         .iter()
         .find(|n| !policy.allows(&req.who, req.anon, n.as_str(), action))
@@ -718,9 +722,9 @@ fn is_host_port(s: &str) -> bool {
         None => s.split_at(s.find(':').unwrap_or(s.len())),
     };
     let port_ok = port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        });
     let host_ok = host.len() <= 253
         && host.split('.').all(|label| {
             !label.is_empty()
@@ -813,6 +817,7 @@ mod tests {
             "evil.example:",
             "evil.example:99999",
             "evil.example:80:80",
+            "evil.example:+80",
             "-a.example",
             "a..b",
             "",
