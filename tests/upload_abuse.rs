@@ -1,0 +1,79 @@
+//! Uploads that do not send what they said (issue 21): a chunk is held to its `Content-Range`.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TestRegistry, error_code};
+use registryd::registry::Digest;
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+/// A body sent in `parts` with no Content-Length (chunked), `gap` apart.
+fn chunked(parts: Vec<&'static [u8]>, gap: Duration) -> reqwest::Body {
+    let s = futures_util::stream::unfold(parts.into_iter(), move |mut it| async move {
+        let part = it.next()?;
+        tokio::time::sleep(gap).await;
+        Some((Ok::<_, std::io::Error>(Bytes::from_static(part)), it))
+    });
+    reqwest::Body::wrap_stream(s)
+}
+
+#[tokio::test]
+async fn a_chunk_is_held_to_its_content_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(dir.path(), false).await;
+    let loc = reg.start_upload("r").await;
+
+    // `0-1` declares 2 bytes; the chunked body brings 10. Refused, and none of it is kept.
+    let r = reg
+        .req("PATCH", &loc)
+        .header("Content-Range", "0-1")
+        .body(chunked(vec![b"01234", b"56789"], Duration::ZERO))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+    assert_eq!(error_code(r).await, "RANGE_INVALID");
+
+    // An end of 2^64-1 with Content-Length 0: the range's length wrapped to 0 and matched.
+    let r = reg
+        .req("PATCH", &loc)
+        .header("Content-Range", "0-18446744073709551615")
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+
+    // A body shorter than its range is refused too.
+    let r = reg
+        .req("PATCH", &loc)
+        .header("Content-Range", "0-9")
+        .body(chunked(vec![b"0123"], Duration::ZERO))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+
+    // The upload is where it was: the same 10 bytes as `0-9` start at offset 0 and are taken.
+    let r = reg
+        .req("PATCH", &loc)
+        .header("Content-Range", "0-9")
+        .body(chunked(vec![b"01234", b"56789"], Duration::ZERO))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-9"));
+    let d = Digest::sha256_of(b"0123456789");
+    let r = reg.send("PUT", &format!("{loc}?digest={d}")).await;
+    assert_eq!(r.status(), 201);
+    reg.stop().await;
+}
