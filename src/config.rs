@@ -96,6 +96,9 @@ pub struct Limits {
     pub max_blob_bytes: u64,
     pub header_read_timeout_secs: u64,
     pub body_read_timeout_secs: u64,
+    /// Bytes per second a request body must average over each `body_read_timeout_secs` of waiting
+    /// for it; 0: only the stall rule.
+    pub body_min_bytes_per_sec: u64,
     pub idle_timeout_secs: u64,
     pub max_connections: u64,
     pub max_concurrent_uploads: u64,

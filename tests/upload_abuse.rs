@@ -1,12 +1,18 @@
-//! Uploads that do not send what they said (issue 21): a chunk is held to its `Content-Range`.
+//! Uploads that do not send what they said, or send it a byte at a time (issue 21): a chunk is
+//! held to its `Content-Range`, and a body trickled under the minimum rate is cut off although
+//! it never falls silent for the stall time.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{TestRegistry, error_code};
+use registryd::health::Health;
+use registryd::http::handlers::{App, Settings};
+use registryd::http::server;
 use registryd::registry::Digest;
+use tokio::sync::watch;
 
 fn header(r: &reqwest::Response, name: &str) -> Option<String> {
     r.headers()
@@ -76,4 +82,54 @@ async fn a_chunk_is_held_to_its_content_range() {
     let r = reg.send("PUT", &format!("{loc}?digest={d}")).await;
     assert_eq!(r.status(), 201);
     reg.stop().await;
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_off_and_keeps_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::basic(false, 4 << 20);
+    // One byte every 300 ms never stalls for a second, the per-read rule that let it through.
+    settings.body_timeout = Duration::from_secs(1);
+    settings.body_min_rate = 100;
+    let app = App::with_health(common::open_storage(dir.path()), Health::always(), settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        None,
+        rx,
+        Duration::from_secs(1),
+    ));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .post(format!("{base}/v2/t/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = header(&r, "location").unwrap();
+
+    let started = Instant::now();
+    let r = client
+        .patch(format!("{base}{loc}"))
+        .body(chunked(vec![b"x"; 40], Duration::from_millis(300)))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 408);
+    assert!(took < Duration::from_secs(3), "cut off after {took:?}");
+    assert!(
+        r.text().await.unwrap().contains("body_min_bytes_per_sec"),
+        "the error names the limit"
+    );
+    // What arrived before the cut is acknowledged: the upload resumes from there.
+    let r = client.get(format!("{base}{loc}")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let range = header(&r, "range").unwrap();
+    assert!(range.starts_with("0-"), "{range}");
+
+    let _ = stop.send(true);
+    let _ = task.await;
 }

@@ -95,7 +95,13 @@ pub async fn start(app: &App, name: RepoName, req: Req) -> HandlerResult {
         let id = app.storage.start_upload(&name).await?;
         let done = app
             .storage
-            .complete_upload(&name, &id, &digest, None, Some(upload_body(req, max, 0)))
+            .complete_upload(
+                &name,
+                &id,
+                &digest,
+                None,
+                Some(upload_body(req, &app.settings(), max, 0)),
+            )
             .await;
         if let Err(e) = done {
             // The client never saw this session: leave nothing behind (a full disk, a cut body).
@@ -129,7 +135,12 @@ pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerRes
             check_size(&req, max, already)?;
             let offset = app
                 .storage
-                .append_upload(&name, &id, span, upload_body(req, max, already))
+                .append_upload(
+                    &name,
+                    &id,
+                    span,
+                    upload_body(req, &app.settings(), max, already),
+                )
                 .await?;
             Ok(response(
                 StatusCode::ACCEPTED,
@@ -154,7 +165,7 @@ pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerRes
                     &id,
                     &digest,
                     span,
-                    Some(upload_body(req, max, already)),
+                    Some(upload_body(req, &app.settings(), max, already)),
                 )
                 .await?;
             tracing::debug!(repository = %name, digest = %digest, "blob upload completed");
