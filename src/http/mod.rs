@@ -5,6 +5,7 @@ pub mod body;
 pub mod cors;
 pub mod error;
 pub mod handlers;
+pub mod pacing;
 pub mod range;
 pub mod route;
 pub mod server;

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::registry::{Digest, Reference, RepoName};
 use layout::Layout;
 
-pub use blobs::BlobStream;
+pub use blobs::{BlobStream, ReadSize};
 pub use uploads::{ChunkSpan, UploadStatus};
 
 /// Why a storage operation failed; the HTTP edge turns each into one OCI error.

@@ -85,6 +85,8 @@ impl Settings {
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a response may wait for the client to take its next bytes.
+    pub send_stall_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -93,6 +95,7 @@ impl ConnLimits {
         ConnLimits {
             header_read_timeout: Duration::from_secs(c.limits.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
+            send_stall_timeout: Duration::from_secs(c.limits.send_stall_timeout_secs),
             max_connections: c.limits.max_connections as usize,
         }
     }
