@@ -37,6 +37,8 @@ struct State<S> {
     /// Waiting time and bytes in the current span.
     waited: Duration,
     bytes: u64,
+    /// Waiting time since the last byte arrived.
+    silent: Duration,
     done: bool,
 }
 
@@ -54,6 +56,7 @@ where
         progress,
         waited: Duration::ZERO,
         bytes: 0,
+        silent: Duration::ZERO,
         done: false,
     };
     Box::pin(futures_util::stream::unfold(state, |mut st| async move {
@@ -61,13 +64,19 @@ where
             return None;
         }
         loop {
-            let left = st.progress.stall.saturating_sub(st.waited);
+            let stall = st.progress.stall;
+            let left = stall
+                .saturating_sub(st.waited)
+                .min(stall.saturating_sub(st.silent));
             let started = Instant::now();
             let next = tokio::time::timeout(left, st.frames.next()).await;
-            st.waited += started.elapsed();
+            let waited = started.elapsed();
+            st.waited += waited;
+            st.silent += waited;
             let item = match next {
                 Ok(Some(Ok(chunk))) => {
                     st.bytes = st.bytes.saturating_add(chunk.len() as u64);
+                    st.silent = Duration::ZERO;
                     Some(Ok(chunk))
                 }
                 Ok(Some(Err(e))) => {
@@ -77,7 +86,8 @@ where
                 Ok(None) => return None,
                 Err(_) => None,
             };
-            if st.waited >= st.progress.stall {
+            // Silence fails at once, whatever the span; the rate is judged at each span's end.
+            if st.silent >= stall || st.waited >= stall {
                 if let Some(e) = st.span_failed() {
                     st.done = true;
                     return Some((Err(e), st));
@@ -96,7 +106,7 @@ impl<S> State<S> {
     /// At the end of a span: the error if too little arrived in it.
     fn span_failed(&self) -> Option<io::Error> {
         let secs = self.progress.stall.as_secs_f64();
-        if self.bytes == 0 {
+        if self.silent >= self.progress.stall {
             return Some(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -105,7 +115,7 @@ impl<S> State<S> {
                 ),
             ));
         }
-        if self.bytes < self.progress.needed_per_span() {
+        if self.progress.min_rate > 0 && self.bytes < self.progress.needed_per_span() {
             return Some(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -204,6 +214,27 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(err.to_string().contains("no data"), "{err}");
         assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn silence_fails_after_the_stall_time_not_at_the_end_of_a_span() {
+        let p = Progress {
+            stall: Duration::from_millis(300),
+            min_rate: 1000,
+        };
+        // Plenty at 200 ms, then nothing: cut 300 ms later (at 500 ms), not when the second span
+        // ends (at 600 ms).
+        let body = Box::pin(
+            trickle(10_000, Duration::from_millis(200), 1).chain(trickle(
+                1,
+                Duration::from_secs(10),
+                1,
+            )),
+        );
+        let (got, err, took) = run(held_to_progress(body, p)).await;
+        assert_eq!(got, 10_000);
+        assert!(err.expect("stalled").to_string().contains("no data"));
+        assert!(took < Duration::from_millis(580), "{took:?}");
     }
 
     #[tokio::test]
