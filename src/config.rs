@@ -96,7 +96,12 @@ pub struct Limits {
     pub max_blob_bytes: u64,
     pub header_read_timeout_secs: u64,
     pub body_read_timeout_secs: u64,
+    /// Bytes per second a request body must average over each `body_read_timeout_secs` of waiting
+    /// for it; 0: only the stall rule.
+    pub body_min_bytes_per_sec: u64,
     pub idle_timeout_secs: u64,
+    /// Seconds a response may wait for the client to take its next bytes (PINGs do not count).
+    pub send_stall_timeout_secs: u64,
     pub max_connections: u64,
     pub max_concurrent_uploads: u64,
 }
@@ -1093,6 +1098,10 @@ impl Config {
                 self.limits.body_read_timeout_secs,
             ),
             ("limits.idle_timeout_secs", self.limits.idle_timeout_secs),
+            (
+                "limits.send_stall_timeout_secs",
+                self.limits.send_stall_timeout_secs,
+            ),
             ("limits.max_connections", self.limits.max_connections),
             (
                 "limits.max_concurrent_uploads",

@@ -604,6 +604,7 @@ fn reload(
             "limits (connections and timeouts)",
             current.limits.header_read_timeout_secs != new.limits.header_read_timeout_secs
                 || current.limits.idle_timeout_secs != new.limits.idle_timeout_secs
+                || current.limits.send_stall_timeout_secs != new.limits.send_stall_timeout_secs
                 || current.limits.max_connections != new.limits.max_connections,
         ),
         ("upstream", current.upstream != new.upstream),

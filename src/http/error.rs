@@ -194,6 +194,12 @@ impl From<StorageError> for ApiError {
                 ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, Code::RangeInvalid, msg)
                     .header(header::RANGE, upload_range(offset))
             }
+            // The spec's RANGE_INVALID: "the provided range is checked against the uploaded
+            // chunk"; `Range` says where the upload still stands.
+            StorageError::ChunkLength { offset, .. } => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, Code::RangeInvalid, msg)
+                    .header(header::RANGE, upload_range(offset))
+            }
             StorageError::DigestMismatch { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, Code::DigestInvalid, msg)
             }

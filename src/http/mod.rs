@@ -1,9 +1,11 @@
 //! The HTTP edge: a pure path router, OCI error responses, and one handler file per resource.
 //! Handlers translate HTTP to storage calls and back; they hold no storage logic.
 
+pub mod body;
 pub mod cors;
 pub mod error;
 pub mod handlers;
+pub mod pacing;
 pub mod range;
 pub mod route;
 pub mod server;

@@ -9,9 +9,11 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
-    /// Bytes covered; never zero, since both ends are inclusive.
+    /// Bytes covered; never zero, since both ends are inclusive. Every `ByteRange` this module
+    /// hands out covers at most `u64::MAX` bytes (see [`parse_content_range`]), so this cannot
+    /// wrap; it saturates rather than panic should one be built by hand from `0` to `u64::MAX`.
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        (self.end - self.start).saturating_add(1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -87,7 +89,9 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
 }
 
 /// Parses an upload chunk's `Content-Range`: `<start>-<end>` (also accepting `bytes S-E/T`).
-/// `None` for anything else, which the caller answers with 416.
+/// `None` for anything else, which the caller answers with 416; also for a range whose length
+/// does not fit in a `u64` (`0-18446744073709551615`): its length would wrap to 0 and pass for a
+/// chunk of `Content-Length: 0`.
 pub fn parse_content_range(header: &str) -> Option<ByteRange> {
     let s = header.trim();
     let s = s
@@ -98,7 +102,9 @@ pub fn parse_content_range(header: &str) -> Option<ByteRange> {
     let (a, b) = s.split_once('-')?;
     let start: u64 = a.trim().parse().ok()?;
     let end: u64 = b.trim().parse().ok()?;
-    (start <= end).then_some(ByteRange { start, end })
+    // Both ends inclusive: the length is end - start + 1, which must not wrap.
+    end.checked_sub(start)?.checked_add(1)?;
+    Some(ByteRange { start, end })
 }
 
 #[cfg(test)]
@@ -156,5 +162,10 @@ mod tests {
         assert_eq!(parse_content_range("5-4"), None);
         assert_eq!(parse_content_range("abc"), None);
         assert_eq!(parse_content_range("-4"), None);
+        // The length of 0-u64::MAX is 2^64, which wrapped to 0 and matched `Content-Length: 0`.
+        assert_eq!(parse_content_range("0-18446744073709551615"), None);
+        let last = parse_content_range("1-18446744073709551615").unwrap();
+        assert_eq!(last.len(), u64::MAX);
+        assert_eq!(parse_content_range("0-18446744073709551616"), None);
     }
 }

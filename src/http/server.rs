@@ -2,8 +2,11 @@
 //! line per request, graceful drain on shutdown, and the limits that keep hostile or broken
 //! clients from holding resources: a bound on open connections, a deadline for the first request
 //! (hyper's own header timeout starts only once it knows the protocol), hyper's header read timeout
-//! for every HTTP/1.1 request head, and an idle timeout for connections with no request running and
-//! no byte moving.
+//! for every HTTP/1.1 request head, an idle timeout for connections with no request running and
+//! no byte moving, and a stall timeout for connections whose client stopped taking a response
+//! (see `pacing`; PINGs move bytes but are no progress).
+//!
+//! HTTP/2 connections carry at most [`MAX_CONCURRENT_STREAMS`] streams at once.
 
 use std::io;
 use std::pin::Pin;
@@ -23,7 +26,20 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::handlers::{self, App, Conn, ConnLimits};
+use super::pacing::{self, Ledger};
 
+/// Concurrent HTTP/2 streams per connection. Every stream may pin a little memory while its
+/// client holds its flow-control window shut (see `pacing`), so this bounds what one connection
+/// can pin. Pull clients use far fewer at once (containerd and Docker fetch 3 layers at a time,
+/// containers/image tools such as podman and skopeo 6), and Go's HTTP/2 client, like most, opens
+/// another connection rather than wait when a server's limit is reached. hyper's default is 200,
+/// Go's net/http server (Distribution) allows 250, nginx 128.
+pub const MAX_CONCURRENT_STREAMS: u32 = 32;
+
+/// Bytes h2 buffers per stream before hyper waits to hand it more: a few 16 KiB frames instead
+/// of hyper's 400 KB (a stream's chunks are counted in `pacing` whichever side holds them; this
+/// keeps fewer of them in flight per stream).
+const MAX_SEND_BUF_SIZE: usize = 64 * 1024;
 /// What the idle watch of one connection needs to know.
 struct Activity {
     opened: Instant,
@@ -157,12 +173,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 }
 
 /// Resolves when the connection should be closed: no complete request within the header timeout
-/// of opening it, or idle (nothing running, nothing moving) for the idle timeout.
-async fn idle_watch(activity: Arc<Activity>, limits: ConnLimits) -> &'static str {
-    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
-        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+/// of opening it, idle (nothing running, nothing moving) for the idle timeout, or a response
+/// whose client has taken none of its waiting bytes for the send stall timeout.
+async fn conn_watch(
+    activity: Arc<Activity>,
+    ledger: Arc<Ledger>,
+    limits: ConnLimits,
+) -> &'static str {
+    let tick = (limits
+        .header_read_timeout
+        .min(limits.idle_timeout)
+        .min(limits.send_stall_timeout)
+        / 4)
+    .clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         tokio::time::sleep(tick).await;
+        if ledger
+            .stalled_for()
+            .is_some_and(|t| t > limits.send_stall_timeout)
+        {
+            return "a response's client took none of its bytes for limits.send_stall_timeout_secs";
+        }
         if activity.requests.load(Ordering::Relaxed) == 0
             && activity.opened.elapsed() > limits.header_read_timeout
         {
@@ -218,6 +249,19 @@ async fn logged(
     resp
 }
 
+/// Gives memory back once a connection that held much is gone: its HTTP/2 streams run as tasks of
+/// their own and let go of their chunks shortly after the connection is dropped, so this waits
+/// (a few seconds at most) until nothing of it is waiting any more.
+async fn give_back_after(ledger: Arc<Ledger>) {
+    for _ in 0..50 {
+        if ledger.pending() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pacing::give_back_memory();
+}
+
 /// How long a client gets to finish the TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -236,6 +280,11 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_send_buf_size(MAX_SEND_BUF_SIZE);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -274,14 +323,16 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let conn = Conn { client: peer, listener: local.unwrap_or(peer), tls: tls.is_some() };
                 let activity = Arc::new(Activity::new());
+                let ledger = Ledger::new();
                 let app = app.clone();
                 let svc = {
-                    let activity = activity.clone();
+                    let (activity, ledger) = (activity.clone(), ledger.clone());
                     service_fn(move |req| {
                         let app = app.clone();
                         let running = InFlight::start(&activity);
+                        let ledger = ledger.clone();
                         async move {
-                            let resp = logged(app, req, conn).await;
+                            let resp = pacing::within(ledger, logged(app, req, conn)).await;
                             drop(running);
                             Ok::<_, std::convert::Infallible>(resp)
                         }
@@ -292,7 +343,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _open = OpenConnection::count();
-                    let watch = idle_watch(activity.clone(), limits);
+                    let watch = conn_watch(activity.clone(), ledger.clone(), limits);
                     let served = async {
                         match tls {
                             None => {
@@ -327,6 +378,9 @@ pub async fn serve(
                         why = watch => {
                             tracing::debug!(client = %peer, reason = why, "closing connection");
                         }
+                    }
+                    if ledger.was_heavy() {
+                        tokio::spawn(give_back_after(ledger));
                     }
                 });
             }

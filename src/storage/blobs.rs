@@ -45,7 +45,8 @@ impl AsRef<[u8]> for PooledChunk {
 impl Drop for PooledChunk {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
-        if let Ok(mut pool) = CHUNK_POOL.lock()
+        if buf.len() == CHUNK as usize
+            && let Ok(mut pool) = CHUNK_POOL.lock()
             && pool.len() < POOLED_CHUNKS
         {
             pool.push(buf);
@@ -53,10 +54,21 @@ impl Drop for PooledChunk {
     }
 }
 
-fn pooled_buffer() -> Vec<u8> {
+/// A buffer for a read of `want` bytes: a pooled chunk buffer, or for a read much smaller than a
+/// chunk one of its own size (a small read into a chunk buffer would pin the whole chunk for as
+/// long as the client takes to accept those few bytes).
+fn buffer_for(want: usize) -> Vec<u8> {
+    if want < CHUNK as usize / 2 {
+        return vec![0; want];
+    }
     let pooled = CHUNK_POOL.lock().ok().and_then(|mut p| p.pop());
     pooled.unwrap_or_else(|| vec![0; CHUNK as usize])
 }
+
+/// How many bytes the next read of a blob stream should take (reads are capped at [`CHUNK`]
+/// whatever it says): a response paced to its client asks for less while the client has not
+/// taken what it was given (see `http::pacing`).
+pub type ReadSize = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// Reads up to `want` (≤ CHUNK) bytes of `file` at `pos` only as far as the page cache already
 /// holds them (`preadv2` with `RWF_NOWAIT`), so the caller can do it on an async thread instead of
@@ -65,7 +77,7 @@ fn pooled_buffer() -> Vec<u8> {
 /// cannot tell without waiting: then the caller reads on a blocking thread, under the storage timeout.
 fn read_cached(file: &std::fs::File, pos: u64, want: usize) -> Option<Bytes> {
     use std::os::fd::AsRawFd;
-    let mut buf = pooled_buffer();
+    let mut buf = buffer_for(want);
     let mut got = 0;
     while got < want {
         let iov = libc::iovec {
@@ -89,7 +101,7 @@ fn read_cached(file: &std::fs::File, pos: u64, want: usize) -> Option<Bytes> {
 /// Reads the next `want` (≤ CHUNK) bytes of `file` at `pos` into a pooled buffer.
 fn read_chunk(file: &std::fs::File, pos: u64, want: usize) -> io::Result<Bytes> {
     use std::os::unix::fs::FileExt;
-    let mut buf = pooled_buffer();
+    let mut buf = buffer_for(want);
     file.read_exact_at(&mut buf[..want], pos).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(
@@ -140,6 +152,18 @@ impl Storage {
     ///
     /// [`blob_size`]: Storage::blob_size
     pub async fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> Result<BlobStream> {
+        self.open_blob_sized(digest, start, len, None).await
+    }
+
+    /// [`open_blob`](Storage::open_blob), each read taking what `size` says (at most [`CHUNK`]).
+    /// From a bucket the chunks are what the network delivers; `size` is not asked.
+    pub async fn open_blob_sized(
+        &self,
+        digest: &Digest,
+        start: u64,
+        len: u64,
+        size: Option<ReadSize>,
+    ) -> Result<BlobStream> {
         if let Some(s3) = self.s3() {
             return s3.open_blob(digest, start, len).await;
         }
@@ -161,12 +185,13 @@ impl Storage {
         let me = self.clone();
         let end = start + len;
         let chunks = futures_util::stream::try_unfold(start, move |pos| {
-            let (me, file) = (me.clone(), file.clone());
+            let (me, file, size) = (me.clone(), file.clone(), size.clone());
             async move {
                 if pos >= end {
                     return Ok(None);
                 }
-                let want = (end - pos).min(CHUNK) as usize;
+                let asked = size.map_or(CHUNK, |f| f().max(1) as u64);
+                let want = (end - pos).min(CHUNK).min(asked) as usize;
                 let cached = if me.cached_reads() {
                     read_cached(&file, pos, want)
                 } else {

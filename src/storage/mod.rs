@@ -29,8 +29,8 @@ use uuid::Uuid;
 use crate::registry::{Digest, Reference, RepoName};
 use layout::Layout;
 
-pub use blobs::BlobStream;
-pub use uploads::UploadStatus;
+pub use blobs::{BlobStream, ReadSize};
+pub use uploads::{ChunkSpan, UploadStatus};
 
 /// Why a storage operation failed; the HTTP edge turns each into one OCI error.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,9 @@ pub enum StorageError {
     NameUnknown,
     #[error("chunk does not start at the upload's current offset {0}")]
     RangeMismatch(u64),
+    /// A chunk that did not hold the bytes its range declared; nothing of it was acknowledged.
+    #[error("{detail}; nothing of it was stored, the upload stays at offset {offset}")]
+    ChunkLength { detail: String, offset: u64 },
     #[error("content has digest {computed}, not the {expected} it was sent as")]
     DigestMismatch { expected: Digest, computed: Digest },
     #[error("request body ended early: {0}")]
@@ -150,9 +153,10 @@ struct Inner {
     /// threads stay bounded and later calls wait here (and time out) instead of piling up.
     slots: Arc<tokio::sync::Semaphore>,
     /// Hash state of uploads in progress on this node, so a chunk does not rehash what came before.
-    /// Authoritative state is on storage (the hashstates files); this is only a cache.
-    cursors: Mutex<HashMap<Uuid, uploads::Cursor>>,
-    /// One writer per upload on this node at a time.
+    /// Authoritative state is on storage (the hashstates files); this is only a cache, bounded.
+    cursors: Mutex<uploads::Cursors>,
+    /// One writer per upload on this node at a time; an entry lives only while a request holds
+    /// or awaits it.
     upload_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     manifests: Mutex<ManifestCache>,
     /// Blobs whose content this node has checked against their digest while serving them.
@@ -213,7 +217,7 @@ impl Storage {
                 layout,
                 timeout,
                 slots: Arc::new(tokio::sync::Semaphore::new(max_blocking.max(1))),
-                cursors: Mutex::new(HashMap::new()),
+                cursors: Mutex::new(uploads::Cursors::default()),
                 upload_locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(ManifestCache::default()),
                 verified: Mutex::new(std::collections::HashSet::new()),

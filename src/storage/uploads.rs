@@ -7,9 +7,19 @@
 //! failed or a crash mid-chunk) are cut off before the next write, so the upload resumes exactly where
 //! the client was told it stands. The file holds the serialized sha256 state, so resuming never
 //! rehashes what came before (if it is unreadable, the data is rehashed instead).
+//!
+//! A chunk sent with a declared range (`ChunkSpan`, from `Content-Range`) must hold exactly the
+//! bytes it declared; one that holds more or fewer is refused whole and acknowledges nothing.
+//!
+//! What this node keeps in memory per upload is bounded: the one-writer lock exists only while a
+//! request holds or awaits it, and the hash-state cache is capped and forgets idle uploads.
 
+use std::collections::HashMap;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -29,6 +39,213 @@ const WRITE_BATCH: usize = 512 * 1024;
 pub(super) struct Cursor {
     offset: u64,
     sha: Sha256,
+}
+
+/// Where a chunk says it belongs (an upload `PATCH` or `PUT` with `Content-Range`): the offset it
+/// starts at and how many bytes it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSpan {
+    pub start: u64,
+    pub len: u64,
+}
+
+/// A chunk whose bytes did not match the span it declared.
+#[derive(Debug, thiserror::Error)]
+#[error("the chunk declared {declared} bytes but {}", received_text(*.received, *.over))]
+struct SpanMismatch {
+    declared: u64,
+    received: u64,
+    /// More arrived than declared (reading stopped at `received`).
+    over: bool,
+}
+
+fn received_text(received: u64, over: bool) -> String {
+    if over {
+        format!("at least {received} arrived")
+    } else {
+        format!("only {received} arrived")
+    }
+}
+
+/// Holds a body to the span its chunk declared: the bytes pass through until one would go past
+/// the declared length (then an error instead of that bytes' chunk, so nothing past it is
+/// written), and a body that ends short ends with an error. Counting saturates: it cannot wrap.
+struct HeldToSpan<S> {
+    inner: S,
+    declared: Option<u64>,
+    received: u64,
+    done: bool,
+}
+
+impl<S> HeldToSpan<S> {
+    fn new(inner: S, span: Option<ChunkSpan>) -> HeldToSpan<S> {
+        HeldToSpan {
+            inner,
+            declared: span.map(|s| s.len),
+            received: 0,
+            done: false,
+        }
+    }
+}
+
+impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for HeldToSpan<S> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let Some(declared) = self.declared else {
+            return Pin::new(&mut self.inner).poll_next(cx);
+        };
+        let next = match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(n) => n,
+            Poll::Pending => return Poll::Pending,
+        };
+        let mismatch = |received, over| {
+            io::Error::other(SpanMismatch {
+                declared,
+                received,
+                over,
+            })
+        };
+        Poll::Ready(match next {
+            Some(Ok(chunk)) => {
+                let received = self.received.saturating_add(chunk.len() as u64);
+                if received > declared {
+                    self.done = true;
+                    Some(Err(mismatch(received, true)))
+                } else {
+                    self.received = received;
+                    Some(Ok(chunk))
+                }
+            }
+            // A body cut off (the client went away, a timeout) keeps its usual meaning.
+            Some(Err(e)) => Some(Err(e)),
+            None => {
+                self.done = true;
+                (self.received != declared).then(|| Err(mismatch(self.received, false)))
+            }
+        })
+    }
+}
+
+/// Whether a body that failed with `e` keeps what arrived before it (acknowledged, so the client
+/// resumes from there): yes when the client was cut off or stalled; no when the body was refused
+/// for what it is (too large for the limit, or not the chunk its range declared), which must
+/// leave the upload where it stood.
+pub(super) fn keeps_partial(e: &io::Error) -> bool {
+    e.kind() != io::ErrorKind::FileTooLarge && !is_span_mismatch(e)
+}
+
+fn is_span_mismatch(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SpanMismatch>())
+}
+
+/// The storage error for a body that failed with `e`, at acknowledged offset `acked`.
+pub(super) fn body_error(e: io::Error, acked: u64) -> StorageError {
+    if is_span_mismatch(&e) {
+        StorageError::ChunkLength {
+            detail: e.to_string(),
+            offset: acked,
+        }
+    } else {
+        StorageError::Body(e)
+    }
+}
+
+/// `body`, held to `span` when one was declared.
+pub(super) fn held_to_span<S>(
+    body: S,
+    span: Option<ChunkSpan>,
+) -> impl Stream<Item = io::Result<Bytes>> + Unpin
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    HeldToSpan::new(body, span)
+}
+
+/// Upload hash states this node cached, at most [`Cursors::MAX`] and each forgotten after
+/// [`Cursors::IDLE`] unused: the hashstate files on storage are authoritative, so a forgotten
+/// entry costs one small read when its upload continues. Without the bounds, every upload a client
+/// abandoned stayed here for the life of the process.
+#[derive(Default)]
+pub(super) struct Cursors {
+    entries: HashMap<Uuid, (Cursor, Instant)>,
+}
+
+impl Cursors {
+    const MAX: usize = 1024;
+    const IDLE: Duration = Duration::from_secs(600);
+
+    fn get(&mut self, id: &Uuid) -> Option<Cursor> {
+        let (cursor, used) = self.entries.get_mut(id)?;
+        *used = Instant::now();
+        Some(cursor.clone())
+    }
+
+    fn insert(&mut self, id: Uuid, cursor: Cursor) {
+        if self.entries.len() >= Self::MAX && !self.entries.contains_key(&id) {
+            self.entries
+                .retain(|_, (_, used)| used.elapsed() < Self::IDLE);
+            if self.entries.len() >= Self::MAX
+                && let Some(oldest) = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(id, _)| *id)
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.entries.insert(id, (cursor, Instant::now()));
+    }
+
+    fn remove(&mut self, id: &Uuid) {
+        self.entries.remove(id);
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// This node's one-writer lock of an upload, held for as long as this value lives. Its entry in
+/// `upload_locks` is removed when the last request holding or awaiting it lets go, so the map holds
+/// only uploads with a request in flight, whatever ids clients send.
+struct UploadWriter {
+    // Field order matters: the guard (and its reference to the mutex) goes before the entry
+    // looks whether anyone else still refers to the mutex.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _entry: LockEntry,
+}
+
+/// A reference to an upload's lock entry; the last one removes the entry.
+struct LockEntry {
+    storage: Storage,
+    id: Uuid,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for LockEntry {
+    fn drop(&mut self) {
+        let mut locks = self
+            .storage
+            .inner
+            .upload_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: nobody else holds or awaits this lock. Counted under the
+        // map's lock, which every new reference is also taken under.
+        if locks
+            .get(&self.id)
+            .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+            && Arc::strong_count(&self.lock) <= 2
+        {
+            locks.remove(&self.id);
+        }
+    }
 }
 
 /// What an upload status request reports.
@@ -54,37 +271,53 @@ impl Storage {
         Ok(id)
     }
 
-    fn upload_lock(&self, id: &Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
+    /// Waits for, and holds, this node's one-writer lock of upload `id`.
+    async fn lock_upload(&self, id: &Uuid) -> UploadWriter {
+        let lock = self
             .inner
             .upload_locks
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        locks.entry(*id).or_default().clone()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(*id)
+            .or_default()
+            .clone();
+        // Taken before waiting, so a request that goes away while it waits still removes the entry.
+        let entry = LockEntry {
+            storage: self.clone(),
+            id: *id,
+            lock: lock.clone(),
+        };
+        UploadWriter {
+            _guard: lock.lock_owned().await,
+            _entry: entry,
+        }
     }
 
+    /// Drops what this node cached of an upload that is finished, cancelled or unknown.
     fn forget_upload(&self, id: &Uuid) {
-        self.inner
-            .cursors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        self.inner
-            .upload_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.cursors().remove(id);
+    }
+
+    fn cursors(&self) -> std::sync::MutexGuard<'_, Cursors> {
+        self.inner.cursors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `result`, having forgotten the upload if it says the upload is unknown (a 404).
+    fn forget_if_unknown<T>(&self, id: &Uuid, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(StorageError::UploadUnknown)) {
+            self.forget_upload(id);
+        }
+        result
     }
 
     /// The acknowledged state of an upload, from this node's cache or from storage.
     async fn cursor(&self, name: &RepoName, id: &Uuid) -> Result<Cursor> {
-        let cached = self
-            .inner
-            .cursors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned();
+        let result = self.read_cursor(name, id).await;
+        self.forget_if_unknown(id, result)
+    }
+
+    async fn read_cursor(&self, name: &RepoName, id: &Uuid) -> Result<Cursor> {
+        let cached = self.cursors().get(id);
         let l = self.layout().clone();
         let (name, id) = (name.clone(), *id);
         self.blocking(move || {
@@ -118,8 +351,9 @@ impl Storage {
     /// The acknowledged offset of an upload (for `GET` upload status).
     pub async fn upload_status(&self, name: &RepoName, id: &Uuid) -> Result<UploadStatus> {
         if let Some(s3) = self.s3() {
+            let offset = s3.upload_offset(name, id).await;
             return Ok(UploadStatus {
-                offset: s3.upload_offset(name, id).await?,
+                offset: self.forget_if_unknown(id, offset)?,
             });
         }
         Ok(UploadStatus {
@@ -127,26 +361,27 @@ impl Storage {
         })
     }
 
-    /// Appends a chunk. With `start`, the chunk must begin at the acknowledged offset (in-order
-    /// `Content-Range`), or this fails with `RangeMismatch` and writes nothing. Returns the new offset,
-    /// durable on return.
+    /// Appends a chunk. With `span`, the chunk must begin at the acknowledged offset (in-order
+    /// `Content-Range`), or this fails with `RangeMismatch` and writes nothing; and it must hold
+    /// exactly `span.len` bytes, or this fails with `ChunkLength` and acknowledges nothing of it.
+    /// Returns the new offset, durable on return.
     pub async fn append_upload<S>(
         &self,
         name: &RepoName,
         id: &Uuid,
-        start: Option<u64>,
+        span: Option<ChunkSpan>,
         body: S,
     ) -> Result<u64>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
+        let body = held_to_span(body, span);
+        let start = span.map(|s| s.start);
+        let _one_writer = self.lock_upload(id).await;
         if let Some(s3) = self.s3() {
-            let lock = self.upload_lock(id);
-            let _one_writer = lock.lock().await;
-            return s3.append_upload(name, id, start, body).await;
+            let result = s3.append_upload(name, id, start, body).await;
+            return self.forget_if_unknown(id, result);
         }
-        let lock = self.upload_lock(id);
-        let _guard = lock.lock().await;
         let cursor = self.cursor(name, id).await?;
         if let Some(s) = start
             && s != cursor.offset
@@ -213,13 +448,15 @@ impl Storage {
                     // A body cut off by the client or a stall timeout: keep what arrived (the
                     // batch was written above), so the client resumes from there (GET on the
                     // upload says where) instead of sending it all again. A body refused for its
-                    // size keeps nothing.
-                    if e.kind() != io::ErrorKind::FileTooLarge && cursor.offset > started_at {
+                    // size or for not matching its range keeps nothing: what it wrote lies past
+                    // the acknowledged offset and is cut off before the next write.
+                    if keeps_partial(&e) && cursor.offset > started_at {
                         self.timed(file.flush()).await?;
                         self.timed(file.sync_data()).await?;
                         self.checkpoint(name, id, &cursor).await?;
+                        return Err(StorageError::Body(e));
                     }
-                    return Err(StorageError::Body(e));
+                    return Err(body_error(e, started_at));
                 }
                 None => break,
             }
@@ -256,36 +493,33 @@ impl Storage {
             Ok(())
         })
         .await?;
-        self.inner
-            .cursors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*id, cursor.clone());
+        self.cursors().insert(*id, cursor.clone());
         Ok(())
     }
 
-    /// Finishes an upload: appends the optional last chunk, verifies the digest, publishes the blob
-    /// and links it into `name`. On a digest mismatch nothing is published and the upload is dropped.
+    /// Finishes an upload: appends the optional last chunk (held to `span` as in
+    /// [`append_upload`](Storage::append_upload)), verifies the digest, publishes the blob and
+    /// links it into `name`. On a digest mismatch nothing is published and the upload is dropped.
     pub async fn complete_upload<S>(
         &self,
         name: &RepoName,
         id: &Uuid,
         expected: &Digest,
-        start: Option<u64>,
+        span: Option<ChunkSpan>,
         last: Option<S>,
     ) -> Result<u64>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
+        let last = last.map(|body| held_to_span(body, span));
+        let start = span.map(|s| s.start);
+        let _one_writer = self.lock_upload(id).await;
         if let Some(s3) = self.s3() {
-            let lock = self.upload_lock(id);
-            let _one_writer = lock.lock().await;
             let result = s3.complete_upload(name, id, expected, start, last).await;
+            // Done, or refused: either way the next request reads the state from the bucket.
             self.forget_upload(id);
             return result;
         }
-        let lock = self.upload_lock(id);
-        let _guard = lock.lock().await;
         let mut cursor = self.cursor(name, id).await?;
         if let Some(s) = start
             && s != cursor.offset
@@ -366,20 +600,20 @@ impl Storage {
 
     /// Cancels an upload and removes its data.
     pub async fn cancel_upload(&self, name: &RepoName, id: &Uuid) -> Result<()> {
+        let _one_writer = self.lock_upload(id).await;
         if let Some(s3) = self.s3() {
-            let lock = self.upload_lock(id);
-            let _one_writer = lock.lock().await;
             let result = s3.cancel_upload(name, id).await;
             self.forget_upload(id);
             return result;
         }
-        let lock = self.upload_lock(id);
-        let _guard = lock.lock().await;
         let dir = self.layout().upload_dir(name, id);
         let removed = self
             .blocking(move || Ok(atomic::remove_durable(&dir)?))
-            .await?;
+            .await;
+        // Forgotten whatever the outcome: a cancelled upload is not resumed, and a failed removal
+        // reads the state from storage again should it be.
         self.forget_upload(id);
+        let removed = removed?;
         if removed {
             Ok(())
         } else {
@@ -418,4 +652,186 @@ pub(crate) fn hash_prefix<H: sha2::Digest>(path: &std::path::Path, len: u64) -> 
         h.update(&buf[..n]);
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&[u8]]) -> impl Stream<Item = io::Result<Bytes>> + Unpin {
+        let items: Vec<io::Result<Bytes>> = parts
+            .iter()
+            .map(|p| Ok(Bytes::copy_from_slice(p)))
+            .collect();
+        futures_util::stream::iter(items)
+    }
+
+    fn span(start: u64, len: u64) -> Option<ChunkSpan> {
+        Some(ChunkSpan { start, len })
+    }
+
+    fn name() -> RepoName {
+        "t/uploads".parse().expect("valid name")
+    }
+
+    fn locks(s: &Storage) -> usize {
+        s.inner.upload_locks.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_chunk_must_hold_what_its_range_declares_and_a_refused_one_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path()).expect("storage");
+        let id = s.start_upload(&name()).await.expect("start");
+        s.append_upload(&name(), &id, span(0, 3), body(&[b"abc"]))
+            .await
+            .expect("a chunk as declared");
+
+        // Content-Range 3-4 (2 bytes) with 10 bytes in the body: refused, nothing kept.
+        let over = s
+            .append_upload(&name(), &id, span(3, 2), body(&[b"0123", b"456789"]))
+            .await;
+        assert!(
+            matches!(over, Err(StorageError::ChunkLength { offset: 3, .. })),
+            "{over:?}"
+        );
+        assert_eq!(
+            s.upload_status(&name(), &id).await.expect("status").offset,
+            3
+        );
+
+        // A body that ends short of its range: refused as well, although its bytes all arrived.
+        let short = s
+            .append_upload(&name(), &id, span(3, 10), body(&[b"0123"]))
+            .await;
+        assert!(
+            matches!(short, Err(StorageError::ChunkLength { offset: 3, .. })),
+            "{short:?}"
+        );
+        assert_eq!(
+            s.upload_status(&name(), &id).await.expect("status").offset,
+            3
+        );
+
+        // The same on the last chunk of a PUT.
+        let digest = Digest::from_sha256_output(&Sha256::digest(b"abcdefg"));
+        let put = s
+            .complete_upload(&name(), &id, &digest, span(3, 4), Some(body(&[b"defgh"])))
+            .await;
+        assert!(
+            matches!(put, Err(StorageError::ChunkLength { offset: 3, .. })),
+            "{put:?}"
+        );
+
+        // The upload goes on from where it was acknowledged: the refused bytes left no trace.
+        let size = s
+            .complete_upload(
+                &name(),
+                &id,
+                &digest,
+                span(3, 4),
+                Some(body(&[b"de", b"fg"])),
+            )
+            .await
+            .expect("complete");
+        assert_eq!(size, 7);
+        assert!(s.blob_size_global(&digest).await.expect("size") == Some(7));
+    }
+
+    #[tokio::test]
+    async fn upload_locks_and_cursors_do_not_outlive_their_uploads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path()).expect("storage");
+        // PATCH and PUT to ids nobody started: 404 each, and no entry left behind.
+        let digest = Digest::from_sha256_output(&Sha256::digest(b"x"));
+        for _ in 0..50 {
+            let id = Uuid::new_v4();
+            let r = s.append_upload(&name(), &id, None, body(&[b"x"])).await;
+            assert!(matches!(r, Err(StorageError::UploadUnknown)), "{r:?}");
+            let r = s
+                .complete_upload(&name(), &id, &digest, None, Some(body(&[b"x"])))
+                .await;
+            assert!(matches!(r, Err(StorageError::UploadUnknown)), "{r:?}");
+        }
+        assert_eq!(locks(&s), 0);
+
+        // A chunk leaves its cursor cached (that is its use) and no lock; completion and
+        // cancellation drop the cursor.
+        let a = s.start_upload(&name()).await.expect("start");
+        let b = s.start_upload(&name()).await.expect("start");
+        s.append_upload(&name(), &a, None, body(&[b"x"]))
+            .await
+            .expect("append");
+        s.append_upload(&name(), &b, None, body(&[b"y"]))
+            .await
+            .expect("append");
+        assert_eq!(locks(&s), 0);
+        assert_eq!(s.cursors().len(), 2);
+        s.complete_upload(
+            &name(),
+            &a,
+            &digest,
+            None,
+            None::<futures_util::stream::Empty<_>>,
+        )
+        .await
+        .expect("complete");
+        s.cancel_upload(&name(), &b).await.expect("cancel");
+        assert_eq!(s.cursors().len(), 0);
+        assert_eq!(locks(&s), 0);
+
+        // An upload removed behind this node's back (GC on another node): its cursor goes on 404.
+        let c = s.start_upload(&name()).await.expect("start");
+        s.append_upload(&name(), &c, None, body(&[b"z"]))
+            .await
+            .expect("append");
+        std::fs::remove_dir_all(s.layout().upload_dir(&name(), &c)).expect("remove");
+        assert!(s.upload_status(&name(), &c).await.is_err());
+        assert_eq!(s.cursors().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_for_the_lock_keeps_the_entry_and_the_last_one_removes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path()).expect("storage");
+        let id = Uuid::new_v4();
+        let first = s.lock_upload(&id).await;
+        let s2 = s.clone();
+        let waiter = tokio::spawn(async move {
+            let _second = s2.lock_upload(&id).await;
+        });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drop(first);
+        // The waiter still refers to the entry, so it stayed; it goes when the waiter is done.
+        waiter.await.expect("waiter");
+        assert_eq!(locks(&s), 0);
+
+        // A waiter that gives up (its client went away) does not leave the entry behind either.
+        let first = s.lock_upload(&id).await;
+        let s2 = s.clone();
+        let waiter = tokio::spawn(async move {
+            let _second = s2.lock_upload(&id).await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waiter.abort();
+        let _ = waiter.await;
+        drop(first);
+        assert_eq!(locks(&s), 0);
+    }
+
+    #[test]
+    fn the_cursor_cache_is_capped() {
+        let mut c = Cursors::default();
+        for _ in 0..Cursors::MAX + 10 {
+            c.insert(
+                Uuid::new_v4(),
+                Cursor {
+                    offset: 1,
+                    sha: Sha256::new(),
+                },
+            );
+        }
+        assert_eq!(c.len(), Cursors::MAX);
+    }
 }

@@ -8,6 +8,7 @@ use hyper::body::Frame;
 
 use super::{App, HandlerResult, Req, deletes_disabled, method_not_allowed, response};
 use crate::http::error::{ApiError, Code};
+use crate::http::pacing::Pace;
 use crate::http::range::{RangeRequest, parse_range};
 use crate::proxy::Target;
 use crate::registry::{Digest, RepoName};
@@ -102,7 +103,14 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
             crate::http::empty(),
         ));
     }
-    let mut blob = app.storage.open_blob(digest, start, len).await?;
+    // Paced to what the client takes, and counted against its connection (see http::pacing):
+    // innermost, so the chunk the digest check holds back is counted too.
+    let pace = Pace::current();
+    let blob = app
+        .storage
+        .open_blob_sized(digest, start, len, Some(pace.read_size()))
+        .await?;
+    let mut blob = pace.track(blob);
     if start == 0 && len == size {
         blob = app.storage.verifying(digest, blob);
     }
@@ -148,6 +156,8 @@ async fn from_upstream(app: &App, t: &Target, digest: &Digest, req: &Req) -> Han
         .fetch_blob(&app.storage, t, digest)
         .await
         .map_err(blob_error)?;
+    // Counted against the connection like a stored blob (the chunks are what the fill delivers).
+    let blob = Pace::current().track(blob);
     let d = digest.clone();
     let stream = blob
         .inspect_err(move |e| tracing::warn!(digest = %d, error = %e, "blob stream from the upstream failed"))

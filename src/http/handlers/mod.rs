@@ -43,6 +43,8 @@ pub struct Settings {
     pub max_blob_bytes: u64,
     /// How long a request body may stall before the request fails.
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average over each `body_timeout` of waiting.
+    pub body_min_rate: u64,
     pub max_concurrent_uploads: u64,
     pub headers: ResponseHeaders,
     /// `storage.read_only`: pushes and deletes refused.
@@ -60,6 +62,7 @@ impl Settings {
             max_manifest_bytes: c.limits.max_manifest_bytes,
             max_blob_bytes: c.limits.max_blob_bytes,
             body_timeout: Duration::from_secs(c.limits.body_read_timeout_secs),
+            body_min_rate: c.limits.body_min_bytes_per_sec,
             max_concurrent_uploads: c.limits.max_concurrent_uploads,
             headers: ResponseHeaders::from_config(c),
             read_only: c.storage.read_only,
@@ -82,6 +85,8 @@ impl Settings {
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a response may wait for the client to take its next bytes.
+    pub send_stall_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -90,6 +95,7 @@ impl ConnLimits {
         ConnLimits {
             header_read_timeout: Duration::from_secs(c.limits.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
+            send_stall_timeout: Duration::from_secs(c.limits.send_stall_timeout_secs),
             max_connections: c.limits.max_connections as usize,
         }
     }
@@ -323,44 +329,38 @@ pub fn body_stream(
     body: Incoming,
     stall: Duration,
 ) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    paced_body_stream(body, stall, 0)
+}
+
+/// [`body_stream`], also failing a body that averages under `min_rate` bytes/s over any `stall`
+/// of waiting for it (see `http::body`): a trickle holds an upload as surely as a stall.
+fn paced_body_stream(
+    body: Incoming,
+    stall: Duration,
+    min_rate: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
     let frames = Box::pin(BodyStream::new(body).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
             Err(e) => Some(Err(io::Error::other(e))),
         }
     }));
-    Box::pin(futures_util::stream::unfold(
-        Some(frames),
-        move |frames| async move {
-            let mut frames = frames?;
-            match tokio::time::timeout(stall, frames.next()).await {
-                Ok(Some(item)) => Some((item, Some(frames))),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no data for {} s (limits.body_read_timeout_secs)",
-                            stall.as_secs()
-                        ),
-                    )),
-                    None,
-                )),
-            }
-        },
-    ))
+    crate::http::body::held_to_progress(frames, crate::http::body::Progress { stall, min_rate })
 }
 
-/// The body of `req` as a stream, with the body timeout in force and the blob size limit.
+/// The body of `req` as a stream, with the body timeout and minimum rate in force and the blob
+/// size limit.
 pub fn upload_body(
     req: Req,
+    settings: &Settings,
     max_blob_bytes: u64,
     already: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
     let mut seen = already;
-    Box::pin(body_stream(req.body, req.body_timeout).map(move |chunk| {
+    let body = paced_body_stream(req.body, req.body_timeout, settings.body_min_rate);
+    Box::pin(body.map(move |chunk| {
         let chunk = chunk?;
-        seen += chunk.len() as u64;
+        seen = seen.saturating_add(chunk.len() as u64);
         if max_blob_bytes > 0 && seen > max_blob_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,

@@ -11,6 +11,7 @@ use crate::auth::Action;
 use crate::http::error::{ApiError, Code, upload_range};
 use crate::http::range::parse_content_range;
 use crate::registry::{Digest, RepoName};
+use crate::storage::ChunkSpan;
 
 fn upload_headers(name: &RepoName, id: &Uuid, offset: u64) -> Vec<(header::HeaderName, String)> {
     vec![
@@ -94,7 +95,13 @@ pub async fn start(app: &App, name: RepoName, req: Req) -> HandlerResult {
         let id = app.storage.start_upload(&name).await?;
         let done = app
             .storage
-            .complete_upload(&name, &id, &digest, None, Some(upload_body(req, max, 0)))
+            .complete_upload(
+                &name,
+                &id,
+                &digest,
+                None,
+                Some(upload_body(req, &app.settings(), max, 0)),
+            )
             .await;
         if let Err(e) = done {
             // The client never saw this session: leave nothing behind (a full disk, a cut body).
@@ -123,12 +130,17 @@ pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerRes
             ))
         }
         Method::PATCH => {
-            let start = chunk_start(&req)?;
-            let (max, already) = size_budget(app, &name, &id, start).await?;
+            let span = chunk_span(&req)?;
+            let (max, already) = size_budget(app, &name, &id, span).await?;
             check_size(&req, max, already)?;
             let offset = app
                 .storage
-                .append_upload(&name, &id, start, upload_body(req, max, already))
+                .append_upload(
+                    &name,
+                    &id,
+                    span,
+                    upload_body(req, &app.settings(), max, already),
+                )
                 .await?;
             Ok(response(
                 StatusCode::ACCEPTED,
@@ -144,16 +156,16 @@ pub async fn handle(app: &App, name: RepoName, id: Uuid, req: Req) -> HandlerRes
                     "PUT to complete an upload needs ?digest=",
                 )
             })?;
-            let start = chunk_start(&req)?;
-            let (max, already) = size_budget(app, &name, &id, start).await?;
+            let span = chunk_span(&req)?;
+            let (max, already) = size_budget(app, &name, &id, span).await?;
             check_size(&req, max, already)?;
             app.storage
                 .complete_upload(
                     &name,
                     &id,
                     &digest,
-                    start,
-                    Some(upload_body(req, max, already)),
+                    span,
+                    Some(upload_body(req, &app.settings(), max, already)),
                 )
                 .await?;
             tracing::debug!(repository = %name, digest = %digest, "blob upload completed");
@@ -176,37 +188,43 @@ async fn size_budget(
     app: &App,
     name: &RepoName,
     id: &Uuid,
-    start: Option<u64>,
+    span: Option<ChunkSpan>,
 ) -> Result<(u64, u64), ApiError> {
     let max = app.settings().max_blob_bytes;
     if max == 0 {
         return Ok((0, 0));
     }
-    let already = match start {
-        Some(s) => s,
+    let already = match span {
+        Some(s) => s.start,
         None => app.storage.upload_status(name, id).await?.offset,
     };
     Ok((max, already))
 }
 
-/// Refuses at once a body whose declared length would take the blob past the limit.
+/// Refuses at once a body whose declared length would take the blob past the limit (a sum past
+/// `u64::MAX` is past any limit, not a small number).
 fn check_size(req: &Req, max: u64, already: u64) -> Result<(), ApiError> {
-    match req.content_length() {
-        Some(len) if max > 0 && already + len > max => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Code::SizeInvalid,
-            format!(
-                "blob would be {} bytes, more than the {max} this registry accepts (limits.max_blob_bytes)",
-                already + len
-            ),
-        )),
-        _ => Ok(()),
+    let Some(len) = req.content_length() else {
+        return Ok(());
+    };
+    let total = already.checked_add(len);
+    if max == 0 || total.is_some_and(|t| t <= max) {
+        return Ok(());
     }
+    let total = total.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string());
+    Err(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Code::SizeInvalid,
+        format!(
+            "blob would be {total} bytes, more than the {max} this registry accepts (limits.max_blob_bytes)"
+        ),
+    ))
 }
 
-/// The start offset a chunk claims in `Content-Range`, checked against its `Content-Length`.
-/// `None` when the header is absent (the chunk continues wherever the upload stands).
-fn chunk_start(req: &Req) -> Result<Option<u64>, ApiError> {
+/// Where a chunk claims to go in `Content-Range`, checked against its `Content-Length`; storage
+/// then holds the body to it. `None` when the header is absent (the chunk continues wherever the
+/// upload stands, as long as it runs).
+fn chunk_span(req: &Req) -> Result<Option<ChunkSpan>, ApiError> {
     let Some(raw) = req.header(header::CONTENT_RANGE) else {
         return Ok(None);
     };
@@ -229,5 +247,8 @@ fn chunk_start(req: &Req) -> Result<Option<u64>, ApiError> {
             ),
         ));
     }
-    Ok(Some(range.start))
+    Ok(Some(ChunkSpan {
+        start: range.start,
+        len: range.len(),
+    }))
 }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::{S3Driver, corrupt};
 use crate::registry::{Algorithm, Digest, RepoName};
+use crate::storage::uploads::{body_error, keeps_partial};
 use crate::storage::{Result, StorageError};
 
 /// The smallest multipart part (S3's minimum for every part but the last); parts are sent once
@@ -256,15 +257,17 @@ impl S3Driver {
     {
         let mut a = self.resume(name, id, start).await?;
         let before = a.state.offset;
-        let body_error = self.take_body(name, id, &mut a, body).await?;
-        match body_error {
+        let failed = self.take_body(name, id, &mut a, body).await?;
+        match failed {
             None => self.checkpoint(name, id, a).await,
             Some(e) => {
-                // What arrived before the client stopped stays acknowledged, so it can resume.
-                if e.kind() != io::ErrorKind::FileTooLarge && a.state.offset > before {
+                // What arrived before the client stopped stays acknowledged, so it can resume;
+                // a body refused for its size or its range acknowledges nothing.
+                if keeps_partial(&e) && a.state.offset > before {
                     self.checkpoint(name, id, a).await?;
+                    return Err(StorageError::Body(e));
                 }
-                Err(StorageError::Body(e))
+                Err(body_error(e, before))
             }
         }
     }
@@ -281,13 +284,15 @@ impl S3Driver {
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
         let mut a = self.resume(name, id, start).await?;
+        let before = a.state.offset;
         if let Some(body) = last
             && let Some(e) = self.take_body(name, id, &mut a, body).await?
         {
-            if e.kind() != io::ErrorKind::FileTooLarge {
+            if keeps_partial(&e) {
                 self.checkpoint(name, id, a).await?;
+                return Err(StorageError::Body(e));
             }
-            return Err(StorageError::Body(e));
+            return Err(body_error(e, before));
         }
         let size = a.state.offset;
         let dest = Self::key(&self.layout.blob_data(expected));
