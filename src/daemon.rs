@@ -290,23 +290,6 @@ pub async fn run(
             "logins on"
         );
     }
-    if !config.auth.htpasswd.as_os_str().is_empty() {
-        // Bounded: a hung mount must not stop the start (tokens then work on this node only).
-        let loaded = tokio::time::timeout(
-            Duration::from_secs(config.storage.operation_timeout_secs),
-            storage.token_key(),
-        )
-        .await;
-        match loaded {
-            Ok(Ok(key)) => auth.set_token_key(key),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read or create the shared token key; tokens from this node are good on this node only")
-            }
-            Err(_) => tracing::warn!(
-                "the shared token key did not load in time; tokens from this node are good on this node only"
-            ),
-        }
-    }
     let app = App::build(
         storage.clone(),
         Health::new(guard),
@@ -320,6 +303,22 @@ pub async fn run(
     app.health.verify(&storage, check_timeout, 1).await;
     if !app.health.is_ready() {
         tracing::warn!(reason = %app.health.reason(), "storage unavailable at start: answering 503 until it is usable");
+    } else if !config.auth.htpasswd.as_os_str().is_empty() {
+        // The key tokens are signed with, read now so the first login does not wait for it;
+        // bounded, a hung mount must not stop the start. Until it is read (here or at the first
+        // request that needs it), token requests answer 503: a key of this node's own would
+        // sign tokens the other nodes refuse.
+        let timeout = Duration::from_secs(config.storage.operation_timeout_secs);
+        match tokio::time::timeout(timeout, app.token_key()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e.message, detail = e.private.as_deref().unwrap_or(""),
+                "cannot read or create the shared token key; token requests answer 503 until it can be read")
+            }
+            Err(_) => tracing::warn!(
+                "the shared token key did not load in time; it is read again at the next token request"
+            ),
+        }
     }
 
     // 5. Listeners.

@@ -376,7 +376,9 @@ async fn manifest_push_validation() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    // Bad tag, bad name.
+    // Bad tag, bad name. A reference that is neither a tag nor a digest names no manifest: a
+    // push under it is 400 TAG_INVALID (DIGEST_INVALID for a malformed digest), and reads and
+    // deletes find nothing there, 404 MANIFEST_UNKNOWN, as for any manifest that is not there.
     let r = reg
         .req("PUT", "/v2/v/manifests/-bad")
         .header("Content-Type", OCI_MANIFEST)
@@ -385,6 +387,32 @@ async fn manifest_push_validation() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "TAG_INVALID");
+    let r = reg
+        .req("PUT", "/v2/v/manifests/sha256:xyz")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    for reference in [
+        ".INVALID_NAME",
+        "-bad",
+        &"a".repeat(129),
+        "sha256:xyz",
+        "md5:00",
+    ] {
+        let path = format!("/v2/v/manifests/{reference}");
+        for method in ["GET", "DELETE"] {
+            let r = reg.send(method, &path).await;
+            assert_eq!(r.status(), 404, "{method} {path}");
+            assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN", "{method} {path}");
+        }
+        let r = reg.send("HEAD", &path).await;
+        assert_eq!(r.status(), 404, "HEAD {path}");
+    }
     let r = reg
         .req("PUT", "/v2/V/manifests/t")
         .header("Content-Type", OCI_MANIFEST)

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
@@ -41,6 +41,9 @@ pub enum AuthError {
     BadToken,
     /// A token offered for a fresh one after its chain's session ran out: log in again.
     SessionOver,
+    /// The key that signs and checks tokens lives on the shared storage and has not been read
+    /// from it yet (the storage is not usable): a token can be neither made nor checked.
+    NoTokenKey,
 }
 
 /// Settings a reload may change.
@@ -73,7 +76,11 @@ pub struct Auth {
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
     salt: [u8; 16],
-    token_key: ArcSwap<TokenKey>,
+    /// The key every node on this storage signs tokens with, once read from the storage
+    /// (`Storage::token_key`). Never a key of this node's own: tokens it signed would be refused
+    /// by the other nodes, and a key made while the shared mount is missing would land on the
+    /// local disk under the mount point.
+    token_key: ArcSwapOption<TokenKey>,
     /// Verified against when the user does not exist: a hash of the highest cost in the htpasswd
     /// file, so an unknown user costs the same time as a wrong password (no probing for user
     /// names by timing).
@@ -121,14 +128,23 @@ impl Auth {
             cache: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             salt,
-            token_key: ArcSwap::from_pointee(TokenKey::random()),
+            token_key: ArcSwapOption::empty(),
             dummy: Arc::new(Mutex::new(DUMMY_HASH.to_string())),
         }
     }
 
-    /// Signs tokens with `key` from now on (the shared key, once storage is open).
+    /// Signs and checks tokens with `key` from now on (the shared key, read from the storage).
     pub fn set_token_key(&self, key: TokenKey) {
-        self.token_key.store(Arc::new(key));
+        self.token_key.store(Some(Arc::new(key)));
+    }
+
+    /// Whether the shared token key has been read.
+    pub fn has_token_key(&self) -> bool {
+        self.token_key.load().is_some()
+    }
+
+    fn key(&self) -> Result<Arc<TokenKey>, AuthError> {
+        self.token_key.load_full().ok_or(AuthError::NoTokenKey)
     }
 
     /// A Bearer token for `who`, who sent `authorization` (already accepted by `identify`). A
@@ -140,7 +156,7 @@ impl Auth {
         authorization: Option<&str>,
         who: &Principal,
     ) -> Result<String, AuthError> {
-        let key = self.token_key.load();
+        let key = self.key()?;
         let previous = match authorization.and_then(|h| strip_scheme(h, "bearer")) {
             Some(token) => Some(key.verify(token).ok_or(AuthError::BadToken)?),
             None => None,
@@ -262,7 +278,7 @@ impl Auth {
             return Ok(Principal::Anonymous);
         }
         if let Some(token) = strip_scheme(header, "bearer") {
-            let key = self.token_key.load();
+            let key = self.key()?;
             let claims = key.verify(token).ok_or(AuthError::BadToken)?;
             // The account must still exist with the password it had when the token was issued.
             if let Principal::User(u) = &claims.who {
@@ -367,6 +383,11 @@ fn tuning(c: &Config) -> Tuning {
 }
 
 /// The credentials after `scheme` (case-insensitive), if the header uses that scheme.
+/// Whether an `Authorization` header carries a Bearer token.
+pub fn is_bearer(header: &str) -> bool {
+    strip_scheme(header, "bearer").is_some()
+}
+
 fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = header.trim().split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
@@ -474,6 +495,7 @@ mod tests {
             default_tuning(),
         );
         a.reload_users().unwrap();
+        a.set_token_key(TokenKey::random());
         a
     }
 
@@ -535,7 +557,7 @@ mod tests {
         std::fs::write(&path, format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
         let a = auth_on_file(&path);
         let alice = Principal::User("alice".into());
-        let key = a.token_key.load_full();
+        let key = a.key().unwrap();
         let tag = key.account_tag("alice", a.users.load().hash_of("alice").unwrap());
         // A token from a login 10 s short of the session's end.
         let login_at = token::now() - token::MAX_SESSION_SECS + 10;

@@ -22,6 +22,7 @@ pub enum Code {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
+    TagInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -45,6 +46,7 @@ impl Code {
             Code::NameInvalid => "NAME_INVALID",
             Code::NameUnknown => "NAME_UNKNOWN",
             Code::SizeInvalid => "SIZE_INVALID",
+            Code::TagInvalid => "TAG_INVALID",
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Denied => "DENIED",
             Code::Unsupported => "UNSUPPORTED",
@@ -100,12 +102,16 @@ impl ApiError {
     }
 
     /// 503: storage must not be used now, and why.
+    ///
+    /// The reason is the operator's (the mount guard, the storage check, the object store): the
+    /// client gets it without the locations in it (paths, the store's URL), the log gets it whole.
     pub fn storage_unavailable(reason: &str) -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,
-            format!("storage unavailable: {reason}"),
+            format!("storage unavailable: {}", without_locations(reason)),
         )
+        .private(reason)
     }
 
     pub fn unsupported(message: impl Into<String>) -> ApiError {
@@ -151,9 +157,6 @@ impl From<RouteError> for ApiError {
             }
             RouteError::DigestInvalid(m) => {
                 ApiError::new(StatusCode::BAD_REQUEST, Code::DigestInvalid, m)
-            }
-            RouteError::TagInvalid(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, Code::ManifestInvalid, m)
             }
             RouteError::UploadUnknown => ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -278,8 +281,67 @@ impl From<crate::proxy::ProxyError> for ApiError {
     }
 }
 
+/// `text` with every URL written as `<url>` and every absolute path as `<path>`: what a client may
+/// see of a reason meant for the operator.
+pub fn without_locations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_inclusive(char::is_whitespace) {
+        let body = word.trim_end_matches(char::is_whitespace);
+        let space = &word[body.len()..];
+        let core = body.trim_start_matches(['(', '"', '\'', '[', '{']);
+        let lead = &body[..body.len() - core.len()];
+        let inner = core.trim_end_matches([')', '"', '\'', ']', '}', ',', ':', ';', '.']);
+        let trail = &core[inner.len()..];
+        let replaced = if inner.contains("://") {
+            Some("<url>")
+        } else if inner.starts_with('/') && inner.len() > 1 {
+            Some("<path>")
+        } else {
+            None
+        };
+        match replaced {
+            Some(r) => {
+                out.push_str(lead);
+                out.push_str(r);
+                out.push_str(trail);
+            }
+            None => out.push_str(body),
+        }
+        out.push_str(space);
+    }
+    out
+}
+
 /// The `Range` header value for an upload holding `offset` bytes: `0-<offset-1>`, and `0-0` when
 /// empty (as Distribution answers, and Docker expects).
 pub fn upload_range(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::without_locations;
+
+    #[test]
+    fn locations_are_left_out() {
+        assert_eq!(
+            without_locations(
+                "/mnt/shared is not mounted (storage.require_mount); nothing is written until it is"
+            ),
+            "<path> is not mounted (storage.require_mount); nothing is written until it is"
+        );
+        assert_eq!(
+            without_locations(
+                "object storage https://s3.internal:3900/ (bucket reg): PUT: refused"
+            ),
+            "object storage <url> (bucket reg): PUT: refused"
+        );
+        assert_eq!(
+            without_locations("cannot stat \"/srv/x y\": denied, retry"),
+            "cannot stat \"<path> y\": denied, retry"
+        );
+        assert_eq!(without_locations("a / b and 1/2"), "a / b and 1/2");
+        assert_eq!(without_locations(""), "");
+        assert_eq!(without_locations("über /ä/ö."), "über <path>.");
+    }
 }

@@ -19,6 +19,9 @@ pub enum Route {
     Tags(RepoName),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepoName, Reference),
+    /// `/v2/<name>/manifests/<reference>` with a reference that is neither a tag nor a digest: no
+    /// such manifest can exist (reads and deletes get 404), and none can be pushed under it (400).
+    BadReference(RepoName, ReferenceError),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -41,6 +44,7 @@ impl Route {
         match self {
             Route::Tags(n)
             | Route::Manifest(n, _)
+            | Route::BadReference(n, _)
             | Route::Blob(n, _)
             | Route::UploadStart(n)
             | Route::Upload(n, _)
@@ -66,7 +70,6 @@ pub enum RouteError {
     NotFound,
     NameInvalid(String),
     DigestInvalid(String),
-    TagInvalid(String),
     UploadUnknown,
 }
 
@@ -154,11 +157,10 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         match seg[n - 2] {
             "manifests" => {
                 let name = name(repo)?;
-                let reference = decode(target).parse::<Reference>().map_err(|e| match e {
-                    ReferenceError::Digest(d) => RouteError::DigestInvalid(d.to_string()),
-                    ReferenceError::Tag(t) => RouteError::TagInvalid(t.to_string()),
-                })?;
-                return Ok(Route::Manifest(name, reference));
+                return Ok(match decode(target).parse::<Reference>() {
+                    Ok(reference) => Route::Manifest(name, reference),
+                    Err(e) => Route::BadReference(name, e),
+                });
             }
             "blobs" => return Ok(Route::Blob(name(repo)?, digest(target)?)),
             "referrers" => return Ok(Route::Referrers(name(repo)?, digest(target)?)),
@@ -264,11 +266,15 @@ mod tests {
         ));
         assert!(matches!(
             parse("/v2/a/manifests/-bad"),
-            Err(RouteError::TagInvalid(_))
+            Ok(Route::BadReference(_, ReferenceError::Tag(_)))
         ));
         assert!(matches!(
             parse("/v2/a/manifests/..%2F..%2Fx"),
-            Err(RouteError::TagInvalid(_))
+            Ok(Route::BadReference(_, ReferenceError::Tag(_)))
+        ));
+        assert!(matches!(
+            parse("/v2/a/manifests/sha256:xyz"),
+            Ok(Route::BadReference(_, ReferenceError::Digest(_)))
         ));
         assert_eq!(
             parse("/v2/a/blobs/uploads/../../x"),

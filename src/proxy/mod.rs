@@ -666,9 +666,17 @@ impl Proxy {
                         error = %e, "fetching a blob from upstream failed"
                     ),
                 }
-                job.watch
-                    .outcome
-                    .send_replace(Some(result.map(|_| ()).map_err(|e| e.to_string())));
+                // What followers are told: the upstream's part as it is; a fault of this node's
+                // storage only as such (its detail is in the log line above, not for clients,
+                // and not the upstream's doing).
+                let outcome = result.map(|_| ()).map_err(|e| match e {
+                    ProxyError::Storage(_) => {
+                        "storing it on this registry failed (the registry's log has the details)"
+                            .to_string()
+                    }
+                    e => e.to_string(),
+                });
+                job.watch.outcome.send_replace(Some(outcome));
             });
         }
         Ok(())

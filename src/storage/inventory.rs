@@ -133,11 +133,13 @@ impl Storage {
         if let Some(s3) = self.s3() {
             return s3.token_key().await;
         }
+        // Through the guard, as every storage call: with the shared mount missing, a key made
+        // here would land on the local disk under the mount point and sign for this node alone.
         let path = self.layout().token_key();
-        tokio::task::spawn_blocking(move || crate::auth::TokenKey::load_or_create(&path))
-            .await
-            .map_err(io::Error::other)?
-            .map_err(super::StorageError::from)
+        self.blocking(move || {
+            crate::auth::TokenKey::load_or_create(&path).map_err(super::StorageError::from)
+        })
+        .await
     }
 
     /// What `name` holds.

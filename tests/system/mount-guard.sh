@@ -56,3 +56,57 @@ mount -o loop "$WORK/other.img" "$M" 2>/dev/null && {
   umount -l "$M"
 }
 pass "remounted: recovered; a mount of the wrong type is refused"
+
+# The token signing key lives on the shared volume like everything else: with logins on and the
+# mount missing at start, nothing is made under the mount point (a key there would be a local
+# one, and each node would sign with its own), token requests answer 503 with the reason; once
+# the volume is mounted, a token from one node is accepted by another.
+M2=$WORK/mnt2
+mkdir -p "$M2"
+CLEANUPS+=("umount -l '$M2' 2>/dev/null")
+htpasswd -Bbc "$WORK/htpasswd" ci ci-pass 2>/dev/null
+start_node() { # PORT: a node with logins on, storage on $M2
+  cat >"$WORK/auth-$1.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$1"]
+[tls]
+enabled = false
+[storage]
+root = "$M2/registry"
+require_mount = "$M2"
+check_interval_secs = 1
+[auth]
+htpasswd = "$WORK/htpasswd"
+allow_plain_http = true
+TOML
+  "$TEST_REGISTRYD_BIN" serve --config "$WORK/auth-$1.toml" >"$WORK/node-$1.log" 2>&1 &
+  PIDS+=("$!")
+  wait_http "http://127.0.0.1:$1/healthz" || { cat "$WORK/node-$1.log"; fail "node on $1 did not start"; }
+}
+PA=$(free_port); PB=$(free_port)
+start_node "$PA"
+start_node "$PB"
+code=$(curl -s -o "$WORK/resp" -w '%{http_code}' -u ci:ci-pass "http://127.0.0.1:$PA/auth/token")
+[ "$code" = 503 ] || fail "token request without the mount answered $code: $(cat "$WORK/resp")"
+jq -e '.errors[0].code == "UNAVAILABLE" and (.errors[0].message | test("not mounted"))' "$WORK/resp" >/dev/null \
+  || fail "token 503 without the reason: $(cat "$WORK/resp")"
+[ -z "$(ls -A "$M2")" ] || fail "written under the unmounted $M2 with logins on: $(find "$M2" | head)"
+pass "logins on, unmounted: token requests 503 with the reason, no key made under the mount point"
+
+mount -t tmpfs -o size=16m tmpfs "$M2"
+for port in "$PA" "$PB"; do
+  for _ in $(seq 1 50); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
+    sleep 0.1
+  done
+done
+token=$(curl -sf -u ci:ci-pass "http://127.0.0.1:$PA/auth/token" | jq -r .token) \
+  || fail "no token after mounting: $(cat "$WORK/node-$PA.log" | tail -5)"
+[ -n "$token" ] && [ "$token" != null ] || fail "empty token after mounting"
+[ -f "$M2/registry/registryd/auth/token.key" ] || fail "the token key is not on the mounted volume: $(find "$M2" | head)"
+code=$(curl -s -o "$WORK/resp" -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$PB/v2/_catalog")
+[ "$code" = 200 ] || fail "node B refused node A's token ($code): $(cat "$WORK/resp")"
+token_b=$(curl -sf -u ci:ci-pass "http://127.0.0.1:$PB/auth/token" | jq -r .token) || fail "no token from node B"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token_b" "http://127.0.0.1:$PA/v2/_catalog")
+[ "$code" = 200 ] || fail "node A refused node B's token ($code)"
+pass "mounted: tokens work, made with the one key on the volume, and each node accepts the other's"

@@ -13,6 +13,7 @@ use super::{
 use crate::http::error::{ApiError, Code};
 use crate::proxy::Freshness;
 use crate::registry::manifest::{self, Manifest};
+use crate::registry::reference::ReferenceError;
 use crate::registry::{Algorithm, Digest, Reference, RepoName};
 use crate::storage::manifests::ReferrerEntry;
 
@@ -184,4 +185,25 @@ async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerRes
         &[(header::CONTENT_LENGTH, "0".into())],
         crate::http::empty(),
     ))
+}
+
+/// The answer to `/v2/<name>/manifests/<reference>` when the reference is neither a tag nor a
+/// digest. No manifest can be stored under it, so a read or a delete finds nothing (404, as
+/// Distribution answers: clients read a 400 on a read as a broken registry); a push under it is
+/// the client's mistake, named with the spec's code for what it got wrong.
+pub fn bad_reference(method: &Method, e: ReferenceError) -> ApiError {
+    match (method, e) {
+        (&Method::GET | &Method::HEAD | &Method::DELETE, e) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            Code::ManifestUnknown,
+            format!("manifest unknown: no manifest can be stored under this reference ({e})"),
+        ),
+        (&Method::PUT, ReferenceError::Tag(t)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, Code::TagInvalid, t.to_string())
+        }
+        (&Method::PUT, ReferenceError::Digest(d)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, Code::DigestInvalid, d.to_string())
+        }
+        (m, _) => method_not_allowed(m),
+    }
 }

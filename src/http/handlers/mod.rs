@@ -121,6 +121,8 @@ pub struct App {
     pub limits: ConnLimits,
     /// Blob uploads with a body running now (bounded by `max_concurrent_uploads`).
     uploads_running: AtomicU64,
+    /// One read of the shared token key at a time (see [`App::token_key`]).
+    token_key_read: tokio::sync::Mutex<()>,
 }
 
 /// Counts one running upload for as long as it lives.
@@ -169,7 +171,30 @@ impl App {
             auth,
             limits,
             uploads_running: AtomicU64::new(0),
+            token_key_read: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reads the shared token key from the storage unless it is loaded: tokens are made and
+    /// checked with it only. It is read through the storage's guard like everything else, so
+    /// while the shared mount is missing nothing is made under the mount point, and token
+    /// requests get 503 with the reason until the volume is back.
+    pub async fn token_key(&self) -> Result<(), ApiError> {
+        if self.auth.has_token_key() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.token_key_read.lock().await;
+        if self.auth.has_token_key() {
+            return Ok(());
+        }
+        match self.storage.token_key().await {
+            Ok(key) => {
+                self.auth.set_token_key(key);
+                tracing::info!("the shared token key is loaded");
+                Ok(())
+            }
+            Err(e) => Err(ApiError::from(e)),
+        }
     }
 
     /// Takes one of the `max_concurrent_uploads` slots, or says 429 (clients retry uploads).
@@ -589,6 +614,11 @@ async fn handle_api(
     let anon = policy.anonymous_on(conn.listener);
     let token_realm =
         (policy.has_accounts() && anon != Anonymous::None).then(|| token_url(&parts, conn));
+    // Tokens are made and checked with the key on the shared storage: read it first if need be.
+    let bearer = authorization.is_some_and(crate::auth::is_bearer);
+    if route == Route::Token || (bearer && policy.has_accounts()) {
+        app.token_key().await?;
+    }
     let who = match app.auth.identify(authorization, conn.client.ip()).await {
         Ok(who) => who,
         Err(e) => return Err(auth_refusal(app, token_realm.as_deref(), e)),
@@ -625,6 +655,11 @@ fn auth_refusal(app: &App, token_realm: Option<&str>, e: AuthError) -> ApiError 
             crate::auth::token::MAX_SESSION_SECS
         ),
         AuthError::Malformed(m) => m,
+        AuthError::NoTokenKey => {
+            return ApiError::storage_unavailable(
+                "the key that signs tokens is kept on the shared storage and could not be read yet",
+            );
+        }
     };
     app.challenge(token_realm, None, message)
 }
@@ -663,7 +698,7 @@ fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
         }
         Route::Healthz | Route::Readyz | Route::Token => return Ok(()),
         Route::Tags(n) | Route::Referrers(n, _) => (n, Action::Pull),
-        Route::Manifest(n, _) | Route::Blob(n, _) => {
+        Route::Manifest(n, _) | Route::BadReference(n, _) | Route::Blob(n, _) => {
             let read = matches!(req.method, Method::GET | Method::HEAD);
             (n, if read { Action::Pull } else { Action::Push })
         }
@@ -743,6 +778,7 @@ async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
         Route::Healthz => base::healthz(),
         Route::Readyz => base::readyz(app),
         Route::Base => base::version(&req),
+        Route::BadReference(_, e) => Err(manifests::bad_reference(&req.method, e)),
         route => {
             if let Some(e) = app.unavailable() {
                 return Err(e);
@@ -782,7 +818,11 @@ async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
                     uploads::handle(app, name, id, req).await
                 }
                 Route::Referrers(name, digest) => referrers::get(app, &name, &digest, &req).await,
-                Route::Healthz | Route::Readyz | Route::Base | Route::Token => base::healthz(),
+                Route::Healthz
+                | Route::Readyz
+                | Route::Base
+                | Route::Token
+                | Route::BadReference(..) => base::healthz(),
             }
         }
     }
