@@ -230,10 +230,20 @@ async fn logged(
         .and_then(|r| r.repository())
         .map(|r| r.to_string())
         .unwrap_or_default();
-    let digest = route
-        .as_ref()
-        .and_then(|r| r.digest())
-        .map(|d| d.to_string())
+    // The digest of what was served or stored: the answer names it (a push by tag, an upload's
+    // final PUT, a pull by tag), else the path does. `journalctl DIGEST=sha256:...` finds the push.
+    let digest = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .filter(|d| d.parse::<crate::registry::Digest>().is_ok())
+        .map(str::to_string)
+        .or_else(|| {
+            route
+                .as_ref()
+                .and_then(|r| r.digest())
+                .map(|d| d.to_string())
+        })
         .unwrap_or_default();
     tracing::info!(
         method = %method,
@@ -264,6 +274,42 @@ async fn give_back_after(ledger: Arc<Ledger>) {
 
 /// How long a client gets to finish the TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lingering close (nginx's name for it): after a connection's last answer, what the client still
+/// sends is read and thrown away for up to this long in all, ...
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// ... while it keeps coming (a pause this long ends it) ...
+const LINGER_QUIET: Duration = Duration::from_secs(2);
+/// ... and up to this many bytes.
+const LINGER_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Closes a connection hyper is done with gently. When registryd answers before it has read a
+/// request's body (a manifest over `limits.max_manifest_bytes`, a blob over `max_blob_bytes`, a
+/// 401 on a push without login), hyper closes the connection with the rest of the body unread,
+/// and a socket closed with unread bytes makes the kernel reset the connection: a client that
+/// writes its whole body before it reads (Python's `http.client`, CI tools built on it) then gets
+/// `EPIPE` and never sees the answer. `fd` is a second handle on the socket, taken before hyper
+/// had it, so hyper's close did not close the socket: its write side is shut (the client reads
+/// the answer and the end), and what the client still sends is drained within the bounds above.
+async fn linger(fd: std::os::fd::OwnedFd) {
+    let std_stream = std::net::TcpStream::from(fd);
+    let _ = std_stream.shutdown(std::net::Shutdown::Write);
+    let Ok(mut stream) = tokio::net::TcpStream::from_std(std_stream) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut drained = 0u64;
+    while drained < LINGER_BYTES {
+        let quiet = (tokio::time::Instant::now() + LINGER_QUIET).min(deadline);
+        match tokio::time::timeout_at(quiet, tokio::io::AsyncReadExt::read(&mut stream, &mut buf))
+            .await
+        {
+            Ok(Ok(n)) if n > 0 => drained += n as u64,
+            _ => break,
+        }
+    }
+}
 
 /// Serves `listener` (over TLS when `tls` is given) until `shutdown` flips to true, then lets open
 /// connections finish for up to `grace`.
@@ -321,6 +367,11 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // A second handle on the socket for the lingering close (see `linger`).
+                let linger_fd = {
+                    use std::os::fd::AsFd as _;
+                    stream.as_fd().try_clone_to_owned().ok()
+                };
                 let conn = Conn { client: peer, listener: local.unwrap_or(peer), tls: tls.is_some() };
                 let activity = Arc::new(Activity::new());
                 let ledger = Ledger::new();
@@ -343,6 +394,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _open = OpenConnection::count();
+                    let activity_seen = activity.clone();
                     let watch = conn_watch(activity.clone(), ledger.clone(), limits);
                     let served = async {
                         match tls {
@@ -369,15 +421,24 @@ pub async fn serve(
                             }
                         }
                     };
-                    tokio::select! {
+                    let ended_by_hyper = tokio::select! {
                         result = served => {
                             if let Err(e) = result {
                                 tracing::debug!(error = %e, client = %peer, "connection ended with error");
                             }
+                            true
                         }
                         why = watch => {
                             tracing::debug!(client = %peer, reason = why, "closing connection");
+                            false
                         }
+                    };
+                    // Not for a connection closed for what its client did (stalled, idle, no
+                    // complete request head in time): that one goes at once. The connection's
+                    // slot is held while it lingers.
+                    let answered = activity_seen.requests.load(Ordering::Relaxed) > 0;
+                    if ended_by_hyper && answered && let Some(fd) = linger_fd {
+                        linger(fd).await;
                     }
                     if ledger.was_heavy() {
                         tokio::spawn(give_back_after(ledger));
