@@ -81,6 +81,9 @@ pub struct Auth {
     /// by the other nodes, and a key made while the shared mount is missing would land on the
     /// local disk under the mount point.
     token_key: ArcSwapOption<TokenKey>,
+    /// Signs the tokens an open registry (no accounts) hands out: nothing checks them there
+    /// (`identify` serves every client as anonymous), so they need no shared key.
+    open_key: Arc<TokenKey>,
     /// Verified against when the user does not exist: a hash of the highest cost in the htpasswd
     /// file, so an unknown user costs the same time as a wrong password (no probing for user
     /// names by timing).
@@ -129,6 +132,7 @@ impl Auth {
             failures: Mutex::new(HashMap::new()),
             salt,
             token_key: ArcSwapOption::empty(),
+            open_key: Arc::new(TokenKey::random()),
             dummy: Arc::new(Mutex::new(DUMMY_HASH.to_string())),
         }
     }
@@ -144,7 +148,11 @@ impl Auth {
     }
 
     fn key(&self) -> Result<Arc<TokenKey>, AuthError> {
-        self.token_key.load_full().ok_or(AuthError::NoTokenKey)
+        match self.token_key.load_full() {
+            Some(k) => Ok(k),
+            None if !self.policy.load().has_accounts() => Ok(self.open_key.clone()),
+            None => Err(AuthError::NoTokenKey),
+        }
     }
 
     /// A Bearer token for `who`, who sent `authorization` (already accepted by `identify`). A
@@ -382,12 +390,12 @@ fn tuning(c: &Config) -> Tuning {
     }
 }
 
-/// The credentials after `scheme` (case-insensitive), if the header uses that scheme.
 /// Whether an `Authorization` header carries a Bearer token.
 pub fn is_bearer(header: &str) -> bool {
     strip_scheme(header, "bearer").is_some()
 }
 
+/// The credentials after `scheme` (case-insensitive), if the header uses that scheme.
 fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = header.trim().split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest.trim())

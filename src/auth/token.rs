@@ -102,7 +102,7 @@ impl TokenKey {
                 Ok(Some(TokenKey(k)))
             }
             Ok(b) => Err(std::io::Error::other(format!(
-                "{} holds {} bytes, not a 32-byte key; remove it and restart",
+                "{} holds {} bytes, not a 32-byte key; remove it and restart registryd on every node",
                 path.display(),
                 b.len()
             ))),

@@ -60,7 +60,7 @@ impl Code {
 }
 
 /// One error response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: Code,

@@ -47,16 +47,42 @@ struct Activity {
     last_ms: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicU64,
+    /// The socket's descriptor, valid while hyper serves the connection.
+    fd: std::os::fd::RawFd,
+    /// A second handle on the socket, taken at the first request with a body, for the
+    /// lingering close (see [`linger`]).
+    linger_fd: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(fd: std::os::fd::RawFd) -> Activity {
         Activity {
             opened: Instant::now(),
             last_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            fd,
+            linger_fd: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Keeps a second handle on the socket for the lingering close, once per connection. Called
+    /// from hyper's service call, while the connection's stream (which owns `fd`) is alive.
+    fn keep_fd_for_linger(&self) {
+        let mut kept = self.linger_fd.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.is_none() {
+            // SAFETY: `fd` belongs to the TcpStream hyper is serving this request on, which is
+            // alive for the whole of this call; the borrow ends before this function returns.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+            *kept = fd.try_clone_to_owned().ok();
+        }
+    }
+
+    fn take_linger_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.linger_fd
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn touch(&self) {
@@ -288,9 +314,10 @@ const LINGER_BYTES: u64 = 32 * 1024 * 1024;
 /// 401 on a push without login), hyper closes the connection with the rest of the body unread,
 /// and a socket closed with unread bytes makes the kernel reset the connection: a client that
 /// writes its whole body before it reads (Python's `http.client`, CI tools built on it) then gets
-/// `EPIPE` and never sees the answer. `fd` is a second handle on the socket, taken before hyper
-/// had it, so hyper's close did not close the socket: its write side is shut (the client reads
-/// the answer and the end), and what the client still sends is drained within the bounds above.
+/// `EPIPE` and never sees the answer. `fd` is a second handle on the socket, taken at the first
+/// request that had a body, so hyper's close did not close the socket: its write side is shut
+/// (the client reads the answer and the end), and what the client still sends is drained within
+/// the bounds above. Connections that never carried a body close as before.
 async fn linger(fd: std::os::fd::OwnedFd) {
     let std_stream = std::net::TcpStream::from(fd);
     let _ = std_stream.shutdown(std::net::Shutdown::Write);
@@ -298,7 +325,7 @@ async fn linger(fd: std::os::fd::OwnedFd) {
         return;
     };
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = [0u8; 8 * 1024];
     let mut drained = 0u64;
     while drained < LINGER_BYTES {
         let quiet = (tokio::time::Instant::now() + LINGER_QUIET).min(deadline);
@@ -367,13 +394,8 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // A second handle on the socket for the lingering close (see `linger`).
-                let linger_fd = {
-                    use std::os::fd::AsFd as _;
-                    stream.as_fd().try_clone_to_owned().ok()
-                };
                 let conn = Conn { client: peer, listener: local.unwrap_or(peer), tls: tls.is_some() };
-                let activity = Arc::new(Activity::new());
+                let activity = Arc::new(Activity::new(std::os::fd::AsRawFd::as_raw_fd(&stream)));
                 let ledger = Ledger::new();
                 let app = app.clone();
                 let svc = {
@@ -381,6 +403,9 @@ pub async fn serve(
                     service_fn(move |req| {
                         let app = app.clone();
                         let running = InFlight::start(&activity);
+                        if !hyper::body::Body::is_end_stream(req.body()) {
+                            activity.keep_fd_for_linger();
+                        }
                         let ledger = ledger.clone();
                         async move {
                             let resp = pacing::within(ledger, logged(app, req, conn)).await;
@@ -422,22 +447,25 @@ pub async fn serve(
                         }
                     };
                     let ended_by_hyper = tokio::select! {
-                        result = served => {
-                            if let Err(e) = result {
+                        result = served => match result {
+                            Err(e) => {
                                 tracing::debug!(error = %e, client = %peer, "connection ended with error");
+                                // hyper's header timeout: an idle keep-alive connection or a
+                                // slow client, nothing left unread of a refused body.
+                                !e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
                             }
-                            true
-                        }
+                            Ok(()) => true,
+                        },
                         why = watch => {
                             tracing::debug!(client = %peer, reason = why, "closing connection");
                             false
                         }
                     };
                     // Not for a connection closed for what its client did (stalled, idle, no
-                    // complete request head in time): that one goes at once. The connection's
-                    // slot is held while it lingers.
-                    let answered = activity_seen.requests.load(Ordering::Relaxed) > 0;
-                    if ended_by_hyper && answered && let Some(fd) = linger_fd {
+                    // request head in time): that one goes at once. The connection's slot is
+                    // held while it lingers.
+                    let kept = activity_seen.take_linger_fd();
+                    if ended_by_hyper && let Some(fd) = kept {
                         linger(fd).await;
                     }
                     if ledger.was_heavy() {

@@ -327,6 +327,11 @@ impl Storage {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How long one storage call may take (`storage.operation_timeout_secs`).
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// Runs blocking filesystem work off the async threads, bounded in time and in number.
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where

@@ -67,6 +67,10 @@ case "$(challenge "https://$A/v2/")" in Basic\ realm=*) ;; *) fail "0.0.0.0 list
 case "$(challenge "https://$L/v2/")" in Bearer\ realm=\"https://$L/auth/token\"*) ;; *) fail "node listener challenge: $(challenge "https://$L/v2/")";; esac
 [ "$(code "https://$L/v2/_catalog")" = 200 ] || fail "anonymous catalog on the node listener"
 [ "$(code "https://$A/healthz")" = 200 ] || fail "/healthz must not need a login"
+# Access is judged before anything else is said about a request: a manifest reference that can
+# name nothing is still 401 to an anonymous client where pulls need a login.
+[ "$(code "https://$A/v2/any/img/manifests/.INVALID")" = 401 ] || fail "bad reference answered before the login check"
+[ "$(code -X PUT "https://$L/v2/any/img/manifests/.INVALID")" = 401 ] || fail "anonymous push to a bad reference not 401"
 pass "0.0.0.0 listener: Basic 401 for anonymous; node listener: Bearer challenge, anonymous pull allowed"
 
 # --- Logins: wrong password, then skopeo, podman and docker push.

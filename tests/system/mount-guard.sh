@@ -64,6 +64,7 @@ pass "remounted: recovered; a mount of the wrong type is refused"
 M2=$WORK/mnt2
 mkdir -p "$M2"
 CLEANUPS+=("umount -l '$M2' 2>/dev/null")
+command -v htpasswd >/dev/null || fail "htpasswd missing (apache2-utils)"
 htpasswd -Bbc "$WORK/htpasswd" ci ci-pass 2>/dev/null
 start_node() { # PORT: a node with logins on, storage on $M2
   cat >"$WORK/auth-$1.toml" <<TOML
@@ -95,10 +96,12 @@ pass "logins on, unmounted: token requests 503 with the reason, no key made unde
 
 mount -t tmpfs -o size=16m tmpfs "$M2"
 for port in "$PA" "$PB"; do
-  for _ in $(seq 1 50); do
+  for _ in $(seq 1 300); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
     sleep 0.1
   done
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] \
+    || { tail -5 "$WORK/node-$port.log"; fail "node on $port not ready 30 s after mounting"; }
 done
 token=$(curl -sf -u ci:ci-pass "http://127.0.0.1:$PA/auth/token" | jq -r .token) \
   || fail "no token after mounting: $(cat "$WORK/node-$PA.log" | tail -5)"
@@ -110,3 +113,12 @@ token_b=$(curl -sf -u ci:ci-pass "http://127.0.0.1:$PB/auth/token" | jq -r .toke
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token_b" "http://127.0.0.1:$PA/v2/_catalog")
 [ "$code" = 200 ] || fail "node A refused node B's token ($code)"
 pass "mounted: tokens work, made with the one key on the volume, and each node accepts the other's"
+
+# A node that starts while the volume is gone cannot check a token either: 503, nothing made.
+umount -l "$M2"
+PC=$(free_port)
+start_node "$PC"
+code=$(curl -s -o "$WORK/resp" -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$PC/v2/_catalog")
+[ "$code" = 503 ] || fail "a Bearer request to a node without the volume answered $code: $(cat "$WORK/resp")"
+[ -z "$(ls -A "$M2")" ] || fail "written under the unmounted $M2 by a Bearer request: $(find "$M2" | head)"
+pass "unmounted again: a Bearer request to a new node answers 503, nothing made under the mount point"

@@ -121,8 +121,9 @@ pub struct App {
     pub limits: ConnLimits,
     /// Blob uploads with a body running now (bounded by `max_concurrent_uploads`).
     uploads_running: AtomicU64,
-    /// One read of the shared token key at a time (see [`App::token_key`]).
-    token_key_read: tokio::sync::Mutex<()>,
+    /// One read of the shared token key at a time, and when the last one failed and why (see
+    /// [`App::token_key`]).
+    token_key_read: tokio::sync::Mutex<Option<(std::time::Instant, ApiError)>>,
 }
 
 /// Counts one running upload for as long as it lives.
@@ -171,7 +172,7 @@ impl App {
             auth,
             limits,
             uploads_running: AtomicU64::new(0),
-            token_key_read: tokio::sync::Mutex::new(()),
+            token_key_read: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -179,21 +180,44 @@ impl App {
     /// checked with it only. It is read through the storage's guard like everything else, so
     /// while the shared mount is missing nothing is made under the mount point, and token
     /// requests get 503 with the reason until the volume is back.
+    ///
+    /// Bounded like every storage request: while the storage is known to be unusable it answers
+    /// at once, requests queue for the one read for at most the storage timeout, and a failed
+    /// read is the answer for a second to those that queued behind it (a hung mount must not
+    /// let token requests pile up until they hold every connection).
     pub async fn token_key(&self) -> Result<(), ApiError> {
         if self.auth.has_token_key() {
             return Ok(());
         }
-        let _one_at_a_time = self.token_key_read.lock().await;
+        if let Some(e) = self.unavailable() {
+            return Err(e);
+        }
+        let wait = self.storage.timeout();
+        let Ok(mut last) = tokio::time::timeout(wait, self.token_key_read.lock()).await else {
+            return Err(ApiError::storage_unavailable(
+                "the shared token key is still being read from the storage",
+            ));
+        };
         if self.auth.has_token_key() {
             return Ok(());
+        }
+        if let Some((at, e)) = &*last
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Err(e.clone());
         }
         match self.storage.token_key().await {
             Ok(key) => {
                 self.auth.set_token_key(key);
+                *last = None;
                 tracing::info!("the shared token key is loaded");
                 Ok(())
             }
-            Err(e) => Err(ApiError::from(e)),
+            Err(e) => {
+                let e = ApiError::from(e);
+                *last = Some((std::time::Instant::now(), e.clone()));
+                Err(e)
+            }
         }
     }
 
@@ -616,7 +640,7 @@ async fn handle_api(
         (policy.has_accounts() && anon != Anonymous::None).then(|| token_url(&parts, conn));
     // Tokens are made and checked with the key on the shared storage: read it first if need be.
     let bearer = authorization.is_some_and(crate::auth::is_bearer);
-    if route == Route::Token || (bearer && policy.has_accounts()) {
+    if policy.has_accounts() && (route == Route::Token || bearer) {
         app.token_key().await?;
     }
     let who = match app.auth.identify(authorization, conn.client.ip()).await {
