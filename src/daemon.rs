@@ -61,8 +61,27 @@ fn apply_hosts(config: &Config, ip: IpAddr) {
             "hosts file is a bind mount (rename refused with EBUSY): rewrote it in place"
         ),
         Err(e) => {
-            tracing::warn!(hosts_file = %path.display(), error = %e, "cannot update the hosts file; clients must resolve the registry name another way")
+            tracing::warn!(hosts_file = %path.display(), error = %e, "cannot update the hosts file; clients must resolve the registry name another way");
+            return;
         }
+    }
+    warn_damaged_hosts(path);
+}
+
+/// Says in the log what in the hosts file looks like registryd's block but is not one (a `BEGIN`
+/// without its `END`, a commented-out marker): registryd leaves those lines alone, and only the
+/// operator can tell what they were meant to be.
+fn warn_damaged_hosts(path: &std::path::Path) {
+    let Ok(found) = hosts::inspect(path) else {
+        return;
+    };
+    if !found.is_empty() {
+        let damage: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+        tracing::warn!(
+            hosts_file = %path.display(),
+            damage = %damage.join("; "),
+            "the hosts file holds a damaged registryd block: those lines are left as they are and registryd keeps its entries in a well-formed block of its own; fix or delete them by hand"
+        );
     }
 }
 

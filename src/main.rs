@@ -498,6 +498,12 @@ fn main() -> ExitCode {
             match result {
                 Ok(w) => {
                     println!("{}: {w:?}", path.display());
+                    for d in hosts::inspect(path).unwrap_or_default() {
+                        eprintln!(
+                            "registryd: warning: {}: {d}; left as it is (fix or delete it by hand)",
+                            path.display()
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) if remove && e.kind() == std::io::ErrorKind::NotFound => ExitCode::SUCCESS,
