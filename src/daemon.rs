@@ -1,7 +1,8 @@
 //! Start-up order, reload, the storage health loop and graceful shutdown: the only place that wires
 //! the parts together.
 //!
-//! Start: certificate (a bad pair stops start-up), link-local address, hosts entries, storage health
+//! Start: certificate (a bad pair stops start-up), link-local address and hosts entries (only when
+//! a listener serves `node.address`, and never under `serve --dev`), storage health
 //! (an unusable storage does not stop start-up: requests get 503 with the reason until it heals),
 //! listeners, then `READY=1`. SIGHUP re-reads the config and applies what can change live. SIGTERM
 //! sends `STOPPING=1` and drains in-flight requests for `server.shutdown_grace_secs`.
@@ -49,6 +50,13 @@ pub fn hosts_entries(config: &Config, ip: IpAddr) -> Vec<(IpAddr, String)> {
         .collect()
 }
 
+/// Whether a listener serves `node.address` (the address itself, not a wildcard). Only then is
+/// the node's set-up registryd's business: the link-local address and the hosts entries pointing
+/// at it. A serve on other addresses (`serve --dev`, a loopback test) changes no system file.
+pub fn serves_node_address(config: &Config, ip: IpAddr) -> bool {
+    config.listen_addrs().iter().any(|a| a.ip() == ip)
+}
+
 fn apply_hosts(config: &Config, ip: IpAddr) {
     let path = &config.node.hosts_file;
     match hosts::apply(path, &hosts_entries(config, ip)) {
@@ -61,8 +69,27 @@ fn apply_hosts(config: &Config, ip: IpAddr) {
             "hosts file is a bind mount (rename refused with EBUSY): rewrote it in place"
         ),
         Err(e) => {
-            tracing::warn!(hosts_file = %path.display(), error = %e, "cannot update the hosts file; clients must resolve the registry name another way")
+            tracing::warn!(hosts_file = %path.display(), error = %e, "cannot update the hosts file; clients must resolve the registry name another way");
+            return;
         }
+    }
+    warn_damaged_hosts(path);
+}
+
+/// Says in the log what in the hosts file looks like registryd's block but is not one (a `BEGIN`
+/// without its `END`, a commented-out marker): registryd leaves those lines alone, and only the
+/// operator can tell what they were meant to be.
+fn warn_damaged_hosts(path: &std::path::Path) {
+    let Ok(found) = hosts::inspect(path) else {
+        return;
+    };
+    if !found.is_empty() {
+        let damage: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+        tracing::warn!(
+            hosts_file = %path.display(),
+            damage = %damage.join("; "),
+            "the hosts file holds a damaged registryd block: those lines are left as they are and registryd keeps its entries in a well-formed block of its own; fix or delete them by hand"
+        );
     }
 }
 
@@ -174,31 +201,37 @@ fn status_line(
     s
 }
 
-/// The node set-up: the link-local address (when a listener uses it) and the hosts entries.
+/// The node set-up, when a listener serves `node.address`: the link-local address and the hosts
+/// entries. Otherwise nothing: a developer's machine is not changed by a serve on loopback.
 /// `registryd setup` runs this alone with full privileges (systemd `ExecStartPre=+`), so the
 /// long-running process only finds the address present. Returns whether it created the link.
 pub async fn node_setup(config: &Config) -> anyhow::Result<bool> {
     let (ip, prefix) = node_ip(config)?;
-    let mut created = false;
-    if config.listen_addrs().iter().any(|a| a.ip() == ip) {
-        match netif::ensure(
-            ip,
-            prefix,
-            &config.node.interface,
-            config.node.create_interface,
-        )
-        .await
-        {
-            Ok(netif::Outcome::Existing { interface }) => {
-                tracing::info!(address = %config.node.address, interface = %interface, "link-local address already present, using it")
-            }
-            Ok(netif::Outcome::Created { interface }) => {
-                created = true;
-                tracing::info!(address = %config.node.address, interface = %interface, "created dummy interface with the link-local address");
-            }
-            Err(e) => bail!("{e}"),
-        }
+    if !serves_node_address(config, ip) {
+        tracing::info!(
+            address = %ip,
+            "no listener serves node.address: the hosts file and the link-local address are left alone"
+        );
+        return Ok(false);
     }
+    let created = match netif::ensure(
+        ip,
+        prefix,
+        &config.node.interface,
+        config.node.create_interface,
+    )
+    .await
+    {
+        Ok(netif::Outcome::Existing { interface }) => {
+            tracing::info!(address = %config.node.address, interface = %interface, "link-local address already present, using it");
+            false
+        }
+        Ok(netif::Outcome::Created { interface }) => {
+            tracing::info!(address = %config.node.address, interface = %interface, "created dummy interface with the link-local address");
+            true
+        }
+        Err(e) => bail!("{e}"),
+    };
     apply_hosts(config, ip);
     Ok(created)
 }
@@ -225,14 +258,28 @@ pub fn preflight(config: &Config) -> Result<String, String> {
     ))
 }
 
+/// Whether `run` may set up the node (the link-local address, the hosts entries) when a listener
+/// serves `node.address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeSetup {
+    /// As configured: `registryd serve`.
+    Managed,
+    /// Never, whatever the configuration says: `registryd serve --dev`, a first try on someone's
+    /// machine, touches no system file.
+    Off,
+}
+
 /// Runs the registry until SIGTERM or SIGINT.
 pub async fn run(
     config: Config,
     reload_config: ConfigLoader,
     set_level: LevelSetter,
+    node: NodeSetup,
 ) -> anyhow::Result<()> {
     let (ip, _) = node_ip(&config)?;
     let listen = config.listen_addrs();
+    // The listeners do not change until a restart, so neither does this.
+    let manage_node = node == NodeSetup::Managed && serves_node_address(&config, ip);
 
     // 1. Certificate: refuse to start on a bad pair, with the reason.
     let tls = if config.tls.enabled {
@@ -251,7 +298,15 @@ pub async fn run(
     };
 
     // 2-3. The link-local address and the hosts entries.
-    let created_link = node_setup(&config).await?;
+    let created_link = match node {
+        NodeSetup::Managed => node_setup(&config).await?,
+        NodeSetup::Off => {
+            tracing::info!(
+                "development mode: the hosts file and the link-local address are left alone"
+            );
+            false
+        }
+    };
 
     // 4. Storage and its health; an unusable storage answers 503 rather than stopping the node.
     let root = config.storage.root.clone();
@@ -513,7 +568,8 @@ pub async fn run(
             _ = int.recv() => { tracing::info!("SIGINT: draining in-flight requests"); break; }
             _ = hup.recv() => {
                 systemd::reloading();
-                current = reload(current, &reload_config, &set_level, &app, tls.as_deref(), ip);
+                let hosts_ip = manage_node.then_some(ip);
+                current = reload(current, &reload_config, &set_level, &app, tls.as_deref(), hosts_ip);
                 systemd::ready(&status());
             }
         }
@@ -541,13 +597,14 @@ pub async fn run(
 }
 
 /// SIGHUP: re-read the config, apply what can change live, report what needs a restart.
+/// `hosts_ip`: the address the hosts entries point at, when this daemon keeps them.
 fn reload(
     current: Config,
     loader: &ConfigLoader,
     set_level: &LevelSetter,
     app: &App,
     tls: Option<&Tls>,
-    ip: IpAddr,
+    hosts_ip: Option<IpAddr>,
 ) -> Config {
     tracing::info!("SIGHUP: reloading configuration and certificate");
     let new = match loader() {
@@ -579,7 +636,9 @@ fn reload(
             tracing::error!(error = %e, "htpasswd file refused, previous users stay in service")
         }
     }
-    apply_hosts(&new, ip);
+    if let Some(ip) = hosts_ip {
+        apply_hosts(&new, ip);
+    }
     if let Some(t) = tls {
         t.set_paths(new.tls.certificate.clone(), new.tls.key.clone());
         reload_certificate(t);
@@ -687,5 +746,34 @@ async fn warn_incoherent_gluster(root: &std::path::Path) {
         Ok(Err(_)) | Err(_) => {
             tracing::warn!("the GlusterFS coherence check did not finish within 5 s");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A serve whose listeners all miss node.address (here `serve --dev`'s) sets up nothing: the
+    /// hosts file keeps every byte, and no netlink call is made (this runs unprivileged).
+    #[tokio::test]
+    async fn node_setup_leaves_the_node_alone_when_no_listener_serves_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "127.0.0.1\tlocalhost").unwrap();
+        let mut config = Config::defaults();
+        config.server.listen = vec!["127.0.0.1:5000".into()];
+        config.node.hosts_file = hosts.clone();
+        assert!(!node_setup(&config).await.unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&hosts).unwrap(),
+            "127.0.0.1\tlocalhost"
+        );
+        // A wildcard listener serves node.address only by accident: still nothing.
+        config.server.listen = vec!["0.0.0.0:8443".into()];
+        assert!(!node_setup(&config).await.unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&hosts).unwrap(),
+            "127.0.0.1\tlocalhost"
+        );
     }
 }

@@ -79,7 +79,26 @@ pub async fn run(config: &Config, extra_ca: Option<&Path>) -> Vec<Finding> {
     r.0
 }
 
+/// Skips a node check when no listener serves `node.address`: registryd then sets up nothing on
+/// the node (a loopback or development serve), so there is nothing to find.
+fn node_unused(r: &mut Report, check: &'static str, config: &Config, ip: Option<IpAddr>) -> bool {
+    let unused = ip.is_some_and(|ip| !crate::daemon::serves_node_address(config, ip));
+    if unused {
+        r.skip(
+            check,
+            format!(
+                "no listener serves node.address ({}): registryd leaves the node alone",
+                config.node.address
+            ),
+        );
+    }
+    unused
+}
+
 async fn address(r: &mut Report, config: &Config, ip: Option<IpAddr>) {
+    if node_unused(r, "address", config, ip) {
+        return;
+    }
     let Some(ip) = ip else {
         r.fail(
             "address",
@@ -110,6 +129,9 @@ async fn address(r: &mut Report, config: &Config, ip: Option<IpAddr>) {
 }
 
 fn hosts(r: &mut Report, config: &Config, ip: Option<IpAddr>) {
+    if node_unused(r, "hosts", config, ip) {
+        return;
+    }
     let path = &config.node.hosts_file;
     if config.node.hostnames.is_empty() {
         r.skip("hosts", "node.hostnames is empty".into());
@@ -666,6 +688,17 @@ pub fn render(findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_hosts_check_when_no_listener_serves_the_node_address() {
+        let mut config = Config::defaults();
+        config.server.listen = vec!["127.0.0.1:5000".into()];
+        let ip = "169.254.254.254".parse().ok();
+        let mut r = Report::default();
+        hosts(&mut r, &config, ip);
+        assert_eq!(r.0.len(), 1);
+        assert_eq!(r.0[0].verdict, Verdict::Skip, "{:?}", r.0[0].message);
+    }
 
     #[test]
     fn wildcards_go_through_loopback() {

@@ -177,7 +177,8 @@ struct ConfigArgs {
     /// Serve plain HTTP (tls.enabled = false). Development on loopback only.
     #[arg(long)]
     plain_http: bool,
-    /// Development mode: --plain-http --listen 127.0.0.1:5000 --storage ./registry-data.
+    /// Development mode: --plain-http --listen 127.0.0.1:5000 --storage ./registry-data, and no
+    /// system file changed (no hosts entries, no link-local address).
     #[arg(long)]
     dev: bool,
 }
@@ -310,8 +311,15 @@ fn serve(args: ConfigArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    // `--dev` is a first try on someone's machine: it changes no system file, whatever the
+    // configuration says.
+    let node = if args.dev {
+        registryd::daemon::NodeSetup::Off
+    } else {
+        registryd::daemon::NodeSetup::Managed
+    };
     let loader = Box::new(move || args.load());
-    match rt.block_on(registryd::daemon::run(config, loader, set_level)) {
+    match rt.block_on(registryd::daemon::run(config, loader, set_level, node)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging is up (stderr or the journal): one line, not two.
@@ -498,6 +506,12 @@ fn main() -> ExitCode {
             match result {
                 Ok(w) => {
                     println!("{}: {w:?}", path.display());
+                    for d in hosts::inspect(path).unwrap_or_default() {
+                        eprintln!(
+                            "registryd: warning: {}: {d}; left as it is (fix or delete it by hand)",
+                            path.display()
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) if remove && e.kind() == std::io::ErrorKind::NotFound => ExitCode::SUCCESS,

@@ -542,8 +542,9 @@ fn to_json(y: &yaml_rust2::Yaml) -> Yaml {
     }
 }
 
-/// A Go duration (`10s`, `168h`, `1h30m`, `500ms`) or a bare number of seconds, in whole seconds
-/// (rounded up).
+/// A Go duration (`10s`, `168h`, `1h30m`, `500ms`) or a bare number of nanoseconds, in whole
+/// seconds (rounded up). Longer than Go's own limit (i64::MAX nanoseconds, about 292 years), which
+/// Distribution would refuse too, is an error rather than a number that overflowed.
 fn duration_secs(v: &Yaml) -> Result<u64, String> {
     if let Some(n) = v.as_u64() {
         // Go reads a bare number in YAML as nanoseconds.
@@ -552,7 +553,10 @@ fn duration_secs(v: &Yaml) -> Result<u64, String> {
     let s = v
         .as_str()
         .ok_or_else(|| format!("{v:?} is not a duration"))?;
-    let mut total_ms: u128 = 0;
+    const MAX_NS: u128 = i64::MAX as u128;
+    let too_long =
+        || format!("{s:?} is longer than a Go duration can be (2562047h, about 292 years)");
+    let mut total_ns: u128 = 0;
     let mut rest = s.trim();
     if rest.is_empty() {
         return Err("empty duration".into());
@@ -561,26 +565,55 @@ fn duration_secs(v: &Yaml) -> Result<u64, String> {
         let digits = rest
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .ok_or_else(|| format!("{s:?}: a number without a unit"))?;
-        let n: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration like 10s or 1h30m"))?;
+        let (whole, frac) = rest[..digits]
+            .split_once('.')
+            .unwrap_or((&rest[..digits], ""));
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(format!("{s:?} is not a duration like 10s or 1h30m"));
+        }
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "h" => 3_600_000.0,
-            "m" => 60_000.0,
-            "s" => 1_000.0,
-            "ms" => 1.0,
-            "us" | "µs" => 0.001,
-            "ns" => 0.000_001,
+        let unit_ns: u128 = match &rest[..unit_len] {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
             u => return Err(format!("{s:?}: unknown unit {u:?}")),
         };
-        total_ms += (n * ms).ceil() as u128;
         rest = &rest[unit_len..];
+        // Exact integers: 39 digits overflow u128, and anything past 19 is over the limit anyway.
+        let whole = whole.trim_start_matches('0');
+        if whole.len() > 19 {
+            return Err(too_long());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_long())?
+        };
+        // Eighteen fractional digits are finer than a nanosecond of an hour; the rest cannot count.
+        let frac = &frac[..frac.len().min(18)];
+        let scale = 10u128.pow(frac.len() as u32);
+        let frac: u128 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().map_err(|_| too_long())?
+        };
+        let term = whole
+            .checked_mul(unit_ns)
+            .and_then(|w| w.checked_add((frac * unit_ns).div_ceil(scale)))
+            .ok_or_else(too_long)?;
+        total_ns = total_ns.checked_add(term).ok_or_else(too_long)?;
+        if total_ns > MAX_NS {
+            return Err(too_long());
+        }
     }
-    Ok(total_ms.div_ceil(1000) as u64)
+    // At most i64::MAX nanoseconds: about 9.2e9 seconds, a u64 and a TOML integer alike.
+    Ok(total_ns.div_ceil(1_000_000_000) as u64)
 }
 
 #[cfg(test)]
@@ -597,6 +630,42 @@ mod tests {
         assert!(d("ten").is_err());
         assert!(d("10").is_err());
         assert!(d("5d").is_err());
+    }
+
+    #[test]
+    fn an_absurd_duration_is_refused_with_its_key() {
+        let huge = "99999999999999999999999999999999999999999h1h";
+        assert!(duration_secs(&Yaml::String(huge.into())).is_err());
+        // Go's own limit (Distribution's parser): i64::MAX nanoseconds, about 292 years.
+        let d = |s: &str| duration_secs(&Yaml::String(s.into()));
+        assert_eq!(d("2562047h47m16.854775807s"), Ok(9_223_372_037));
+        assert!(d("2562047h47m16.854775808s").is_err());
+        assert!(d("2562048h").is_err());
+        assert_eq!(d("1.5s"), Ok(2));
+        assert_eq!(d("0.5h"), Ok(1_800));
+        assert_eq!(d("1ns"), Ok(1));
+        assert_eq!(d("1.000000000000000000000001s"), Ok(1));
+        for (yaml, key) in [
+            (
+                format!("storage:\n  maintenance:\n    uploadpurging:\n      age: {huge}\n"),
+                "storage.maintenance.uploadpurging.age",
+            ),
+            (
+                format!("storage:\n  maintenance:\n    uploadpurging:\n      interval: {huge}\n"),
+                "storage.maintenance.uploadpurging.interval",
+            ),
+            (
+                format!("http:\n  draintimeout: {huge}\n"),
+                "http.draintimeout",
+            ),
+        ] {
+            let e = convert(&format!("version: 0.1\n{yaml}")).err();
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.starts_with(key) && !e.contains('\n')),
+                "{yaml}: {e:?}"
+            );
+        }
     }
 
     #[test]

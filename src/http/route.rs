@@ -92,7 +92,6 @@ fn digest(s: &str) -> Result<Digest, RouteError> {
         .map_err(|e: crate::registry::digest::DigestError| RouteError::DigestInvalid(e.to_string()))
 }
 
-/// Parses a request path (without query).
 /// The kind of endpoint `path` addresses, for metrics labels: the same shape tests as [`parse`],
 /// without allocating or validating (an invalid name still counts under its kind).
 pub fn kind(path: &str, metrics_path: &str) -> &'static str {
@@ -109,7 +108,11 @@ pub fn kind(path: &str, metrics_path: &str) -> &'static str {
     };
     let mut back = rest.rsplit('/');
     let (last, second, third) = (back.next(), back.next(), back.next());
-    if third == Some("blobs") && second == Some("uploads") {
+    // `blobs/uploads/<id>`, and `blobs/uploads` without the final slash, which parse takes as the
+    // upload start too.
+    if (third == Some("blobs") && second == Some("uploads"))
+        || (second == Some("blobs") && last == Some("uploads"))
+    {
         return "upload";
     }
     match (second, last) {
@@ -121,6 +124,7 @@ pub fn kind(path: &str, metrics_path: &str) -> &'static str {
     }
 }
 
+/// Parses a request path (without query).
 pub fn parse(path: &str) -> Result<Route, RouteError> {
     match path {
         "/healthz" => return Ok(Route::Healthz),
@@ -178,6 +182,27 @@ mod tests {
 
     fn n(s: &str) -> RepoName {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn kinds_agree_with_parse() {
+        let d = format!("/v2/a/blobs/{D}");
+        let id = "/v2/a/blobs/uploads/6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+        for (path, want) in [
+            ("/v2/", "base"),
+            ("/v2/a/blobs/uploads/", "upload"),
+            // The upload start without its final slash, which parse also takes (a blob's digest
+            // never reads `uploads`).
+            ("/v2/a/blobs/uploads", "upload"),
+            ("/v2/a/b/blobs/uploads", "upload"),
+            (id, "upload"),
+            (&d, "blob"),
+            ("/v2/a/manifests/latest", "manifest"),
+            ("/v2/a/tags/list", "tags"),
+            ("/metrics", "metrics"),
+        ] {
+            assert_eq!(kind(path, "/metrics"), want, "{path}");
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # sd_notify: on its own NOTIFY_SOCKET, registryd says READY (with STATUS), RELOADING and READY around
 # a SIGHUP, STOPPING on SIGTERM, and pings WATCHDOG at half of the WATCHDOG_USEC the test sets.
+# The listener serves node.address (127.0.0.1/32 here), so the daemon keeps the hostnames in its
+# (scratch) hosts file and the reload changes them live; a BEGIN marker left without its END above
+# them stays, with the user's line after it, through the start and the reload, and is reported.
 source "$(dirname "$0")/lib/common.sh"
 
 SOCK=$WORK/notify.sock
@@ -8,13 +11,17 @@ python3 "$SYS_DIR/lib/notify_listen.py" "$SOCK" "$WORK/notify.log" &
 PIDS+=("$!")
 wait_file "$SOCK.bound" || fail "test listener did not start"
 PORT=$(free_port)
-: >"$WORK/hosts"
+BEGIN='# BEGIN registryd managed block (do not edit; see node.hostnames)'
+printf '127.0.0.1\tlocalhost\n%s\n10.1.2.3\tmine.home\n' "$BEGIN" >"$WORK/hosts"
+cp "$WORK/hosts" "$WORK/hosts.orig"
 cat >"$WORK/config.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$PORT"]
 [storage]
 root = "$WORK/data"
 [node]
+address = "127.0.0.1/32"
+create_interface = false
 hostnames = ["before.home"]
 hosts_file = "$WORK/hosts"
 TOML
@@ -24,12 +31,19 @@ REG_PID=$!
 PIDS+=("$REG_PID")
 wait_http "http://127.0.0.1:$PORT/v2/" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
 sleep 4.5
-grep -q "before.home" "$WORK/hosts" || fail "hosts entry from the config missing"
+grep -qP "^127\.0\.0\.1\tbefore\.home$" "$WORK/hosts" || fail "hosts entry from the config missing"
 # Reload: hostnames change live; a listener change is reported as needing a restart.
 sed -i 's/before.home/after.home/; s/listen = .*/listen = ["127.0.0.1:1"]/' "$WORK/config.toml"
 kill -HUP "$REG_PID"
 sleep 1
 grep -q "after.home" "$WORK/hosts" && ! grep -q "before.home" "$WORK/hosts" || fail "reload did not update the hosts entries"
+# The orphan BEGIN and the user's line after it are where they were, and there is one block after them.
+head -3 "$WORK/hosts" | cmp -s - "$WORK/hosts.orig" || { cat "$WORK/hosts"; fail "the user's lines around an orphan BEGIN changed"; }
+[ "$(grep -cxF "$BEGIN" "$WORK/hosts")" = 2 ] || { cat "$WORK/hosts"; fail "not exactly one block after the orphan BEGIN"; }
+[ "$(grep -c 'holds a damaged registryd block.*line 2: BEGIN marker without its END' "$WORK/reg.log")" = 2 ] \
+  || { cat "$WORK/reg.log"; fail "the damaged block was not reported at start and at reload"; }
+"$TEST_REGISTRYD_BIN" hosts --remove --config "$WORK/config.toml" >/dev/null 2>&1 || fail "hosts --remove"
+cmp -s "$WORK/hosts" "$WORK/hosts.orig" || { cat "$WORK/hosts"; fail "hosts --remove did not give the file back"; }
 grep -q 'only take effect after a restart keys=\["server.listen"\]' "$WORK/reg.log" || fail "reload did not report the listener change"
 curl -fs -o /dev/null "http://127.0.0.1:$PORT/v2/" || fail "listener changed live (it must wait for a restart)"
 kill -TERM "$REG_PID"
@@ -51,4 +65,4 @@ mean = sum(gaps) / len(gaps)
 assert 0.7 <= mean <= 1.3 and max(gaps) < 2.0, f"watchdog gaps {gaps}"
 print(f"watchdog: {len(t)} pings, mean gap {mean:.2f} s (WATCHDOG_USEC=2 s)")
 PY
-pass "sd_notify: READY, STATUS, RELOADING(+MONOTONIC_USEC), READY, STOPPING in order; watchdog at half the interval; reload applied hostnames live and reported the listener change"
+pass "sd_notify: READY, STATUS, RELOADING(+MONOTONIC_USEC), READY, STOPPING in order; watchdog at half the interval; reload applied hostnames live (a damaged block above kept and reported) and reported the listener change"
