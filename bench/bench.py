@@ -29,6 +29,17 @@ def rss_kib(pid, key="VmRSS"):
             return int(l.split()[1])
     return 0
 
+def pss_kib(pid):
+    # Proportional set size: shared pages (the binary's code, libc) counted by their share, what
+    # the daemon really costs the machine beside RSS's upper bound.
+    try:
+        for l in open(f"/proc/{pid}/smaps_rollup"):
+            if l.startswith("Pss:"):
+                return int(l.split()[1])
+    except OSError:
+        pass
+    return 0
+
 def reset_peak(pid):
     with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")
@@ -281,6 +292,7 @@ def run_scenarios(a, work, regs, ca, certs, image, blob, digest, rec):
         gen_repos(r.root, 1000, 5000)
         time.sleep(1)
         rec("idle RSS MiB", r, rss_kib(r.proc.pid) / 1024)
+        rec("idle PSS MiB", r, pss_kib(r.proc.pid) / 1024)
     for rnd in range(a.rounds):
         for r in regs:
             repo = f"bench/r{rnd}"
@@ -394,7 +406,7 @@ def run_scenarios(a, work, regs, ca, certs, image, blob, digest, rec):
             rec("manifest GET HTTP/1.1 c=64, 100000 repos p99 ms", r, x["p99_ms"])
 
 def report(a, results, ceilings):
-    lower_better = lambda s: s.endswith(" ms") or s.endswith(" s") or "RSS" in s or "CPU" in s
+    lower_better = lambda s: s.endswith(" ms") or s.endswith(" s") or "RSS" in s or "PSS" in s or "CPU" in s
     table = []
     for scn, per in results.items():
         a_, b_ = per.get("registryd", []), per.get("distribution", [])
