@@ -7,12 +7,15 @@
 source "$(dirname "$0")/lib/common.sh"
 VM=$REPO_DIR/tests/vm/vm.sh
 t0=$(date +%s)
-bash "$VM" tools >"$WORK/vm-tools.log" 2>&1 || { tail -20 "$WORK/vm-tools.log"; fail "vm tools"; }
-bash "$VM" rootfs >"$WORK/vm-rootfs.log" 2>&1 || { tail -20 "$WORK/vm-rootfs.log"; fail "vm rootfs"; }
+# Both fetched by run-all.sh's first stage (cached, so no-ops here); fetched here, with deps.sh's
+# retries, when this test runs alone.
+deps_get "the VM's tools" bash "$VM" tools >"$WORK/vm-tools.log" 2>&1 || { tail -20 "$WORK/vm-tools.log"; fail "vm tools"; }
+deps_get "the VM's rootfs" bash "$VM" rootfs >"$WORK/vm-rootfs.log" 2>&1 || { tail -20 "$WORK/vm-rootfs.log"; fail "vm rootfs"; }
 bash "$VM" image || fail "vm image"
 echo "vm: tools, rootfs, image in $(( $(date +%s) - t0 ))s"
 
 deb=$(bash "$REPO_DIR/packaging/build-deb.sh" | tail -1) || fail "building the .deb"
+
 SHARE=$WORK/share
 mkdir -p "$SHARE"
 cp "$deb" "$SHARE/registryd.deb"
