@@ -14,27 +14,48 @@ T0=$(date +%s)
 stage() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 stage "installing test dependencies"
+# Everything the run fetches, fetched here before any test: apt packages, the Rust toolchain and
+# crates, cargo-deb, the Python packages, the VM's tools and rootfs, Garage's sources and crates.
+# Each with deps.sh's retries (ten minutes: this machine kind loses name resolution for minutes at
+# times); one that still cannot be had ends the run here, with one line naming it.
+# shellcheck source=system/lib/deps.sh
+source tests/system/lib/deps.sh
+# shellcheck source=system/lib/garage.sh
+source tests/system/lib/garage.sh
 export DEBIAN_FRONTEND=noninteractive
-# Every minute for six minutes: this machine kind loses name resolution for a few minutes at times.
-retry() {
-  local try
-  for try in 1 2 3 4 5 6 7; do
-    "$@" && return 0
-    [ "$try" = 7 ] && { echo "run-all.sh: failed 7 times: $*" >&2; return 1; }
-    echo "run-all.sh: $1 failed (try $try of 7); retrying in 60 s" >&2
-    sleep 60
-  done
-}
-retry apt-get update -qq
-retry apt-get install -y -qq --no-install-recommends \
-  skopeo docker-registry docker.io strace curl jq python3 python3-venv ca-certificates openssl \
+# took NAME CMD...: CMD (which retries by itself), timed for the log; the run ends here if it fails.
+took() { local t=$SECONDS; "${@:2}" || exit 1; echo "   $1 ($((SECONDS - t))s)"; }
+# need NAME CMD...: CMD with deps.sh's retries.
+need() { took "$1" deps_get "$@"; }
+# logged LOG CMD...: CMD's long output (debootstrap, apt in the VM's rootfs) to LOG; its tail if it fails.
+logged() { local log=$1; shift; "$@" >"$log" 2>&1 || { tail -n 5 "$log" >&2; return 1; }; }
+# python3-requests, -cryptography, -h2, -jsonschema: Debian's, for the tests' venv (deps.sh).
+# dpkg-dev: dpkg-shlibdeps, which cargo-deb runs; binutils: readelf, for the package's checks.
+took "apt packages" deps_apt \
+  skopeo docker-registry docker.io strace curl jq ca-certificates openssl \
   iproute2 util-linux e2fsprogs bindfs fuse3 lintian debootstrap glusterfs-server glusterfs-client \
-  apache2-utils containerd podman chromium python3-prometheus-client time \
-  >/dev/null
+  apache2-utils containerd podman chromium python3-prometheus-client time dpkg-dev binutils \
+  python3 "${DEPS_PY_APT[@]}"
 if ! command -v cargo >/dev/null; then
-  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+  rustup_once() {
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+  }
+  need "the Rust toolchain (rustup)" rustup_once
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
+fi
+need "registryd's crates" cargo fetch --locked --quiet
+need "cargo-deb" ./packaging/build-deb.sh --install-tools
+took "the tests' Python venv" deps_venv
+need "the VM's tools (user-mode-linux, QEMU)" logged /tmp/registryd-vm-tools.log bash tests/vm/vm.sh tools
+need "the VM's rootfs (debootstrap)" logged /tmp/registryd-vm-rootfs.log bash tests/vm/vm.sh rootfs
+took "garage's sources and crates" garage_fetch
+# From here on nothing is fetched: cargo stays offline, and a fallback install that still runs
+# fails at once naming what the first stage missed.
+export CARGO_NET_OFFLINE=true DEPS_OFFLINE=1
+if [ "${REGISTRYD_TEST_ONLY_DEPS:-}" = 1 ]; then
+  stage "dependencies installed (REGISTRYD_TEST_ONLY_DEPS=1: stopping here)"
+  exit 0
 fi
 
 stage "cargo fmt / clippy"
@@ -47,14 +68,13 @@ cargo test --release
 stage "system tests"
 cargo build --release
 export TEST_REGISTRYD_BIN="$PWD/target/release/registryd"
-# The tests' Python packages (pinned, in a venv of their own), installed once before any test.
-bash -c 'source tests/system/lib/common.sh; ensure_venv'
 failed=0
-# The S3 tests need a Garage binary that takes minutes to build: start it now at low priority, so
-# it builds while the other system tests wait on their daemons (s3.sh waits for it).
+# The S3 tests need a Garage binary that takes minutes to build (offline: the first stage fetched
+# its sources): start it now at low priority, so it builds while the other system tests wait on
+# their daemons (s3.sh waits for it).
 # shellcheck disable=SC2016
 nice -n 19 bash -c 'fail() { echo "garage build: $*" >&2; exit 1; }
-  source tests/system/lib/garage.sh; garage_install' >/tmp/registryd-garage-build.log 2>&1 &
+  source tests/system/lib/deps.sh; source tests/system/lib/garage.sh; garage_install' >/tmp/registryd-garage-build.log 2>&1 &
 garage_build=$!
 # Tests must never touch the machine's real /etc/hosts (they use a scratch file, lib/common.sh).
 hosts_before=$(sha256sum /etc/hosts)

@@ -6,6 +6,11 @@
 # not valid yet (clock), storage not mounted, storage read-only, address gone, daemon stopped.
 # The systemd check runs in the VM test (vm-deb.sh).
 if [ -z "${DOCTOR_IN_NS:-}" ]; then
+  # The venv first, out here: the namespace below has no network to install it from when this test
+  # runs alone (run-all.sh made it already).
+  set -euo pipefail
+  source "$(dirname "$0")/lib/deps.sh"
+  deps_venv || exit 1
   exec env DOCTOR_IN_NS=1 unshare --net --mount --propagation private bash "$0" "$@"
 fi
 ip link set lo up

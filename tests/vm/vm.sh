@@ -20,7 +20,9 @@ tools() {
   [ -x "$V/uml/usr/bin/linux.uml" ] && [ -x "$V/qemu/usr/bin/qemu-system-x86_64" ] \
     && command -v debootstrap >/dev/null && return 0
   # qemu-system-x86 from apt conflicts with a preinstalled backports qemu-utils: unpack it, with its
-  # libraries installed.
+  # libraries installed. (--error-on=any: apt-get update exits 0 when the mirror's name cannot be
+  # resolved, and run-all.sh's retries must see that.)
+  apt-get update -qq --error-on=any
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends \
     debootstrap qemu-system-data seabios ipxe-qemu libaio1 libbpf1 libcapstone4 libfdt1 libfuse3-3 \
     libibverbs1 libjpeg62-turbo libnuma1 libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 \
@@ -38,7 +40,9 @@ rootfs() {
   local R=$V/rootfs stamp="$V/rootfs.stamp" want
   want=$(sed -n '/^rootfs()/,/^}/p' "$0" | sha256sum | cut -c1-16)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$R/bin/systemctl" ] && return 0
-  rm -rf "$R"
+  # A try cut short by the network (run-all.sh retries this) may have left /proc mounted inside.
+  umount "$R/proc" 2>/dev/null || true
+  rm -rf --one-file-system "$R"
   debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,udev,dbus,iproute2,kmod,ca-certificates,curl,zstd,linux-image-amd64,initramfs-tools \
     bookworm "$R" "$MIRROR"
@@ -53,8 +57,9 @@ rootfs() {
   # The guest's test tools, installed once into the cached rootfs (the VM has no network).
   cp /etc/resolv.conf "$R/etc/resolv.conf"
   mount --bind /proc "$R/proc"
-  trap 'umount "$R/proc" 2>/dev/null || true' RETURN
-  chroot "$R" apt-get update -q
+  # On EXIT too: a failed apt-get (set -e) leaves the script without returning.
+  trap "umount '$R/proc' 2>/dev/null || true" RETURN EXIT
+  chroot "$R" apt-get update -q --error-on=any
   DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get install -y -q --no-install-recommends $GUEST_PKGS
   umount "$R/proc"
   # Docker in a VM without network and without iptables: as on this host's tests.

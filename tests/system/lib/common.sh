@@ -4,6 +4,8 @@ set -euo pipefail
 
 SYS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPO_DIR=$(cd "$SYS_DIR/../.." && pwd)
+# shellcheck source=deps.sh
+source "$SYS_DIR/lib/deps.sh"
 TEST_REGISTRYD_BIN=${TEST_REGISTRYD_BIN:-$REPO_DIR/target/release/registryd}
 [ -x "$TEST_REGISTRYD_BIN" ] || { echo "build first: cargo build --release (TEST_REGISTRYD_BIN=$TEST_REGISTRYD_BIN)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/registryd-test.XXXXXX)
@@ -86,19 +88,10 @@ wait_file() { for _ in $(seq 1 50); do [ -e "$1" ] && return 0; sleep 0.1; done;
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-# A Python venv with the test-side libraries (oras SDK, cryptography for test certificates).
+# The Python venv with the test-side libraries (oras SDK, requests, cryptography for test
+# certificates, h2): made by run-all.sh's first stage; made here when a test runs alone (lib/deps.sh).
 ensure_venv() {
-  VENV=${TEST_VENV:-/var/cache/registryd-tests/venv}
-  if ! "$VENV/bin/python" -c 'import oras, cryptography, requests, h2' 2>/dev/null; then
-    python3 -m venv "$VENV"
-    # Every minute for six minutes: this machine kind loses the package index's name for a few
-    # minutes at times (a CI run once lost it for three), longer than pip's own retries last.
-    local try
-    for try in 1 2 3 4 5 6 7; do
-      "$VENV/bin/pip" install -q 'oras==0.2.43' 'requests==2.34.2' 'cryptography==50.0.2' 'h2==4.4.1' && break
-      [ "$try" = 7 ] && fail "could not install the test's Python packages (oras, requests, cryptography, h2)"
-      sleep 60
-    done
-  fi
+  deps_venv || fail "the tests' Python packages could not be installed"
+  VENV=$TEST_VENV
   PY=$VENV/bin/python
 }

@@ -4,13 +4,51 @@
 #   GARAGE_BUCKET, GARAGE_PIDS (by node, 1-based: ${GARAGE_PIDS[1]}).
 # Every node is stopped by PID and its directories removed by common.sh's cleanup.
 #
-# The binary: `cargo install garage --version 2.5.0 --locked` with only the sqlite metadata engine,
-# at opt-level 1 (minutes on two cores), kept in /var/cache/registryd-test/garage between runs on one
-# machine (GARAGE_ROOT overrides the place).
+# The binary: garage 2.5.0 from its crates.io sources with their own Cargo.lock (as `cargo install
+# --locked`), only the sqlite metadata engine, at opt-level 1 (minutes on two cores), kept in
+# /var/cache/registryd-test/garage between runs on one machine (GARAGE_ROOT overrides the place).
+# Fetching and building are apart: run-all.sh's first stage downloads the sources and every crate
+# they lock (garage_fetch, with deps.sh's retries), and the build runs offline in the background
+# while the other system tests run, so a lost network mid-run cannot fail it.
 
 GARAGE_VERSION=2.5.0
+# sha256 of garage-2.5.0.crate, as the crates.io index lists it: checked after every download.
+GARAGE_CRATE_SHA256=e1752af176a3cd84e9afd6edf30df594db92b7730cc67bddcd74769841b3f3f5
 GARAGE_ROOT=${GARAGE_ROOT:-/var/cache/registryd-test/garage}
 GARAGE_BIN=$GARAGE_ROOT/bin/garage
+GARAGE_SRC=$GARAGE_ROOT/src/garage-$GARAGE_VERSION
+
+garage_built() { [ -x "$GARAGE_BIN" ] && "$GARAGE_BIN" --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; }
+
+# _garage_fetch_once: one try at the sources and their crates (deps_get retries it; it is a
+# condition there, so each step checks itself). The .fetched stamp lets the build skip the network.
+_garage_fetch_once() {
+  local dl crate=$GARAGE_ROOT/src/garage-$GARAGE_VERSION.crate
+  mkdir -p "$GARAGE_ROOT/src" || return 1
+  if [ ! -f "$GARAGE_SRC/.unpacked" ]; then
+    # The download address as the registry's index says (crates.io's, or a mirror's in its place).
+    dl=$(curl -fsS --max-time 60 https://index.crates.io/config.json \
+      | sed -n 's/.*"dl" *: *"\([^"]*\)".*/\1/p') || return 1
+    [ -n "$dl" ] || return 1
+    case $dl in
+      *'{'*) dl=$(echo "$dl" | sed "s/{crate}/garage/g; s/{version}/$GARAGE_VERSION/g") ;;
+      *) dl="$dl/garage/$GARAGE_VERSION/download" ;;
+    esac
+    curl -fsSL --max-time 300 -o "$crate.part" "$dl" || return 1
+    echo "$GARAGE_CRATE_SHA256  $crate.part" | sha256sum -c --quiet - || { rm -f "$crate.part"; return 1; }
+    rm -rf "$GARAGE_SRC" && tar -xzf "$crate.part" -C "$GARAGE_ROOT/src" && rm -f "$crate.part" \
+      && touch "$GARAGE_SRC/.unpacked" || return 1
+  fi
+  [ -f "$GARAGE_SRC/.fetched" ] && return 0
+  cargo fetch --locked --quiet --manifest-path "$GARAGE_SRC/Cargo.toml" --target x86_64-unknown-linux-gnu \
+    && touch "$GARAGE_SRC/.fetched"
+}
+
+# garage_fetch: the sources and crates for the build, unless the binary or they are there already.
+garage_fetch() {
+  garage_built && return 0
+  deps_get "garage $GARAGE_VERSION sources and crates" _garage_fetch_once
+}
 
 # Builds the binary unless it is there. One build at a time (run-all.sh starts one in the
 # background while other tests run; s3.sh then waits for it here).
@@ -19,16 +57,20 @@ garage_install() {
   mkdir -p "$GARAGE_ROOT"
   exec {lock}>"$GARAGE_ROOT/.install.lock"
   flock "$lock"
-  if ! { [ -x "$GARAGE_BIN" ] && "$GARAGE_BIN" --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; }; then
-    echo "building garage $GARAGE_VERSION (cargo install, minutes; cached in $GARAGE_ROOT)"
-    # opt-level 1: a test store needs no more, and it builds in less of CI's time.
-    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-      cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT" --quiet \
-      --no-default-features --features bundled-libs,sqlite || rc=$?
+  if ! garage_built; then
+    garage_fetch || rc=$?
+    if [ "$rc" = 0 ]; then
+      echo "building garage $GARAGE_VERSION (offline, minutes; cached in $GARAGE_ROOT)"
+      # opt-level 1: a test store needs no more, and it builds in less of CI's time.
+      CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+        cargo install --path "$GARAGE_SRC" --offline --locked --root "$GARAGE_ROOT" \
+        --target-dir "$GARAGE_ROOT/build" --quiet --no-default-features --features bundled-libs,sqlite || rc=$?
+      rm -rf "$GARAGE_ROOT/build"
+    fi
   fi
   flock -u "$lock"
   exec {lock}>&-
-  [ "$rc" = 0 ] || fail "cargo install garage $GARAGE_VERSION failed"
+  [ "$rc" = 0 ] || fail "building garage $GARAGE_VERSION failed"
 }
 
 # garage_cli N ARGS...: the garage CLI against node N.
