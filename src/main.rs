@@ -449,14 +449,17 @@ fn cert_init(
             println!("  {who}: cp {} {}", made.ca_cert.display(), path.display());
         }
     }
-    println!(
-        "  containerd also needs hosts.toml beside ca.crt:\n{}",
-        certgen::containerd_hosts_toml(&hostports[0])
-            .lines()
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    // With no host name there is no registry host for containerd's hosts.toml to name.
+    if let Some(hp) = hostports.first() {
+        println!(
+            "  containerd also needs hosts.toml beside ca.crt:\n{}",
+            certgen::containerd_hosts_toml(hp)
+                .lines()
+                .map(|l| format!("      {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     println!(
         "  system store: cp {} /usr/local/share/ca-certificates/registryd-ca.crt && update-ca-certificates",
         made.ca_cert.display()

@@ -299,8 +299,8 @@ impl Read for BlobReader<'_> {
                 Some(Err(e)) => return Err(e),
             }
         }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
+        // A slice's read copies what fits and cannot fail.
+        let n = self.buf.as_ref().read(out)?;
         self.buf = self.buf.slice(n..);
         Ok(n)
     }

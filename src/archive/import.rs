@@ -385,10 +385,13 @@ pub fn import(
     let mut stored = 0u64;
     source.each(&paths, &mut |path, reader| {
         let digests = wanted.get(path).map(Vec::as_slice).unwrap_or_default();
-        let Some(digest) = digests.first() else {
+        let Some(&digest) = digests.first() else {
             return Ok(());
         };
-        let b = &plan.blobs[*digest];
+        // `wanted` holds only the plan's blobs: the look-up finds it.
+        let Some(b) = plan.blobs.get(digest) else {
+            return Ok(());
+        };
         let mut repos = b.repos.iter();
         let Some(first) = repos.next() else {
             return Ok(());
@@ -466,8 +469,8 @@ fn store_blob(
     let chunks = std::iter::from_fn(move || {
         let mut buf = vec![0u8; 1 << 20];
         let mut n = 0;
-        while n < buf.len() {
-            match reader.read(&mut buf[n..]) {
+        while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+            match reader.read(rest) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

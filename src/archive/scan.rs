@@ -142,7 +142,7 @@ impl Source {
         if let Source::Tar(path) = self {
             let mut head = Vec::with_capacity(512);
             open_tar(path)?.take(512).read_to_end(&mut head)?;
-            if head.len() < 512 || &head[257..262] != b"ustar" {
+            if head.len() < 512 || head.get(257..262) != Some(b"ustar".as_slice()) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "not a tar archive (nor a gzip'ed one, nor a directory)",
@@ -327,8 +327,9 @@ impl Scan {
 /// The first four bytes of a file (zero-padded), enough to tell gzip and zstd from tar.
 fn magic_of(head: &[u8]) -> [u8; 4] {
     let mut magic = [0u8; 4];
-    let n = head.len().min(4);
-    magic[..n].copy_from_slice(&head[..n]);
+    for (m, h) in magic.iter_mut().zip(head) {
+        *m = *h;
+    }
     magic
 }
 

@@ -115,9 +115,9 @@ impl TokenKey {
         // HMAC-SHA256 (RFC 2104) with a 32-byte key, which is shorter than the 64-byte block.
         let mut ipad = [0x36u8; 64];
         let mut opad = [0x5cu8; 64];
-        for (i, b) in self.0.iter().enumerate() {
-            ipad[i] ^= b;
-            opad[i] ^= b;
+        for ((i, o), b) in ipad.iter_mut().zip(opad.iter_mut()).zip(&self.0) {
+            *i ^= b;
+            *o ^= b;
         }
         let inner = Sha256::new()
             .chain_update(ipad)

@@ -120,8 +120,8 @@ impl ApiError {
 
     pub fn into_response(self, head_only: bool) -> Response<Body> {
         let mut err = json!({"code": self.code.as_str(), "message": self.message});
-        if let Some(d) = self.detail {
-            err["detail"] = d;
+        if let (Some(d), Some(fields)) = (self.detail, err.as_object_mut()) {
+            fields.insert("detail".to_string(), d);
         }
         let body = format!("{}\n", json!({"errors": [err]}));
         let len = body.len();

@@ -136,42 +136,33 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
     }
     let rest = path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?;
     let seg: Vec<&str> = rest.split('/').collect();
-    let n = seg.len();
-    let at = |i: usize| seg.get(n.wrapping_sub(i)).copied();
-
-    // /<name>/blobs/uploads/ and /<name>/blobs/uploads/<id>
-    if n >= 4 && at(3) == Some("blobs") && at(2) == Some("uploads") {
-        let name = name(&seg[..n - 3])?;
-        let last = seg[n - 1];
-        if last.is_empty() {
-            return Ok(Route::UploadStart(name));
+    // Every route has a name of at least one component before its own segments.
+    match seg.as_slice() {
+        // /<name>/blobs/uploads/ and /<name>/blobs/uploads/<id>
+        [repo @ .., "blobs", "uploads", last] if !repo.is_empty() => {
+            let name = name(repo)?;
+            if last.is_empty() {
+                return Ok(Route::UploadStart(name));
+            }
+            let id = Uuid::try_parse(last).map_err(|_| RouteError::UploadUnknown)?;
+            Ok(Route::Upload(name, id))
         }
-        let id = Uuid::try_parse(last).map_err(|_| RouteError::UploadUnknown)?;
-        return Ok(Route::Upload(name, id));
-    }
-    if n >= 3 && at(2) == Some("blobs") && at(1) == Some("uploads") {
-        return Ok(Route::UploadStart(name(&seg[..n - 2])?));
-    }
-    if n >= 3 && at(2) == Some("tags") && at(1) == Some("list") {
-        return Ok(Route::Tags(name(&seg[..n - 2])?));
-    }
-    if n >= 3 {
-        let target = seg[n - 1];
-        let repo = &seg[..n - 2];
-        match seg[n - 2] {
+        [repo @ .., "blobs", "uploads"] if !repo.is_empty() => Ok(Route::UploadStart(name(repo)?)),
+        [repo @ .., "tags", "list"] if !repo.is_empty() => Ok(Route::Tags(name(repo)?)),
+        [repo @ .., kind, target] if !repo.is_empty() => match *kind {
             "manifests" => {
                 let name = name(repo)?;
-                return Ok(match decode(target).parse::<Reference>() {
+                Ok(match decode(target).parse::<Reference>() {
                     Ok(reference) => Route::Manifest(name, reference),
                     Err(e) => Route::BadReference(name, e),
-                });
+                })
             }
-            "blobs" => return Ok(Route::Blob(name(repo)?, digest(target)?)),
-            "referrers" => return Ok(Route::Referrers(name(repo)?, digest(target)?)),
-            _ => {}
-        }
+            "blobs" => Ok(Route::Blob(name(repo)?, digest(target)?)),
+            "referrers" => Ok(Route::Referrers(name(repo)?, digest(target)?)),
+            _ => Err(RouteError::NotFound),
+        },
+        _ => Err(RouteError::NotFound),
     }
-    Err(RouteError::NotFound)
 }
 
 #[cfg(test)]

@@ -176,8 +176,8 @@ async fn collect_as_the_collector(
     report.manifests = revs.len();
     let keep = kept_revisions(&revs, opts.delete_untagged, young);
     let mut marked: HashSet<Digest> = HashSet::new();
-    for (i, r) in revs.iter().enumerate() {
-        if keep[i] {
+    for (r, &k) in revs.iter().zip(&keep) {
+        if k {
             marked.insert(r.digest.clone());
             marked.extend(r.refs.iter().cloned());
         }
@@ -339,8 +339,8 @@ fn kept_revisions(revs: &[Rev], delete_untagged: bool, young: SystemTime) -> Vec
             })
             .collect();
         let mut changed = false;
-        for (i, r) in revs.iter().enumerate() {
-            if keep[i] {
+        for (r, k) in revs.iter().zip(keep.iter_mut()) {
+            if *k {
                 continue;
             }
             let child_of_kept = kept.contains(&(&r.repo, &r.digest));
@@ -349,7 +349,7 @@ fn kept_revisions(revs: &[Rev], delete_untagged: bool, young: SystemTime) -> Vec
                 .as_ref()
                 .is_some_and(|s| kept.contains(&(&r.repo, s)));
             if child_of_kept || referrer_of_kept {
-                keep[i] = true;
+                *k = true;
                 changed = true;
             }
         }

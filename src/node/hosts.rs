@@ -49,7 +49,7 @@ fn lines(text: &str) -> Vec<Line> {
             None => (text.len(), false),
         };
         let body = if ended { next - 1 } else { next };
-        let end = if body > start && text.as_bytes()[body - 1] == b'\r' {
+        let end = if body > start && text.as_bytes().get(body - 1) == Some(&b'\r') {
             body - 1
         } else {
             body
@@ -113,25 +113,29 @@ impl Layout {
     /// those two as a block, and the next apply would take the user's lines between them as
     /// registryd's. Of the blocks that could keep such a pair apart, the first stays.
     fn kept(&self, keep_last: bool) -> Vec<bool> {
-        let mut kept = vec![false; self.blocks.len()];
         // Whether the last marker that stays is an orphan BEGIN.
         let mut open_orphan = false;
         let mut orphans = self.orphans.iter().peekable();
-        for (k, &(_, end)) in self.blocks.iter().enumerate() {
-            while let Some(&&(line, is_begin)) = orphans.peek() {
-                if line > end {
-                    break;
+        let blocks = self.blocks.len();
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(k, &(_, end))| {
+                while let Some(&&(line, is_begin)) = orphans.peek() {
+                    if line > end {
+                        break;
+                    }
+                    open_orphan = is_begin;
+                    orphans.next();
                 }
-                open_orphan = is_begin;
-                orphans.next();
-            }
-            let next_is_end = orphans.peek().is_some_and(|&&(_, is_begin)| !is_begin);
-            kept[k] = (open_orphan && next_is_end) || (keep_last && k + 1 == self.blocks.len());
-            if kept[k] {
-                open_orphan = false;
-            }
-        }
-        kept
+                let next_is_end = orphans.peek().is_some_and(|&&(_, is_begin)| !is_begin);
+                let kept = (open_orphan && next_is_end) || (keep_last && k + 1 == blocks);
+                if kept {
+                    open_orphan = false;
+                }
+                kept
+            })
+            .collect()
     }
 }
 
@@ -146,15 +150,23 @@ fn eol_of(text: &str) -> &'static str {
 fn rewrite(text: &str, layout: &Layout, kept: &[bool], entries: &[(IpAddr, String)]) -> String {
     let mut out = String::with_capacity(text.len() + 64 * (entries.len() + 2));
     let mut next_line = 0;
-    for (k, &(b, e)) in layout.blocks.iter().enumerate() {
-        for l in &layout.lines[next_line..b] {
+    for (&(b, e), &keep) in layout.blocks.iter().zip(kept) {
+        // Blocks index this layout's own lines, in file order (a block that did not would be left
+        // as it is, copied with the lines after it).
+        let (Some(before), Some(&begin), Some(&end)) = (
+            layout.lines.get(next_line..b),
+            layout.lines.get(b),
+            layout.lines.get(e),
+        ) else {
+            continue;
+        };
+        for l in before {
             out.push_str(&text[l.start..l.next]);
         }
         next_line = e + 1;
-        let (begin, end) = (layout.lines[b], layout.lines[e]);
         // A BEGIN line always has its ending (an END line follows it).
         let eol = &text[begin.end..begin.next];
-        if kept[k] {
+        if keep {
             push_block(&mut out, eol, entries, end.ended);
         } else if !end.ended {
             // The block was appended to a file without a final newline, and the line ending before
@@ -172,7 +184,7 @@ fn rewrite(text: &str, layout: &Layout, kept: &[bool], entries: &[(IpAddr, Strin
             }
         }
     }
-    for l in &layout.lines[next_line..] {
+    for l in layout.lines.get(next_line..).unwrap_or_default() {
         out.push_str(&text[l.start..l.next]);
     }
     out
@@ -393,15 +405,18 @@ fn update(path: &Path, f: impl Fn(&str) -> String) -> io::Result<Written> {
             let pending = &after[moved..];
             // Whole lines now; a partial last line only once the writer has gone quiet.
             let take = if quiet_rounds >= 3 {
-                pending.len()
+                pending
             } else {
-                pending.rfind('\n').map_or(0, |p| p + 1)
+                pending
+                    .rfind('\n')
+                    .and_then(|p| pending.get(..=p))
+                    .unwrap_or_default()
             };
-            if take > 0 {
+            if !take.is_empty() {
                 let mut f = OpenOptions::new().append(true).open(path)?;
-                f.write_all(&pending.as_bytes()[..take])?;
+                f.write_all(take.as_bytes())?;
                 f.sync_all()?;
-                moved += take;
+                moved += take.len();
             }
             // A writer can sit between its open and its write for longer than any quiet period
             // (a busy machine deschedules it), so finish only once nobody else holds the old inode.

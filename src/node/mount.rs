@@ -26,10 +26,11 @@ fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let code = std::str::from_utf8(&b[i + 1..i + 4])
-                .ok()
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' {
+            let code = b
+                .get(i + 1..i + 4)
+                .and_then(|o| std::str::from_utf8(o).ok())
                 .and_then(|o| u8::from_str_radix(o, 8).ok());
             if let Some(v) = code {
                 out.push(v);
@@ -37,7 +38,7 @@ fn unescape(s: &str) -> String {
                 continue;
             }
         }
-        out.push(b[i]);
+        out.push(c);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()

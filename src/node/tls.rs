@@ -138,13 +138,12 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> 
         for n in &san.value.general_names {
             match n {
                 GeneralName::DNSName(d) => names.push(d.to_string()),
-                GeneralName::IPAddress(b) if b.len() == 4 => {
-                    names.push(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string())
-                }
-                GeneralName::IPAddress(b) if b.len() == 16 => {
-                    let mut a = [0u8; 16];
-                    a.copy_from_slice(b);
-                    names.push(std::net::Ipv6Addr::from(a).to_string())
+                GeneralName::IPAddress(b) => {
+                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                        names.push(std::net::Ipv4Addr::from(a).to_string())
+                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                        names.push(std::net::Ipv6Addr::from(a).to_string())
+                    }
                 }
                 _ => {}
             }

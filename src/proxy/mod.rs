@@ -853,11 +853,11 @@ async fn fill(
 /// Whether `name` matches `pattern`: `*` is one path component, `**` any number (at least one).
 pub fn matches(pattern: &str, name: &str) -> bool {
     fn go(p: &[&str], n: &[&str]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(&"**"), Some(_)) => (1..=n.len()).any(|k| go(&p[1..], &n[k..])),
-            (Some(&"*"), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+        match (p, n) {
+            ([], []) => true,
+            (["**", p @ ..], [_, ..]) => (1..=n.len()).filter_map(|k| n.get(k..)).any(|n| go(p, n)),
+            (["*", p @ ..], [_, n @ ..]) => go(p, n),
+            ([a, p @ ..], [b, n @ ..]) if a == b => go(p, n),
             _ => false,
         }
     }

@@ -29,19 +29,18 @@ impl RepoName {
 fn valid_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+    if !b.first().is_some_and(|&x| alnum(x)) || !b.last().is_some_and(|&x| alnum(x)) {
         return false;
     }
     // Separators: '.', '_', '__' or any run of '-'; each must sit between alphanumerics.
     let mut i = 0;
-    while i < b.len() {
-        let x = b[i];
+    while let Some(&x) = b.get(i) {
         if alnum(x) {
             i += 1;
             continue;
         }
         let start = i;
-        while i < b.len() && !alnum(b[i]) {
+        while b.get(i).is_some_and(|&x| !alnum(x)) {
             i += 1;
         }
         let sep = &c[start..i];

@@ -27,7 +27,8 @@ impl FromStr for Tag {
         let b = s.as_bytes();
         let ok = !b.is_empty()
             && b.len() <= 128
-            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+            && b.first()
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
             && b.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
         if ok {

@@ -38,7 +38,8 @@ struct PooledChunk {
 
 impl AsRef<[u8]> for PooledChunk {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        // `len` is what was read into `buf`, so never past its end.
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -80,9 +81,13 @@ fn read_cached(file: &std::fs::File, pos: u64, want: usize) -> Option<Bytes> {
     let mut buf = buffer_for(want);
     let mut got = 0;
     while got < want {
+        // A buffer shorter than `want` leaves the rest to the blocking read, which reports it.
+        let Some(rest) = buf.get_mut(got..want) else {
+            break;
+        };
         let iov = libc::iovec {
-            iov_base: buf[got..want].as_mut_ptr().cast(),
-            iov_len: want - got,
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
         };
         let offset = libc::off_t::try_from(pos + got as u64).ok()?;
         // SAFETY: the iovec points into `buf`, which outlives the call and holds `want` bytes.
@@ -102,7 +107,13 @@ fn read_cached(file: &std::fs::File, pos: u64, want: usize) -> Option<Bytes> {
 fn read_chunk(file: &std::fs::File, pos: u64, want: usize) -> io::Result<Bytes> {
     use std::os::unix::fs::FileExt;
     let mut buf = buffer_for(want);
-    file.read_exact_at(&mut buf[..want], pos).map_err(|e| {
+    let into = buf.get_mut(..want).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a blob read of {want} bytes is larger than a chunk"),
+        )
+    })?;
+    file.read_exact_at(into, pos).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -98,8 +98,9 @@ impl Dir {
             .flat_map(|i| [(i, false), (i, true)])
             .collect();
         let key = |&(i, sub): &(u32, bool)| {
-            let name = children[i as usize].0.as_bytes();
-            (name, sub)
+            // `order` holds indices of `children` only.
+            let name = children.get(i as usize).map(|c| c.0.as_bytes());
+            (name.unwrap_or_default(), sub)
         };
         // Byte order of `name` vs `name/`: compare the names with a '/' appended for subtrees.
         order.sort_by(|a, b| {
@@ -131,12 +132,13 @@ impl Dir {
         walk: u64,
         out: &mut Vec<String>,
     ) -> io::Result<()> {
-        for k in 0..self.order.len() {
+        for &(i, sub) in &self.order {
             if out.len() >= want {
                 return Ok(());
             }
-            let (i, sub) = self.order[k];
-            let (name, child) = &mut self.children[i as usize];
+            let Some((name, child)) = self.children.get_mut(i as usize) else {
+                continue;
+            };
             let full = format!("{prefix}{name}");
             if !sub {
                 if last.is_some_and(|l| full.as_str() <= l) {

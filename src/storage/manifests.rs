@@ -24,11 +24,13 @@ impl ReferrerEntry {
             "digest": digest.to_string(),
             "size": size,
         });
-        if let Some(a) = &m.artifact_type {
-            d["artifactType"] = serde_json::json!(a);
-        }
-        if let Some(a) = &m.annotations {
-            d["annotations"] = serde_json::json!(a);
+        if let Some(fields) = d.as_object_mut() {
+            if let Some(a) = &m.artifact_type {
+                fields.insert("artifactType".to_string(), serde_json::json!(a));
+            }
+            if let Some(a) = &m.annotations {
+                fields.insert("annotations".to_string(), serde_json::json!(a));
+            }
         }
         Some(ReferrerEntry {
             subject,

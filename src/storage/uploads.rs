@@ -646,10 +646,11 @@ pub(crate) fn hash_prefix<H: sha2::Digest>(path: &std::path::Path, len: u64) -> 
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = reader.read(&mut buf)?;
-        if n == 0 {
+        // A read returns at most the buffer's length.
+        let Some(read) = buf.get(..n).filter(|r| !r.is_empty()) else {
             break;
-        }
-        h.update(&buf[..n]);
+        };
+        h.update(read);
     }
     Ok(h)
 }

@@ -478,11 +478,13 @@ pub fn paginate<'a>(
     let n = page_size(query)?;
     // Listings are sorted, so the entries after `last` start where `last` would be inserted.
     let items = match query.get("last") {
-        Some(last) => &items[items.partition_point(|i| i.as_str() <= last.as_str())..],
+        Some(last) => items
+            .get(items.partition_point(|i| i.as_str() <= last.as_str())..)
+            .unwrap_or_default(),
         None => items,
     };
-    Ok(match n {
-        Some(n) if items.len() > n => (&items[..n], n > 0),
+    Ok(match n.and_then(|n| items.split_at_checked(n)) {
+        Some((page, rest)) if !rest.is_empty() => (page, !page.is_empty()),
         _ => (items, false),
     })
 }

@@ -441,9 +441,9 @@ impl S3Driver {
             Some(l) => all.partition_point(|r| r <= l),
             None => 0,
         };
-        let after = &all[start..];
-        Ok(match n {
-            Some(n) if after.len() > n => (after[..n].to_vec(), true),
+        let after = all.get(start..).unwrap_or_default();
+        Ok(match n.and_then(|n| after.split_at_checked(n)) {
+            Some((page, rest)) if !rest.is_empty() => (page.to_vec(), true),
             _ => (after.to_vec(), false),
         })
     }
