@@ -69,7 +69,7 @@ class Registry:
             env.update(REGISTRYD_TLS_CERTIFICATE=self.cert, REGISTRYD_TLS_KEY=self.key,
                        REGISTRYD_NODE_HOSTS_FILE=os.path.join(self.work, "hosts"), REGISTRYD_LOG_LEVEL="warn")
             open(os.path.join(self.work, "hosts"), "a").close()
-            cmd = [os.path.join(REPO, "target/dist/registryd"), "serve", "--listen", f"127.0.0.1:{self.port}", "--storage", self.root]
+            cmd = [os.path.join(REPO, "target/release/registryd"), "serve", "--listen", f"127.0.0.1:{self.port}", "--storage", self.root]
         else:
             cfg = os.path.join(self.work, "distribution.yml")
             open(cfg, "w").write(f"""version: 0.1
@@ -240,7 +240,7 @@ def main():
     os.chmod(work, 0o755)  # nginx's workers (user nobody) read the blob from here
     cert, key, ca = (os.path.join(work, "tls", f) for f in ("tls.crt", "tls.key", "../ca/ca.crt"))
     env = dict(os.environ, REGISTRYD_TLS_CERTIFICATE=cert, REGISTRYD_TLS_KEY=key)
-    subprocess.run([os.path.join(REPO, "target/dist/registryd"), "cert", "init", "--ca-dir", os.path.join(work, "ca"),
+    subprocess.run([os.path.join(REPO, "target/release/registryd"), "cert", "init", "--ca-dir", os.path.join(work, "ca"),
                     "--hosts", "localhost"], env=env, check=True, capture_output=True)
     ca = os.path.join(work, "ca/ca.crt")
     regs = [Registry("registryd", work, cert, key), Registry("distribution", work, cert, key)]

@@ -11,8 +11,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends glusterfs-server glusterfs-client skopeo docker-registry \
   python3 >/dev/null
-cargo build --profile dist -q
-export TEST_REGISTRYD_BIN=$PWD/target/dist/registryd
+cargo build --release -q
+export TEST_REGISTRYD_BIN=$PWD/target/release/registryd
 source tests/system/lib/common.sh
 source tests/system/lib/gluster.sh
 

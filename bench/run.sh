@@ -15,5 +15,5 @@ apt-get install -y -qq --no-install-recommends docker-registry nghttp2-client cu
 VENV=${TEST_VENV:-/var/cache/registryd-tests/venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null || "$VENV/bin/pip" install -q matplotlib
-cargo build --release && cargo build --profile dist
+cargo build --release
 exec "$VENV/bin/python" bench/bench.py "$@"

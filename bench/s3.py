@@ -28,7 +28,7 @@ class S3Registry(bench.Registry):
                        REGISTRYD_S3_PATH_STYLE="true", REGISTRYD_S3_PREFIX="bench-registryd",
                        REGISTRYD_S3_ACCESS_KEY_ID=G["GARAGE_KEY_ID"], REGISTRYD_S3_SECRET_ACCESS_KEY=G["GARAGE_SECRET"])
             open(os.path.join(self.work, "hosts"), "a").close()
-            cmd = [os.path.join(bench.REPO, "target/dist/registryd"), "serve", "--listen", f"127.0.0.1:{self.port}",
+            cmd = [os.path.join(bench.REPO, "target/release/registryd"), "serve", "--listen", f"127.0.0.1:{self.port}",
                    "--storage", os.path.join(self.work, "unused")]
         else:
             cfg = os.path.join(self.work, "distribution-s3.yml")
@@ -62,7 +62,7 @@ def main():
     work = tempfile.mkdtemp(prefix="registryd-bench-s3.")
     cert, key = (os.path.join(work, "tls", f) for f in ("tls.crt", "tls.key"))
     env = dict(os.environ, REGISTRYD_TLS_CERTIFICATE=cert, REGISTRYD_TLS_KEY=key)
-    subprocess.run([os.path.join(bench.REPO, "target/dist/registryd"), "cert", "init", "--ca-dir", os.path.join(work, "ca"),
+    subprocess.run([os.path.join(bench.REPO, "target/release/registryd"), "cert", "init", "--ca-dir", os.path.join(work, "ca"),
                     "--hosts", "localhost"], env=env, check=True, capture_output=True)
     ca = os.path.join(work, "ca/ca.crt")
     certs = os.path.join(work, "certs.d"); os.makedirs(certs)

@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends docker-registry nghttp2-client curl openssl python3 skopeo >/dev/null
-cargo build --profile dist -q
-export TEST_REGISTRYD_BIN=$PWD/target/dist/registryd
+cargo build --release -q
+export TEST_REGISTRYD_BIN=$PWD/target/release/registryd
 source tests/system/lib/common.sh
 source tests/system/lib/garage.sh
 garage_up

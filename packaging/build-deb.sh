@@ -11,9 +11,9 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; 
   cargo install --locked --quiet --version "=$CARGO_DEB_VERSION" cargo-deb
 fi
 [ "${1:-}" = --install-tools ] && exit 0
-cargo build --profile dist
+cargo build --release
 mkdir -p target/man
-./target/dist/registryd man | gzip -9n >target/man/registryd.8.gz
+./target/release/registryd man | gzip -9n >target/man/registryd.8.gz
 cargo deb --no-build --quiet >/dev/null
 deb=$(ls -t target/debian/registryd_*_amd64.deb | head -1)
 
@@ -41,7 +41,7 @@ glibc_needed() {
 # Ubuntu 22.04's glibc 2.35, and the daemon could not start there. So the bound is raised to the
 # newest glibc any version need names, repacking the control file (cargo-deb takes no Depends from
 # its command line).
-glibc=$(glibc_needed target/dist/registryd)
+glibc=$(glibc_needed target/release/registryd)
 bound=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -n 's/^ *libc6 (>= \([^)]*\)) *$/\1/p')
 [ -n "$bound" ] || { echo "build-deb.sh: no libc6 (>= ...) in $deb's Depends" >&2; exit 1; }
 if dpkg --compare-versions "$glibc" gt "$bound"; then

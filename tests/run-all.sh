@@ -63,11 +63,11 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 
 stage "cargo test"
-cargo test --release
+cargo test --profile quick
 
 stage "system tests"
-cargo build --release
-export TEST_REGISTRYD_BIN="$PWD/target/release/registryd"
+cargo build --profile quick
+export TEST_REGISTRYD_BIN="$PWD/target/quick/registryd"
 failed=0
 # The S3 tests need a Garage binary that takes minutes to build (offline: the first stage fetched
 # its sources): start it now at low priority, so it builds while the other system tests wait on

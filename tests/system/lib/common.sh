@@ -6,8 +6,8 @@ SYS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPO_DIR=$(cd "$SYS_DIR/../.." && pwd)
 # shellcheck source=deps.sh
 source "$SYS_DIR/lib/deps.sh"
-TEST_REGISTRYD_BIN=${TEST_REGISTRYD_BIN:-$REPO_DIR/target/release/registryd}
-[ -x "$TEST_REGISTRYD_BIN" ] || { echo "build first: cargo build --release (TEST_REGISTRYD_BIN=$TEST_REGISTRYD_BIN)" >&2; exit 1; }
+TEST_REGISTRYD_BIN=${TEST_REGISTRYD_BIN:-$REPO_DIR/target/quick/registryd}
+[ -x "$TEST_REGISTRYD_BIN" ] || { echo "build first: cargo build --profile quick (TEST_REGISTRYD_BIN=$TEST_REGISTRYD_BIN)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/registryd-test.XXXXXX)
 # Every daemon a test starts keeps its hosts entries here, never in the machine's /etc/hosts.
 export REGISTRYD_NODE_HOSTS_FILE=$WORK/hosts
