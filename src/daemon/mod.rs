@@ -1,14 +1,14 @@
 //! Start-up order, reload and graceful shutdown: the only place that wires the parts together.
 //!
 //! [`run`] reads as its phases, each a function of its own:
-//! 1. the certificate ([`certificate`]): a bad pair stops start-up;
-//! 2. the node ([`node`]): link-local address and hosts entries, only when a listener serves
+//! 1. the certificate (`certificate`): a bad pair stops start-up;
+//! 2. the node (`node`): link-local address and hosts entries, only when a listener serves
 //!    `node.address`, and never under `serve --dev`;
-//! 3. the storage ([`storage`]): opened behind its mount guard and verified; an unusable storage
+//! 3. the storage (`storage`): opened behind its mount guard and verified; an unusable storage
 //!    does not stop start-up, requests get 503 with the reason until it heals;
 //! 4. the app (storage, upstreams, logins), then the listeners, bound and serving;
-//! 5. `READY=1`, and the background jobs ([`jobs`]);
-//! 6. serving until SIGTERM or SIGINT, SIGHUP re-reading the config ([`reload`]);
+//! 5. `READY=1`, and the background jobs (`jobs`);
+//! 6. serving until SIGTERM or SIGINT, SIGHUP re-reading the config (`reload`);
 //! 7. the drain: `STOPPING=1`, every task told through one [`Shutdown`](crate::shutdown::Shutdown),
 //!    in-flight requests given `server.shutdown_grace_secs`, then the link removed if asked.
 
