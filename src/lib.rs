@@ -18,4 +18,5 @@ pub mod migrate;
 pub mod node;
 pub mod proxy;
 pub mod registry;
+pub mod shutdown;
 pub mod storage;

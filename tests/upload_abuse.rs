@@ -20,7 +20,7 @@ use registryd::health::Health;
 use registryd::http::handlers::{App, Settings};
 use registryd::http::server;
 use registryd::registry::Digest;
-use tokio::sync::watch;
+use registryd::shutdown::Notifier;
 
 fn header(r: &reqwest::Response, name: &str) -> Option<String> {
     r.headers()
@@ -102,12 +102,12 @@ async fn a_trickled_body_is_cut_off_and_keeps_what_arrived() {
     let app = App::with_health(common::open_storage(dir.path()), Health::always(), settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, rx) = watch::channel(false);
+    let stop = Notifier::new();
     let task = tokio::spawn(server::serve(
         listener,
         app,
         None,
-        rx,
+        stop.subscribe(),
         Duration::from_secs(1),
     ));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -138,6 +138,6 @@ async fn a_trickled_body_is_cut_off_and_keeps_what_arrived() {
     let range = header(&r, "range").unwrap();
     assert!(range.starts_with("0-"), "{range}");
 
-    let _ = stop.send(true);
+    stop.notify();
     let _ = task.await;
 }

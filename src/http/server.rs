@@ -22,11 +22,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::handlers::{self, App, Conn, ConnLimits};
 use super::pacing::{self, Ledger};
+use crate::shutdown::Shutdown;
 
 /// Concurrent HTTP/2 streams per connection. Every stream may pin a little memory while its
 /// client holds its flow-control window shut (see `pacing`), so this bounds what one connection
@@ -338,13 +339,13 @@ async fn linger(fd: std::os::fd::OwnedFd) {
     }
 }
 
-/// Serves `listener` (over TLS when `tls` is given) until `shutdown` flips to true, then lets open
+/// Serves `listener` (over TLS when `tls` is given) until `shutdown` is signalled, then lets open
 /// connections finish for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     tls: Option<TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     grace: Duration,
 ) {
     let limits = app.limits.clone();
@@ -378,7 +379,7 @@ pub async fn serve(
                 }
                 tokio::select! {
                     p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = shutdown.changed() => break,
+                    _ = shutdown.recv() => break,
                 }
             }
         };
@@ -473,7 +474,7 @@ pub async fn serve(
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         }
     }
     drop(listener);
@@ -485,14 +486,5 @@ pub async fn serve(
             grace_secs = grace.as_secs(),
             "grace period over, closing remaining connections"
         );
-    }
-}
-
-/// Resolves when `rx` says shut down.
-pub async fn wait_for(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
     }
 }

@@ -21,6 +21,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
 use x509_parser::extensions::GeneralName;
 
+use crate::shutdown::Shutdown;
+
 /// What an operator wants to know about the certificate in service.
 #[derive(Debug, Clone)]
 pub struct CertInfo {
@@ -303,15 +305,16 @@ impl Tls {
     }
 
     /// Watches the certificate and key directories and reloads after each burst of changes.
-    /// `on_reload` hears every outcome (to log it and update the status line). The watcher lives as
-    /// long as the returned handle.
+    /// `on_reload` hears every outcome (to log it and update the status line). The watch lasts
+    /// until `shutdown`.
     pub fn watch(
         self: &Arc<Self>,
+        shutdown: Shutdown,
         on_reload: impl Fn(&Result<Reload, TlsError>) + Send + Sync + 'static,
-    ) -> notify::Result<notify::RecommendedWatcher> {
+    ) -> notify::Result<()> {
         let (cert, key) = self.paths();
         let me = self.clone();
-        super::watch::watch_files(&[cert, key], move || on_reload(&me.reload()))
+        super::watch::watch_files(&[cert, key], shutdown, move || on_reload(&me.reload()))
     }
 }
 

@@ -8,13 +8,16 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 
+use crate::shutdown::Shutdown;
+
 /// Calls `on_change` (on a blocking thread) after each burst of changes in the directories holding
 /// `files`, once the burst has been quiet for 200 ms: a rotation is several events, and acting on
-/// the first could read a half-written file. The watch lasts as long as the returned handle.
+/// the first could read a half-written file. The watch lasts until `shutdown`.
 pub fn watch_files(
     files: &[PathBuf],
+    shutdown: Shutdown,
     on_change: impl Fn() + Send + Sync + 'static,
-) -> notify::Result<notify::RecommendedWatcher> {
+) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let names: Vec<std::ffi::OsString> = files
         .iter()
@@ -59,7 +62,13 @@ pub fn watch_files(
     }
     let on_change = std::sync::Arc::new(on_change);
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
+        // The inotify watch is this task's: it ends with it.
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                event = rx.recv() => if event.is_none() { return },
+                _ = shutdown.recv() => return,
+            }
             loop {
                 match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
                     Ok(Some(())) => continue,
@@ -71,5 +80,5 @@ pub fn watch_files(
             let _ = tokio::task::spawn_blocking(move || f()).await;
         }
     });
-    Ok(watcher)
+    Ok(())
 }

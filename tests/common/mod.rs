@@ -8,14 +8,14 @@ use std::time::Duration;
 use registryd::http::handlers::App;
 use registryd::http::server;
 use registryd::registry::Digest;
+use registryd::shutdown::Notifier;
 use registryd::storage::Storage;
-use tokio::sync::watch;
 
 pub struct TestRegistry {
     pub base: String,
     pub root: PathBuf,
     pub client: reqwest::Client,
-    stop: watch::Sender<bool>,
+    stop: Notifier,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,12 +54,12 @@ impl TestRegistry {
         let app = App::new(storage, delete_enabled, 4 * 1024 * 1024);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, rx) = watch::channel(false);
+        let stop = Notifier::new();
         let task = tokio::spawn(server::serve(
             listener,
             app,
             None,
-            rx,
+            stop.subscribe(),
             Duration::from_secs(5),
         ));
         TestRegistry {
@@ -72,7 +72,7 @@ impl TestRegistry {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.notify();
         let _ = self.task.await;
     }
 

@@ -1,97 +1,13 @@
-//! `registryd import-config`: a CNCF Distribution `config.yml` (the registry:2 image, Debian's
-//! docker-registry) turned into the equivalent registryd TOML, with a warning for each setting that
-//! has no equivalent or means something else here. The output is a complete configuration file:
-//! only the keys that differ from registryd's defaults, plus the warnings as comments at the top.
+//! One method per section of Distribution's configuration (storage, http, auth, health, proxy,
+//! log): what it becomes in registryd's TOML, and a warning for what has no equivalent.
 
 use serde_json::Value as Yaml;
 use toml::{Table, Value};
 
-/// The TOML text and the warnings (also written into the text as comments).
-pub struct Migrated {
-    pub toml: String,
-    pub warnings: Vec<String>,
-}
-
-/// Converts the text of a Distribution configuration.
-pub fn convert(yaml: &str) -> Result<Migrated, String> {
-    let docs =
-        yaml_rust2::YamlLoader::load_from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
-    let doc = docs.first().map(to_json).unwrap_or(Yaml::Null);
-    if !doc.is_object() {
-        return Err("not a Distribution configuration (the top level is not a mapping)".into());
-    }
-    let mut m = Migration {
-        out: Table::new(),
-        warnings: Vec::new(),
-    };
-    m.storage(&doc)?;
-    m.http(&doc)?;
-    m.auth(&doc)?;
-    m.health(&doc)?;
-    m.proxy(&doc)?;
-    m.log(&doc);
-    for (key, why) in [
-        (
-            "notifications",
-            "webhook notifications have no equivalent; metrics and the journal are registryd's event sources",
-        ),
-        (
-            "redis",
-            "no Redis: registryd caches manifests in memory per node and reads links from the shared storage",
-        ),
-        (
-            "validation",
-            "manifest validation settings have no equivalent: registryd always checks that referenced blobs exist",
-        ),
-        ("compatibility", "schema1 is not served by registryd"),
-        ("reporting", "bugsnag/newrelic reporting has no equivalent"),
-        (
-            "middleware",
-            "storage and registry middleware (CloudFront, redirects) have no equivalent",
-        ),
-        (
-            "loglevel",
-            "the old top-level loglevel is ignored; use log.level",
-        ),
-    ] {
-        if doc.get(key).is_some_and(|v| !v.is_null()) {
-            m.warn(format!("{key}: {why}"));
-        }
-    }
-    let mut text = String::from(
-        "# registryd configuration converted from a Distribution config.yml by\n# `registryd import-config`. Every key not set here has registryd's default\n# (`registryd check-config` prints them all).\n",
-    );
-    for w in &m.warnings {
-        text.push_str(&format!("# warning: {w}\n"));
-    }
-    text.push('\n');
-    text.push_str(&toml::to_string(&m.out).map_err(|e| format!("cannot write the TOML: {e}"))?);
-    Ok(Migrated {
-        toml: text,
-        warnings: m.warnings,
-    })
-}
-
-struct Migration {
-    out: Table,
-    warnings: Vec<String>,
-}
+use super::Migration;
+use super::yaml::{duration_secs, scalar, truthy};
 
 impl Migration {
-    fn warn(&mut self, w: String) {
-        self.warnings.push(w);
-    }
-
-    fn set(&mut self, section: &str, key: &str, v: Value) {
-        let t = self
-            .out
-            .entry(section.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
-        if let Value::Table(t) = t {
-            t.insert(key.to_string(), v);
-        }
-    }
-
     /// Distribution's S3 driver parameters: the same bucket, prefix and key layout.
     fn s3(&mut self, p: &Yaml, redirect: Option<&Yaml>) {
         let text = |k: &str| p.get(k).and_then(Yaml::as_str).map(str::to_string);
@@ -170,7 +86,7 @@ impl Migration {
         }
     }
 
-    fn storage(&mut self, doc: &Yaml) -> Result<(), String> {
+    pub(super) fn storage(&mut self, doc: &Yaml) -> Result<(), String> {
         let Some(s) = doc.get("storage") else {
             return Ok(());
         };
@@ -229,7 +145,7 @@ impl Migration {
         Ok(())
     }
 
-    fn http(&mut self, doc: &Yaml) -> Result<(), String> {
+    pub(super) fn http(&mut self, doc: &Yaml) -> Result<(), String> {
         let Some(h) = doc.get("http") else {
             return Ok(());
         };
@@ -353,7 +269,7 @@ impl Migration {
         Ok(())
     }
 
-    fn auth(&mut self, doc: &Yaml) -> Result<(), String> {
+    pub(super) fn auth(&mut self, doc: &Yaml) -> Result<(), String> {
         let Some(a) = doc.get("auth") else {
             return Ok(());
         };
@@ -389,7 +305,7 @@ impl Migration {
         Ok(())
     }
 
-    fn health(&mut self, doc: &Yaml) -> Result<(), String> {
+    pub(super) fn health(&mut self, doc: &Yaml) -> Result<(), String> {
         let Some(sd) = doc.get("health").and_then(|h| h.get("storagedriver")) else {
             return Ok(());
         };
@@ -414,7 +330,7 @@ impl Migration {
         Ok(())
     }
 
-    fn proxy(&mut self, doc: &Yaml) -> Result<(), String> {
+    pub(super) fn proxy(&mut self, doc: &Yaml) -> Result<(), String> {
         let Some(p) = doc.get("proxy") else {
             return Ok(());
         };
@@ -459,7 +375,7 @@ impl Migration {
         Ok(())
     }
 
-    fn log(&mut self, doc: &Yaml) {
+    pub(super) fn log(&mut self, doc: &Yaml) {
         let Some(l) = doc.get("log") else { return };
         if let Some(level) = l.get("level").and_then(Yaml::as_str) {
             let level = match level {
@@ -490,268 +406,5 @@ impl Migration {
                     .into(),
             );
         }
-    }
-}
-
-fn truthy(v: &Yaml) -> bool {
-    match v {
-        Yaml::Bool(b) => *b,
-        Yaml::String(s) => s.eq_ignore_ascii_case("true"),
-        _ => false,
-    }
-}
-
-fn scalar(v: &Yaml) -> String {
-    match v {
-        Yaml::String(s) => s.clone(),
-        Yaml::Bool(b) => b.to_string(),
-        Yaml::Number(n) => n.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// A parsed YAML document as JSON values (the shapes a registry config uses: maps with string
-/// keys, lists, scalars). A pure-Rust YAML parser, so the binary embeds no libyaml.
-fn to_json(y: &yaml_rust2::Yaml) -> Yaml {
-    use yaml_rust2::Yaml as Y;
-    match y {
-        Y::String(s) => Yaml::String(s.clone()),
-        Y::Integer(i) => Yaml::from(*i),
-        Y::Real(r) => r
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Yaml::Number)
-            .unwrap_or_else(|| Yaml::String(r.clone())),
-        Y::Boolean(b) => Yaml::Bool(*b),
-        Y::Array(a) => Yaml::Array(a.iter().map(to_json).collect()),
-        Y::Hash(h) => Yaml::Object(
-            h.iter()
-                .filter_map(|(k, v)| {
-                    let key = match k {
-                        Y::String(s) => s.clone(),
-                        Y::Integer(i) => i.to_string(),
-                        Y::Boolean(b) => b.to_string(),
-                        _ => return None,
-                    };
-                    Some((key, to_json(v)))
-                })
-                .collect(),
-        ),
-        Y::Alias(_) | Y::Null | Y::BadValue => Yaml::Null,
-    }
-}
-
-/// A Go duration (`10s`, `168h`, `1h30m`, `500ms`) or a bare number of nanoseconds, in whole
-/// seconds (rounded up). Longer than Go's own limit (i64::MAX nanoseconds, about 292 years), which
-/// Distribution would refuse too, is an error rather than a number that overflowed.
-fn duration_secs(v: &Yaml) -> Result<u64, String> {
-    if let Some(n) = v.as_u64() {
-        // Go reads a bare number in YAML as nanoseconds.
-        return Ok(n.div_ceil(1_000_000_000));
-    }
-    let s = v
-        .as_str()
-        .ok_or_else(|| format!("{v:?} is not a duration"))?;
-    const MAX_NS: u128 = i64::MAX as u128;
-    let too_long =
-        || format!("{s:?} is longer than a Go duration can be (2562047h, about 292 years)");
-    let mut total_ns: u128 = 0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(|| format!("{s:?}: a number without a unit"))?;
-        let (whole, frac) = rest[..digits]
-            .split_once('.')
-            .unwrap_or((&rest[..digits], ""));
-        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
-            return Err(format!("{s:?} is not a duration like 10s or 1h30m"));
-        }
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ns: u128 = match &rest[..unit_len] {
-            "h" => 3_600_000_000_000,
-            "m" => 60_000_000_000,
-            "s" => 1_000_000_000,
-            "ms" => 1_000_000,
-            "us" | "µs" => 1_000,
-            "ns" => 1,
-            u => return Err(format!("{s:?}: unknown unit {u:?}")),
-        };
-        rest = &rest[unit_len..];
-        // Exact integers: 39 digits overflow u128, and anything past 19 is over the limit anyway.
-        let whole = whole.trim_start_matches('0');
-        if whole.len() > 19 {
-            return Err(too_long());
-        }
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| too_long())?
-        };
-        // Eighteen fractional digits are finer than a nanosecond of an hour; the rest cannot count.
-        let frac = &frac[..frac.len().min(18)];
-        let scale = 10u128.pow(frac.len() as u32);
-        let frac: u128 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().map_err(|_| too_long())?
-        };
-        let term = whole
-            .checked_mul(unit_ns)
-            .and_then(|w| w.checked_add((frac * unit_ns).div_ceil(scale)))
-            .ok_or_else(too_long)?;
-        total_ns = total_ns.checked_add(term).ok_or_else(too_long)?;
-        if total_ns > MAX_NS {
-            return Err(too_long());
-        }
-    }
-    // At most i64::MAX nanoseconds: about 9.2e9 seconds, a u64 and a TOML integer alike.
-    Ok(total_ns.div_ceil(1_000_000_000) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        let d = |s: &str| duration_secs(&Yaml::String(s.into()));
-        assert_eq!(d("10s"), Ok(10));
-        assert_eq!(d("168h"), Ok(604_800));
-        assert_eq!(d("1h30m"), Ok(5_400));
-        assert_eq!(d("500ms"), Ok(1));
-        assert!(d("ten").is_err());
-        assert!(d("10").is_err());
-        assert!(d("5d").is_err());
-    }
-
-    #[test]
-    fn an_absurd_duration_is_refused_with_its_key() {
-        let huge = "99999999999999999999999999999999999999999h1h";
-        assert!(duration_secs(&Yaml::String(huge.into())).is_err());
-        // Go's own limit (Distribution's parser): i64::MAX nanoseconds, about 292 years.
-        let d = |s: &str| duration_secs(&Yaml::String(s.into()));
-        assert_eq!(d("2562047h47m16.854775807s"), Ok(9_223_372_037));
-        assert!(d("2562047h47m16.854775808s").is_err());
-        assert!(d("2562048h").is_err());
-        assert_eq!(d("1.5s"), Ok(2));
-        assert_eq!(d("0.5h"), Ok(1_800));
-        assert_eq!(d("1ns"), Ok(1));
-        assert_eq!(d("1.000000000000000000000001s"), Ok(1));
-        for (yaml, key) in [
-            (
-                format!("storage:\n  maintenance:\n    uploadpurging:\n      age: {huge}\n"),
-                "storage.maintenance.uploadpurging.age",
-            ),
-            (
-                format!("storage:\n  maintenance:\n    uploadpurging:\n      interval: {huge}\n"),
-                "storage.maintenance.uploadpurging.interval",
-            ),
-            (
-                format!("http:\n  draintimeout: {huge}\n"),
-                "http.draintimeout",
-            ),
-        ] {
-            let e = convert(&format!("version: 0.1\n{yaml}")).err();
-            assert!(
-                e.as_deref()
-                    .is_some_and(|e| e.starts_with(key) && !e.contains('\n')),
-                "{yaml}: {e:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn compose_style() {
-        let m = convert(
-            r#"
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: /var/lib/registry
-  delete:
-    enabled: true
-http:
-  addr: :5000
-  tls:
-    certificate: /certs/domain.crt
-    key: /certs/domain.key
-  headers:
-    X-Content-Type-Options: [nosniff]
-    Access-Control-Allow-Origin: ['http://ui.example']
-    Access-Control-Allow-Methods: ['HEAD,GET,OPTIONS,DELETE']
-    Access-Control-Max-Age: [1728000]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-"#,
-        )
-        .unwrap();
-        let t: Table = toml::from_str(&m.toml).unwrap();
-        assert_eq!(t["storage"]["root"].as_str(), Some("/var/lib/registry"));
-        assert_eq!(t["server"]["listen"][0].as_str(), Some("0.0.0.0:5000"));
-        assert_eq!(
-            t["server"]["headers"][0].as_str(),
-            Some("X-Content-Type-Options: nosniff")
-        );
-        assert_eq!(
-            t["cors"]["allowed_methods"].as_array().map(Vec::len),
-            Some(4)
-        );
-        assert_eq!(t["cors"]["max_age_secs"].as_integer(), Some(1_728_000));
-        assert_eq!(t["storage"]["check_interval_secs"].as_integer(), Some(10));
-        assert!(convert("- a list").is_err());
-    }
-
-    #[test]
-    fn s3_driver() {
-        let m = convert(
-            r#"
-version: 0.1
-storage:
-  s3:
-    accesskey: AKIDEXAMPLE
-    secretkey: wJalrXUtnFEMI
-    region: garage
-    regionendpoint: garage.internal:3900
-    secure: false
-    bucket: registry
-    rootdirectory: /docker
-    storageclass: STANDARD
-  redirect:
-    disable: true
-http:
-  addr: :5000
-"#,
-        )
-        .unwrap();
-        let t: Table = toml::from_str(&m.toml).unwrap();
-        assert_eq!(t["storage"]["driver"].as_str(), Some("s3"));
-        assert_eq!(
-            t["s3"]["endpoint"].as_str(),
-            Some("http://garage.internal:3900")
-        );
-        assert_eq!(t["s3"]["prefix"].as_str(), Some("docker"));
-        assert_eq!(t["s3"]["path_style"].as_bool(), Some(true));
-        assert_eq!(t["s3"]["redirect_blobs"].as_bool(), Some(false));
-        assert_eq!(t["s3"]["secret_access_key"].as_str(), Some("wJalrXUtnFEMI"));
-        assert!(m.warnings.iter().any(|w| w.contains("storageclass")));
-        let aws = convert("version: 0.1\nstorage:\n  s3:\n    region: eu-west-1\n    bucket: b\n")
-            .unwrap();
-        let t: Table = toml::from_str(&aws.toml).unwrap();
-        assert_eq!(
-            t["s3"]["endpoint"].as_str(),
-            Some("https://s3.eu-west-1.amazonaws.com")
-        );
-        assert_eq!(t["s3"]["redirect_blobs"].as_bool(), Some(true));
     }
 }
