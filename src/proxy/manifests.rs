@@ -37,12 +37,6 @@ impl Proxy {
         reference: &Reference,
     ) -> Result<(Digest, Arc<CachedManifest>, Freshness), ProxyError> {
         let found = self.resolve(storage, t, reference).await?;
-        let result = match found.2 {
-            Freshness::Hit => "hit",
-            Freshness::Fetched => "miss",
-            Freshness::Stale => "stale",
-        };
-        crate::metrics::get().cache(&t.upstream.name, "manifest", result);
         let key = format!("{}@{}", t.cached, found.0);
         let due = {
             let mut marks = self.pulled.lock().unwrap_or_else(|p| p.into_inner());

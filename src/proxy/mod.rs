@@ -10,6 +10,10 @@
 //! one blob fetch per digest across every node sharing the storage (a lock on the shared mount,
 //! see [`crate::storage::fill`]); every other request streams from the fetch in progress.
 //!
+//! Handlers read through [`Repositories`] (in `repository.rs`), which decides whether a name is
+//! local or an upstream's and counts the cache's hits and misses; `manifests.rs` keeps cached tags
+//! current, `blobs.rs` and `fill.rs` fetch missing blobs.
+//!
 //! Nothing an upstream sends is held whole in memory: a manifest is read up to
 //! `limits.max_manifest_bytes` and refused beyond it, a blob goes to its partial file as it arrives.
 //! A blob fetch has an overall deadline (`proxy.fetch_deadline_secs`) and a minimum rate
@@ -22,6 +26,7 @@ pub mod evict;
 mod fill;
 mod manifests;
 pub mod prewarm;
+mod repository;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -32,6 +37,7 @@ use crate::config::Config;
 use crate::registry::{Digest, RepoName};
 use crate::storage::StorageError;
 use fill::FillWatch;
+pub use repository::{Blob, Repositories, Repository, UpstreamBlob};
 pub use upstream::{Upstream, UpstreamError};
 
 /// Why a proxied request failed.
