@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
-use super::Proxy;
+use super::Repositories;
 use crate::registry::{Digest, Reference, RepoName, manifest};
 use crate::storage::{Storage, StorageError};
 
@@ -35,8 +35,9 @@ struct Revision {
 }
 
 /// Runs one eviction pass against `limit` bytes; `None` when another node's pass holds the lock.
+/// `proxy` (the facade the handlers read through) says which repositories are the cache's.
 pub async fn evict(
-    proxy: &Proxy,
+    proxy: &Repositories,
     storage: &Storage,
     limit: u64,
 ) -> Result<Option<EvictReport>, StorageError> {

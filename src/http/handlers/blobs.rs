@@ -10,9 +10,8 @@ use super::{App, HandlerResult, Req, deletes_disabled, method_not_allowed, respo
 use crate::http::error::{ApiError, Code};
 use crate::http::pacing::Pace;
 use crate::http::range::{RangeRequest, parse_range};
-use crate::proxy::Target;
+use crate::proxy::{Blob, UpstreamBlob};
 use crate::registry::{Digest, RepoName};
-use crate::storage::StorageError;
 
 pub async fn handle(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerResult {
     match req.method {
@@ -33,27 +32,12 @@ pub async fn handle(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> H
 }
 
 async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerResult {
-    let size = match app.target(name, req) {
-        None => app
-            .storage
-            .blob_size(name, digest)
-            .await?
-            .ok_or(StorageError::BlobUnknown)?,
-        Some(t) => match app
-            .proxy
-            .stored_blob(&app.storage, &t, digest)
-            .await
-            .map_err(blob_error)?
-        {
-            Some((_, size)) => {
-                crate::metrics::get().cache(&t.upstream.name, "blob", "hit");
-                size
-            }
-            None => {
-                crate::metrics::get().cache(&t.upstream.name, "blob", "miss");
-                return from_upstream(app, &t, digest, req).await;
-            }
-        },
+    let repository = app
+        .proxy
+        .repository(name, req.query.get("ns").map(String::as_str));
+    let size = match repository.blob(digest).await.map_err(blob_error)? {
+        Blob::Stored(size) => size,
+        Blob::Upstream(remote) => return from_upstream(&remote, digest, req).await,
     };
     let mut headers = vec![
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -123,7 +107,7 @@ async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> HandlerR
 
 /// A blob of a cached repository that is not stored yet: HEAD asks the upstream for its size; GET
 /// streams it while it is being stored (the whole blob: a range is served once it is stored).
-async fn from_upstream(app: &App, t: &Target, digest: &Digest, req: &Req) -> HandlerResult {
+async fn from_upstream(remote: &UpstreamBlob<'_>, digest: &Digest, req: &Req) -> HandlerResult {
     let blob_headers = |size: u64| {
         vec![
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -140,22 +124,14 @@ async fn from_upstream(app: &App, t: &Target, digest: &Digest, req: &Req) -> Han
         ]
     };
     if req.method == Method::HEAD {
-        let size = app
-            .proxy
-            .upstream_blob_size(t, digest)
-            .await
-            .map_err(blob_error)?;
+        let size = remote.size().await.map_err(blob_error)?;
         return Ok(response(
             StatusCode::OK,
             &blob_headers(size),
             crate::http::empty(),
         ));
     }
-    let (size, blob) = app
-        .proxy
-        .fetch_blob(&app.storage, t, digest)
-        .await
-        .map_err(blob_error)?;
+    let (size, blob) = remote.fetch().await.map_err(blob_error)?;
     // Counted against the connection like a stored blob (the chunks are what the fill delivers).
     let blob = Pace::current().track(blob);
     let d = digest.clone();

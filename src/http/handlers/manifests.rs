@@ -27,16 +27,11 @@ pub async fn handle(app: &App, name: RepoName, reference: Reference, req: Req) -
 }
 
 async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> HandlerResult {
-    let (digest, manifest, cache) = match app.target(name, req) {
-        Some(t) => {
-            let (d, m, f) = app.proxy.manifest(&app.storage, &t, reference).await?;
-            (d, m, Some(f))
-        }
-        None => {
-            let (d, m) = app.storage.resolve_manifest(name, reference).await?;
-            (d, m, None)
-        }
-    };
+    let (digest, manifest, cache) = app
+        .proxy
+        .repository(name, req.query.get("ns").map(String::as_str))
+        .manifest(reference)
+        .await?;
     let etag = format!("\"{digest}\"");
     let mut headers = vec![
         (

@@ -29,7 +29,7 @@ use super::route::{self, Route};
 use crate::auth::{Action, Anonymous, Auth, AuthError, Principal};
 use crate::config::{Config, MetricsConfig};
 use crate::health::Health;
-use crate::proxy::{Proxy, Target};
+use crate::proxy::{Proxy, Repositories, Target};
 use crate::registry::RepoName;
 use crate::storage::Storage;
 use arc_swap::ArcSwap;
@@ -115,8 +115,9 @@ pub struct App {
     pub storage: Storage,
     pub health: Health,
     pub settings: ArcSwap<Settings>,
-    /// The pull-through cache's upstreams (none: every name is local).
-    pub proxy: Proxy,
+    /// The repositories handlers read through: local, or cached from the pull-through cache's
+    /// upstreams (none: every name is local).
+    pub proxy: Repositories,
     pub auth: Auth,
     pub limits: ConnLimits,
     /// Blob uploads with a body running now (bounded by `max_concurrent_uploads`).
@@ -164,6 +165,7 @@ impl App {
         auth: Auth,
         limits: ConnLimits,
     ) -> Arc<App> {
+        let proxy = Repositories::new(storage.clone(), proxy);
         Arc::new(App {
             storage,
             health,

@@ -13,10 +13,10 @@ pub async fn get(app: &App, name: &RepoName, digest: &Digest, req: &Req) -> Hand
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
-    let stored_as = app.target(name, req).map(|t| t.cached);
     let mut manifests = app
-        .storage
-        .list_referrers(stored_as.as_ref().unwrap_or(name), digest)
+        .proxy
+        .repository(name, req.query.get("ns").map(String::as_str))
+        .referrers(digest)
         .await?;
     let filter = req.query.get("artifactType").filter(|f| !f.is_empty());
     if let Some(f) = filter {

@@ -9,21 +9,11 @@ pub async fn get(app: &App, name: &RepoName, req: &Req) -> HandlerResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
-    // A cached repository lists the tags pulled through this registry (the upstream's full list
-    // is the upstream's business); a bare name's own repository comes first.
-    let tags = match app.target(name, req) {
-        None => app.storage.list_tags(name).await?,
-        Some(t) => {
-            let mut found = Err(crate::storage::StorageError::NameUnknown);
-            for n in t.literal.iter().chain(std::iter::once(&t.cached)) {
-                found = app.storage.list_tags(n).await;
-                if found.is_ok() {
-                    break;
-                }
-            }
-            found?
-        }
-    };
+    let tags = app
+        .proxy
+        .repository(name, req.query.get("ns").map(String::as_str))
+        .tags()
+        .await?;
     let (page, more) = paginate(&tags, &req.query)?;
     #[derive(serde::Serialize)]
     struct TagList<'a> {
