@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, parse_cidr};
 use crate::health::Health;
-use crate::http::handlers::{App, ConnLimits, Settings};
+use crate::http::handlers::App;
 use crate::http::server;
 use crate::node::mount::MountGuard;
 use crate::node::tls::{Reload, Tls};
@@ -310,8 +310,11 @@ pub async fn run(
 
     // 4. Storage and its health; an unusable storage answers 503 rather than stopping the node.
     let root = config.storage.root.clone();
-    let storage = Storage::from_config(&config, 256).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tracing::info!(storage = %Storage::describe(&config), "storage");
+    let storage = config
+        .storage_settings()
+        .and_then(|s| Storage::from_settings(&s, 256))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(storage = %config.storage_description(), "storage");
     let guard = (!config.storage.require_mount.is_empty()).then(|| {
         MountGuard::new(
             &config.storage.require_mount,
@@ -326,7 +329,7 @@ pub async fn run(
         warn_incoherent_gluster(&root).await;
     }
     let check_every = Duration::from_secs(config.storage.check_interval_secs);
-    let proxy = crate::proxy::Proxy::from_config(&config)?;
+    let proxy = crate::proxy::Proxy::from_settings(&config.proxy_settings())?;
     if !proxy.is_empty() {
         tracing::info!(
             upstreams = %proxy.upstream_names().join(","),
@@ -334,7 +337,7 @@ pub async fn run(
             "pull-through cache on"
         );
     }
-    let auth = crate::auth::Auth::from_config(&config).map_err(|e| {
+    let auth = crate::auth::Auth::from_settings(&config.auth_settings()).map_err(|e| {
         anyhow::anyhow!("{e}. Fix the file (entries from `htpasswd -B`) or unset auth.htpasswd")
     })?;
     if !config.auth.htpasswd.as_os_str().is_empty() {
@@ -348,10 +351,10 @@ pub async fn run(
     let app = App::build(
         storage.clone(),
         Health::new(guard),
-        Settings::from_config(&config),
+        config.http_settings(),
         proxy,
         auth,
-        ConnLimits::from_config(&config),
+        config.conn_limits(),
     );
     // A check may take as long as any storage call: a loaded shared mount is slow, not broken.
     let check_timeout = Duration::from_secs(config.storage.operation_timeout_secs);
@@ -620,7 +623,7 @@ fn reload(
     if let Err(e) = set_level(&new.log.level) {
         tracing::warn!(error = %e, "cannot change the log level");
     }
-    app.settings.store(Arc::new(Settings::from_config(&new)));
+    app.settings.store(Arc::new(new.http_settings()));
     if current.storage.read_only != new.storage.read_only {
         if new.storage.read_only {
             tracing::warn!(
@@ -630,7 +633,7 @@ fn reload(
             tracing::info!("read-only mode OFF: accepting pushes and deletes again");
         }
     }
-    match app.auth.apply(&new) {
+    match app.auth.apply(&new.auth_settings()) {
         Ok(()) => {}
         Err(e) => {
             tracing::error!(error = %e, "htpasswd file refused, previous users stay in service")

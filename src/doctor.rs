@@ -69,7 +69,7 @@ pub async fn run(config: &Config, extra_ca: Option<&Path>) -> Vec<Finding> {
     hosts(&mut r, config, ip);
     let cert = certificate(&mut r, config, ip);
     clock(&mut r, cert.as_ref());
-    if config.storage.driver == "s3" {
+    if config.storage.driver == crate::config::StorageDriver::S3 {
         bucket(&mut r, config).await;
     } else {
         storage(&mut r, config);
@@ -300,9 +300,12 @@ fn clock(r: &mut Report, cert: Option<&CertInfo>) {
 /// The S3 bucket: reachable with the configured credentials, a write read back, the store's
 /// clock against this node's.
 async fn bucket(r: &mut Report, config: &Config) {
-    let where_ = crate::storage::Storage::describe(config);
+    let where_ = config.storage_description();
     let timeout = std::time::Duration::from_secs(config.storage.operation_timeout_secs);
-    let storage = match crate::storage::Storage::from_config(config, 4) {
+    let opened = config
+        .storage_settings()
+        .and_then(|s| crate::storage::Storage::from_settings(&s, 4));
+    let storage = match opened {
         Ok(s) => s,
         Err(e) => {
             r.fail(
