@@ -127,4 +127,16 @@ mod tests {
         let keys: Vec<&str> = CLOSED_SETS.iter().map(|s| s.key).collect();
         assert_eq!(keys, ["storage.driver", "auth.anonymous", "log.format"]);
     }
+
+    #[test]
+    fn check_config_prints_the_names() {
+        let shown = crate::config::Config::defaults().to_toml();
+        for line in [
+            "driver = \"filesystem\"",
+            "anonymous = \"auto\"",
+            "format = \"auto\"",
+        ] {
+            assert!(shown.contains(line), "{line} missing from {shown}");
+        }
+    }
 }
