@@ -11,7 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 
-use registryd::config::{Config, Overrides};
+use registryd::config::{Config, LogFormat, Overrides};
 use registryd::daemon::LevelSetter;
 use registryd::node::{certgen, hosts};
 
@@ -232,10 +232,10 @@ fn init_logging(config: &Config) -> LevelSetter {
     let (filter_layer, handle) =
         reload::Layer::new(filter(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info")));
     let registry = tracing_subscriber::registry().with(filter_layer);
-    let journald = match config.log.format.as_str() {
-        "journald" => true,
-        "auto" => stderr_is_journal(),
-        _ => false,
+    let journald = match config.log.format {
+        LogFormat::Journald => true,
+        LogFormat::Auto => stderr_is_journal(),
+        LogFormat::Text | LogFormat::Json => false,
     };
     let journal_layer = if journald {
         match tracing_journald::layer() {
@@ -250,7 +250,7 @@ fn init_logging(config: &Config) -> LevelSetter {
     };
     if let Some(l) = journal_layer {
         registry.with(l).init();
-    } else if config.log.format == "json" {
+    } else if config.log.format == LogFormat::Json {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
@@ -347,7 +347,7 @@ fn pull(config: &Config, platforms: &[String], refs: &[String]) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let proxy = match Proxy::from_config(config) {
+        let proxy = match Proxy::from_settings(&config.proxy_settings()) {
             Ok(p) if !p.is_empty() => p,
             Ok(_) => {
                 eprintln!("registryd pull: no [[upstream]] is configured; add one to the config file");

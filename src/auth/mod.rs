@@ -25,7 +25,19 @@ pub use htpasswd::Users;
 pub use policy::{Action, Anonymous, Policy, Principal};
 pub use token::TokenKey;
 
-use crate::config::Config;
+/// What `[auth]`, `[[access]]` and `[[group]]` say, as the daemon hands them over.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The htpasswd file (`auth.htpasswd`); empty: no accounts.
+    pub htpasswd: PathBuf,
+    /// The realm of the Basic challenge (`auth.realm`).
+    pub realm: String,
+    /// How long a verified login is remembered (`auth.cache_secs`).
+    pub cache_ttl: Duration,
+    /// Failed logins per client and minute before it is refused (`auth.max_failures_per_minute`).
+    pub max_failures: u32,
+    pub policy: Policy,
+}
 
 /// Why a request's credentials were not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,14 +118,14 @@ impl Auth {
         )
     }
 
-    /// The authentication a configuration describes; loads the htpasswd file (an unreadable or
+    /// The authentication the settings describe; loads the htpasswd file (an unreadable or
     /// invalid one is an error: the daemon must not start open when the operator asked for logins).
-    pub fn from_config(c: &Config) -> Result<Auth, String> {
+    pub fn from_settings(s: &AuthSettings) -> Result<Auth, String> {
         let auth = Auth::with(
-            Policy::from_config(c),
+            s.policy.clone(),
             Users::default(),
-            c.auth.htpasswd.clone(),
-            tuning(c),
+            s.htpasswd.clone(),
+            tuning(s),
         );
         auth.reload_users()?;
         Ok(auth)
@@ -206,13 +218,13 @@ impl Auth {
     }
 
     /// Applies a reloaded configuration: the policy at once, the users when the file changed path.
-    pub fn apply(&self, c: &Config) -> Result<(), String> {
-        self.policy.store(Arc::new(Policy::from_config(c)));
-        self.tuning.store(Arc::new(tuning(c)));
+    pub fn apply(&self, s: &AuthSettings) -> Result<(), String> {
+        self.policy.store(Arc::new(s.policy.clone()));
+        self.tuning.store(Arc::new(tuning(s)));
         let changed = {
             let mut p = lock(&self.htpasswd);
-            let changed = *p != c.auth.htpasswd;
-            *p = c.auth.htpasswd.clone();
+            let changed = *p != s.htpasswd;
+            *p = s.htpasswd.clone();
             changed
         };
         if changed {
@@ -382,11 +394,11 @@ fn default_tuning() -> Tuning {
     }
 }
 
-fn tuning(c: &Config) -> Tuning {
+fn tuning(s: &AuthSettings) -> Tuning {
     Tuning {
-        realm: c.auth.realm.clone(),
-        cache_ttl: Duration::from_secs(c.auth.cache_secs),
-        max_failures: c.auth.max_failures_per_minute as u32,
+        realm: s.realm.clone(),
+        cache_ttl: s.cache_ttl,
+        max_failures: s.max_failures,
     }
 }
 
@@ -433,11 +445,8 @@ mod tests {
 
     fn auth_with_alice() -> Auth {
         let users = Users::parse(&format!("alice:{DUMMY_HASH}")).unwrap();
-        let c = Config::defaults();
-        let mut policy_config = c.clone();
-        policy_config.auth.htpasswd = "/nonexistent".into();
         Auth::with(
-            Policy::from_config(&policy_config),
+            accounts_policy(),
             users,
             PathBuf::new(),
             Tuning {
@@ -492,12 +501,15 @@ mod tests {
         );
     }
 
+    /// The default policy ("auto", no rules) of a registry with accounts.
+    fn accounts_policy() -> Policy {
+        Policy::new(None, Vec::new(), &[], &[], true)
+    }
+
     /// An `Auth` over an htpasswd file the test rewrites, as an operator would with `htpasswd`.
     fn auth_on_file(path: &std::path::Path) -> Auth {
-        let mut c = Config::defaults();
-        c.auth.htpasswd = path.to_path_buf();
         let a = Auth::with(
-            Policy::from_config(&c),
+            accounts_policy(),
             Users::default(),
             path.to_path_buf(),
             default_tuning(),

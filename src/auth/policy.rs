@@ -14,7 +14,28 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use crate::config::{AccessRule, Config, Group};
+use serde::{Deserialize, Serialize};
+
+/// One `[[access]]` rule: who may pull and push under a repository prefix. The configuration's
+/// schema uses this type as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    pub prefix: String,
+    #[serde(default)]
+    pub pull: Vec<String>,
+    #[serde(default)]
+    pub push: Vec<String>,
+}
+
+/// One `[[group]]`: a name the access rules use as `@name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
 
 /// What clients without credentials may do on a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,25 +130,27 @@ impl Policy {
         }
     }
 
-    /// The policy a (validated) configuration describes.
-    pub fn from_config(c: &Config) -> Policy {
-        let mut rules: Vec<Rule> = c.access.iter().map(rule).collect();
+    /// The policy of (validated) settings: `anonymous` is `auth.anonymous` (`None`: "auto"),
+    /// `by_listener` the parsed `auth.anonymous_by_listener`, `accounts` whether an htpasswd file
+    /// is set.
+    pub fn new(
+        anonymous: Option<Anonymous>,
+        by_listener: Vec<(SocketAddr, Anonymous)>,
+        access: &[AccessRule],
+        groups: &[Group],
+        accounts: bool,
+    ) -> Policy {
+        let mut rules: Vec<Rule> = access.iter().map(rule).collect();
         rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Policy {
-            anonymous: c.auth.anonymous.parse().ok(),
-            by_listener: c
-                .auth
-                .anonymous_by_listener
-                .iter()
-                .filter_map(|s| parse_listener_policy(s).ok())
-                .collect(),
+            anonymous,
+            by_listener,
             rules,
-            groups: c
-                .group
+            groups: groups
                 .iter()
                 .map(|Group { name, members }| (name.clone(), members.clone()))
                 .collect(),
-            accounts: !c.auth.htpasswd.as_os_str().is_empty(),
+            accounts,
         }
     }
 

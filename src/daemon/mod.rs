@@ -33,7 +33,7 @@ pub use self::node::{hosts_entries, node_ip, node_setup, serves_node_address};
 pub use self::storage::free_bytes;
 use crate::config::Config;
 use crate::health::Health;
-use crate::http::handlers::{App, ConnLimits, Settings};
+use crate::http::handlers::App;
 use crate::http::server;
 use crate::node::mount::MountGuard;
 use crate::node::systemd;
@@ -118,7 +118,7 @@ fn build_app(
     storage: &Storage,
     guard: Option<MountGuard>,
 ) -> anyhow::Result<Arc<App>> {
-    let proxy = crate::proxy::Proxy::from_config(config)?;
+    let proxy = crate::proxy::Proxy::from_settings(&config.proxy_settings())?;
     if !proxy.is_empty() {
         tracing::info!(
             upstreams = %proxy.upstream_names().join(","),
@@ -126,7 +126,7 @@ fn build_app(
             "pull-through cache on"
         );
     }
-    let auth = crate::auth::Auth::from_config(config).map_err(|e| {
+    let auth = crate::auth::Auth::from_settings(&config.auth_settings()).map_err(|e| {
         anyhow::anyhow!("{e}. Fix the file (entries from `htpasswd -B`) or unset auth.htpasswd")
     })?;
     if !config.auth.htpasswd.as_os_str().is_empty() {
@@ -140,10 +140,10 @@ fn build_app(
     Ok(App::build(
         storage.clone(),
         Health::new(guard),
-        Settings::from_config(config),
+        config.http_settings(),
         proxy,
         auth,
-        ConnLimits::from_config(config),
+        config.conn_limits(),
     ))
 }
 

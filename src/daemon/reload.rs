@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::status::Status;
 use super::{ConfigLoader, LevelSetter, certificate, node};
 use crate::config::Config;
-use crate::http::handlers::{App, Settings};
+use crate::http::handlers::App;
 use crate::node::systemd;
 use crate::node::tls::Tls;
 
@@ -64,7 +64,7 @@ fn reload(current: Config, r: &Reloader<'_>) -> Config {
     if let Err(e) = (r.set_level)(&new.log.level) {
         tracing::warn!(error = %e, "cannot change the log level");
     }
-    r.app.settings.store(Arc::new(Settings::from_config(&new)));
+    r.app.settings.store(Arc::new(new.http_settings()));
     if current.storage.read_only != new.storage.read_only {
         if new.storage.read_only {
             tracing::warn!(
@@ -74,7 +74,7 @@ fn reload(current: Config, r: &Reloader<'_>) -> Config {
             tracing::info!("read-only mode OFF: accepting pushes and deletes again");
         }
     }
-    match r.app.auth.apply(&new) {
+    match r.app.auth.apply(&new.auth_settings()) {
         Ok(()) => {}
         Err(e) => {
             tracing::error!(error = %e, "htpasswd file refused, previous users stay in service")

@@ -15,8 +15,11 @@ use crate::storage::Storage;
 /// names one (the guard is also the health check's, so it is returned too).
 pub(super) async fn open(config: &Config) -> anyhow::Result<(Storage, Option<MountGuard>)> {
     let root = config.storage.root.clone();
-    let storage = Storage::from_config(config, 256).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tracing::info!(storage = %Storage::describe(config), "storage");
+    let storage = config
+        .storage_settings()
+        .and_then(|s| Storage::from_settings(&s, 256))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(storage = %config.storage_description(), "storage");
     let guard = (!config.storage.require_mount.is_empty()).then(|| {
         MountGuard::new(
             &config.storage.require_mount,

@@ -69,7 +69,7 @@ pub async fn run(config: &Config, extra_ca: Option<&Path>) -> Vec<Finding> {
     node::hosts(&mut r, config, ip);
     let cert = node::certificate(&mut r, config, ip);
     node::clock(&mut r, cert.as_ref());
-    if config.storage.driver == "s3" {
+    if config.storage.driver == crate::config::StorageDriver::S3 {
         storage::bucket(&mut r, config).await;
     } else {
         storage::filesystem(&mut r, config);

@@ -10,9 +10,12 @@ use crate::config::Config;
 /// The S3 bucket: reachable with the configured credentials, a write read back, the store's
 /// clock against this node's.
 pub(super) async fn bucket(r: &mut Report, config: &Config) {
-    let where_ = crate::storage::Storage::describe(config);
+    let where_ = config.storage_description();
     let timeout = std::time::Duration::from_secs(config.storage.operation_timeout_secs);
-    let storage = match crate::storage::Storage::from_config(config, 4) {
+    let opened = config
+        .storage_settings()
+        .and_then(|s| crate::storage::Storage::from_settings(&s, 4));
+    let storage = match opened {
         Ok(s) => s,
         Err(e) => {
             r.fail(

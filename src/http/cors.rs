@@ -7,7 +7,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::Body;
-use crate::config::Config;
 
 /// Parses `"Name: value"`.
 pub fn parse_header_line(line: &str) -> Option<(HeaderName, HeaderValue)> {
@@ -17,8 +16,50 @@ pub fn parse_header_line(line: &str) -> Option<(HeaderName, HeaderValue)> {
     Some((name, value))
 }
 
+/// What `server.headers` and `[cors]` ask for, parsed, as the daemon hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderSettings {
+    /// Sent on every response (`server.headers`).
+    pub extra: Vec<(HeaderName, HeaderValue)>,
+    /// Origins a browser may call from (`scheme://host[:port]`, or `*`); empty: CORS off.
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<Method>,
+    pub allowed_headers: Vec<String>,
+    pub exposed_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_secs: u64,
+}
+
+impl HeaderSettings {
+    /// The shipped defaults (`etc/registryd/config.toml`; the configuration's tests check that
+    /// they agree): `X-Content-Type-Options: nosniff`, CORS off.
+    pub fn basic() -> HeaderSettings {
+        HeaderSettings {
+            extra: vec![(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            )],
+            allowed_origins: Vec::new(),
+            allowed_methods: vec![Method::GET, Method::HEAD, Method::DELETE],
+            allowed_headers: ["Authorization", "Accept", "Content-Type"]
+                .map(String::from)
+                .into(),
+            exposed_headers: [
+                "Docker-Content-Digest",
+                "Link",
+                "Content-Length",
+                "Location",
+            ]
+            .map(String::from)
+            .into(),
+            allow_credentials: false,
+            max_age_secs: 600,
+        }
+    }
+}
+
 /// The response-header policy in force (rebuilt on reload).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResponseHeaders {
     extra: Vec<(HeaderName, HeaderValue)>,
     /// Allowed origins, lower-case without a trailing slash; empty means CORS is off.
@@ -33,20 +74,10 @@ pub struct ResponseHeaders {
 }
 
 impl ResponseHeaders {
-    pub fn from_config(c: &Config) -> ResponseHeaders {
-        let cors = &c.cors;
-        let methods: Vec<Method> = cors
-            .allowed_methods
-            .iter()
-            .filter_map(|m| m.parse().ok())
-            .collect();
+    pub fn from_settings(cors: &HeaderSettings) -> ResponseHeaders {
+        let methods = cors.allowed_methods.clone();
         ResponseHeaders {
-            extra: c
-                .server
-                .headers
-                .iter()
-                .filter_map(|h| parse_header_line(h))
-                .collect(),
+            extra: cors.extra.clone(),
             origins: cors
                 .allowed_origins
                 .iter()
@@ -171,10 +202,10 @@ mod tests {
     use super::*;
 
     fn headers(origins: &[&str], credentials: bool) -> ResponseHeaders {
-        let mut c = Config::defaults();
-        c.cors.allowed_origins = origins.iter().map(|s| s.to_string()).collect();
-        c.cors.allow_credentials = credentials;
-        ResponseHeaders::from_config(&c)
+        let mut c = HeaderSettings::basic();
+        c.allowed_origins = origins.iter().map(|s| s.to_string()).collect();
+        c.allow_credentials = credentials;
+        ResponseHeaders::from_settings(&c)
     }
 
     fn preflight(h: &ResponseHeaders, origin: &str, method: &str) -> Response<Body> {

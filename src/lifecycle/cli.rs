@@ -23,7 +23,10 @@ pub fn open_storage(config: &Config, cmd: &str) -> Result<Storage, ExitCode> {
             return Err(ExitCode::FAILURE);
         }
     }
-    let storage = Storage::from_config(config, 64).map_err(|e| {
+    let opened = config
+        .storage_settings()
+        .and_then(|s| Storage::from_settings(&s, 64));
+    let storage = opened.map_err(|e| {
         eprintln!("registryd {cmd}: {e}");
         ExitCode::FAILURE
     })?;

@@ -33,12 +33,32 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::registry::{Digest, RepoName};
 use crate::storage::StorageError;
 use fill::FillWatch;
 pub use repository::{Blob, Repositories, Repository, UpstreamBlob};
-pub use upstream::{Upstream, UpstreamError};
+pub use upstream::{Upstream, UpstreamError, UpstreamSettings};
+
+/// What `[proxy]`, `[[upstream]]` and the manifest and blob limits say, as the daemon hands them
+/// over.
+#[derive(Clone)]
+pub struct ProxySettings {
+    pub upstreams: Vec<UpstreamSettings>,
+    /// The upstream of bare names matching `default_patterns`; empty: none.
+    pub default_upstream: String,
+    pub default_patterns: Vec<String>,
+    /// How long a tag fetched from an upstream is served without asking it again.
+    pub tag_ttl: Duration,
+    /// Bound on each upstream request.
+    pub timeout: Duration,
+    pub max_manifest_bytes: u64,
+    /// 0: no limit.
+    pub max_blob_bytes: u64,
+    /// Overall bound on one blob fetch.
+    pub fetch_deadline: Duration,
+    /// Bytes per second a blob fetch must average; 0: no minimum.
+    pub min_rate: u64,
+}
 
 /// Why a proxied request failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,27 +145,28 @@ impl Proxy {
         }
     }
 
-    pub fn from_config(config: &Config) -> anyhow::Result<Proxy> {
-        let timeout = Duration::from_secs(config.proxy.upstream_timeout_secs);
-        let upstreams = config
-            .upstream
+    /// The proxy `settings` describe; reads the upstreams' password and CA files.
+    pub fn from_settings(settings: &ProxySettings) -> anyhow::Result<Proxy> {
+        let timeout = settings.timeout;
+        let upstreams = settings
+            .upstreams
             .iter()
             .map(|u| Upstream::new(u, timeout).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let default_upstream = upstreams
             .iter()
-            .find(|u| u.name == config.proxy.default_upstream)
+            .find(|u| u.name == settings.default_upstream)
             .cloned();
         Ok(Proxy {
             upstreams,
             default_upstream,
-            default_patterns: config.proxy.default_patterns.clone(),
-            tag_ttl: Duration::from_secs(config.proxy.tag_ttl_secs),
+            default_patterns: settings.default_patterns.clone(),
+            tag_ttl: settings.tag_ttl,
             timeout,
-            max_manifest_bytes: config.limits.max_manifest_bytes,
-            max_blob_bytes: config.limits.max_blob_bytes,
-            fetch_deadline: Duration::from_secs(config.proxy.fetch_deadline_secs),
-            min_rate: config.proxy.fetch_min_bytes_per_sec,
+            max_manifest_bytes: settings.max_manifest_bytes,
+            max_blob_bytes: settings.max_blob_bytes,
+            fetch_deadline: settings.fetch_deadline,
+            min_rate: settings.min_rate,
             fills: Mutex::new(HashMap::new()),
             manifest_fetches: Mutex::new(HashMap::new()),
             pulled: Mutex::new(HashMap::new()),
@@ -260,24 +281,43 @@ mod tests {
         assert!(!matches("library/*", "library"));
     }
 
+    fn upstream(name: &str, url: &str, prefixes: &[&str], push: bool) -> UpstreamSettings {
+        UpstreamSettings {
+            name: name.into(),
+            url: url.into(),
+            username: String::new(),
+            password: String::new(),
+            password_file: Default::default(),
+            ca: Default::default(),
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            push,
+            token_realm_hosts: Vec::new(),
+        }
+    }
+
+    /// docker.io (its name its prefix) and ghcr.io (two prefixes, pushes allowed), with the
+    /// shipped `[proxy]` defaults.
     fn proxy(default: &str) -> Proxy {
-        let text = format!(
-            r#"
-[proxy]
-default_upstream = "{default}"
-[[upstream]]
-name = "docker.io"
-url = "https://registry-1.docker.io"
-[[upstream]]
-name = "ghcr.io"
-url = "https://ghcr.io"
-prefixes = ["ghcr.io", "gh"]
-push = true
-"#
-        );
-        let c = Config::from_layers(Some(("t.toml", &text)), &[], &Default::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        Proxy::from_config(&c).unwrap_or_else(|e| panic!("{e}"))
+        let settings = ProxySettings {
+            upstreams: vec![
+                upstream(
+                    "docker.io",
+                    "https://registry-1.docker.io",
+                    &["docker.io"],
+                    false,
+                ),
+                upstream("ghcr.io", "https://ghcr.io", &["ghcr.io", "gh"], true),
+            ],
+            default_upstream: default.into(),
+            default_patterns: vec!["library/*".into()],
+            tag_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+            max_manifest_bytes: 4 << 20,
+            max_blob_bytes: 0,
+            fetch_deadline: Duration::from_secs(3600),
+            min_rate: 16384,
+        };
+        Proxy::from_settings(&settings).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn t(p: &Proxy, name: &str, ns: Option<&str>) -> Option<(String, String, bool)> {

@@ -3,12 +3,31 @@
 //! a client needs to hear (unreachable, unauthorized, not found).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, header};
 
-use crate::config;
+/// One `[[upstream]]`, as the daemon hands it over.
+#[derive(Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub url: String,
+    /// Empty: anonymous.
+    pub username: String,
+    pub password: String,
+    /// Read at start instead of `password` when set.
+    pub password_file: PathBuf,
+    /// PEM file of extra CA certificates to trust; empty: the system store.
+    pub ca: PathBuf,
+    /// The repository prefixes it serves (its name when none are configured).
+    pub prefixes: Vec<String>,
+    /// Whether clients may push under its prefixes.
+    pub push: bool,
+    /// Hosts a plain-http token realm may be on to receive the credentials.
+    pub token_realm_hosts: Vec<String>,
+}
 
 /// Manifest media types asked of an upstream, every kind a client may pull.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -58,7 +77,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(c: &config::Upstream, timeout: Duration) -> anyhow::Result<Upstream> {
+    pub fn new(c: &UpstreamSettings, timeout: Duration) -> anyhow::Result<Upstream> {
         let password = if !c.password_file.as_os_str().is_empty() {
             let p = std::fs::read_to_string(&c.password_file).map_err(|e| {
                 anyhow::anyhow!(
@@ -99,7 +118,7 @@ impl Upstream {
         Ok(Upstream {
             name: c.name.clone(),
             base: c.url.trim_end_matches('/').to_string(),
-            prefixes: c.prefixes(),
+            prefixes: c.prefixes.clone(),
             push: c.push,
             credentials: (!c.username.is_empty()).then(|| (c.username.clone(), password)),
             realm_hosts: c

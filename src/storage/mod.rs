@@ -175,6 +175,26 @@ struct Inner {
     s3: Option<Arc<s3::S3Driver>>,
 }
 
+/// Where the storage is, as the daemon hands it over (`storage.driver` and its keys, resolved).
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The filesystem under this root.
+    Filesystem(std::path::PathBuf),
+    /// An S3 bucket, under a key prefix ("" for none).
+    S3 {
+        client: s3::S3Settings,
+        prefix: String,
+    },
+}
+
+/// What opening the storage needs: where it is, and the bound on each operation.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub location: Location,
+    /// Bound on every storage call (`storage.operation_timeout_secs`).
+    pub timeout: Duration,
+}
+
 /// The filesystem storage driver. Cheap to clone; clones share state.
 #[derive(Clone)]
 pub struct Storage {
@@ -243,34 +263,19 @@ impl Storage {
         ))
     }
 
-    /// The storage `config` names: the filesystem under `storage.root`, or the `[s3]` bucket.
-    pub fn from_config(
-        config: &crate::config::Config,
+    /// The storage `settings` name: a filesystem root, or an S3 bucket. `max_blocking` bounds the
+    /// blocking calls of a filesystem at once.
+    pub fn from_settings(
+        settings: &StorageSettings,
         max_blocking: usize,
     ) -> std::result::Result<Storage, String> {
-        let timeout = Duration::from_secs(config.storage.operation_timeout_secs);
-        if config.storage.driver == "s3" {
-            let settings = config.s3.settings(timeout)?;
-            return Storage::open_s3(&settings, &config.s3.prefix, timeout)
-                .map_err(|e| e.to_string());
-        }
-        Storage::open_with(&config.storage.root, timeout, max_blocking)
-            .map_err(|e| format!("storage root {}: {e}", config.storage.root.display()))
-    }
-
-    /// Where the data lives, for logs and messages: the root directory or the bucket.
-    pub fn describe(config: &crate::config::Config) -> String {
-        if config.storage.driver == "s3" {
-            let prefix = config.s3.prefix.trim_matches('/');
-            format!(
-                "s3 bucket {}{}{} at {}",
-                config.s3.bucket,
-                if prefix.is_empty() { "" } else { "/" },
-                prefix,
-                config.s3.endpoint
-            )
-        } else {
-            config.storage.root.display().to_string()
+        let timeout = settings.timeout;
+        match &settings.location {
+            Location::S3 { client, prefix } => {
+                Storage::open_s3(client, prefix, timeout).map_err(|e| e.to_string())
+            }
+            Location::Filesystem(root) => Storage::open_with(root, timeout, max_blocking)
+                .map_err(|e| format!("storage root {}: {e}", root.display())),
         }
     }
 

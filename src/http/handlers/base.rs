@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use super::{App, Conn, HandlerResult, Req, json_response, method_not_allowed, response};
 use crate::auth::{Anonymous, AuthError, Principal};
-use crate::config::MetricsConfig;
 use crate::http::error::ApiError;
 use crate::http::{empty, full};
 
@@ -85,12 +84,55 @@ pub fn token(app: &App, req: &Req) -> HandlerResult {
     ))
 }
 
+/// `[metrics]`: where and for whom `/metrics` answers, as the daemon hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// The path it answers on; empty: nowhere.
+    pub path: String,
+    pub listeners: Vec<MetricsListener>,
+    /// Users who may read the metrics (`*`: any); empty: anyone who reaches a listener.
+    pub users: Vec<String>,
+}
+
+impl MetricsSettings {
+    /// The shipped defaults: `/metrics` on loopback and link-local listeners, to anyone.
+    pub fn basic() -> MetricsSettings {
+        MetricsSettings {
+            path: "/metrics".into(),
+            listeners: vec![MetricsListener::Local],
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One `metrics.listeners` entry: which listeners serve `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListener {
+    /// `"all"`: every listener.
+    All,
+    /// `"local"`: loopback and link-local listeners (the node itself and its containers).
+    Local,
+    /// `ADDRESS:PORT`: the listener bound to it.
+    Address(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListener {
+    type Err = ();
+    fn from_str(s: &str) -> Result<MetricsListener, ()> {
+        match s {
+            "all" => Ok(MetricsListener::All),
+            "local" => Ok(MetricsListener::Local),
+            addr => addr.parse().map(MetricsListener::Address).map_err(|_| ()),
+        }
+    }
+}
+
 /// Whether `/metrics` answers on `listener` (`metrics.listeners`).
-pub fn serves_metrics(m: &MetricsConfig, listener: SocketAddr) -> bool {
-    m.listeners.iter().any(|l| match l.as_str() {
-        "all" => true,
-        "local" => crate::auth::policy::is_node_local(listener.ip()),
-        addr => addr.parse::<SocketAddr>().is_ok_and(|a| a == listener),
+pub fn serves_metrics(m: &MetricsSettings, listener: SocketAddr) -> bool {
+    m.listeners.iter().any(|l| match l {
+        MetricsListener::All => true,
+        MetricsListener::Local => crate::auth::policy::is_node_local(listener.ip()),
+        MetricsListener::Address(a) => *a == listener,
     })
 }
 
@@ -101,7 +143,7 @@ pub async fn metrics(
     app: &App,
     parts: &http::request::Parts,
     conn: Conn,
-    m: &MetricsConfig,
+    m: &MetricsSettings,
 ) -> HandlerResult {
     match parts.method {
         http::Method::GET | http::Method::HEAD => {}

@@ -23,19 +23,19 @@ use http_body_util::BodyStream;
 use hyper::body::Incoming;
 
 use super::Body;
-use super::cors::ResponseHeaders;
+use super::cors::{HeaderSettings, ResponseHeaders};
 use super::error::{ApiError, Code};
 use super::route::{self, Route};
 use crate::auth::{Action, Anonymous, Auth, AuthError, Principal};
-use crate::config::{Config, MetricsConfig};
 use crate::health::Health;
 use crate::proxy::{Proxy, Repositories, Target};
 use crate::registry::RepoName;
 use crate::storage::Storage;
 use arc_swap::ArcSwap;
+pub use base::{MetricsListener, MetricsSettings};
 
 /// Settings a reload may change while requests are in flight.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub delete_enabled: bool,
     pub max_manifest_bytes: u64,
@@ -52,36 +52,30 @@ pub struct Settings {
     /// `storage.min_free_bytes`: under it, pushes refused.
     pub min_free_bytes: u64,
     /// `[metrics]`: where and for whom `/metrics` answers.
-    pub metrics: MetricsConfig,
+    pub metrics: MetricsSettings,
 }
 
 impl Settings {
-    pub fn from_config(c: &Config) -> Settings {
-        Settings {
-            delete_enabled: c.storage.delete_enabled,
-            max_manifest_bytes: c.limits.max_manifest_bytes,
-            max_blob_bytes: c.limits.max_blob_bytes,
-            body_timeout: Duration::from_secs(c.limits.body_read_timeout_secs),
-            body_min_rate: c.limits.body_min_bytes_per_sec,
-            max_concurrent_uploads: c.limits.max_concurrent_uploads,
-            headers: ResponseHeaders::from_config(c),
-            read_only: c.storage.read_only,
-            min_free_bytes: c.storage.min_free_bytes,
-            metrics: c.metrics.clone(),
-        }
-    }
-
-    /// The defaults, with deletes and the manifest limit as given (in-process tests).
+    /// The shipped defaults (`etc/registryd/config.toml`; the configuration's tests check that
+    /// they agree), with deletes and the manifest limit as given (in-process tests).
     pub fn basic(delete_enabled: bool, max_manifest_bytes: u64) -> Settings {
-        let mut s = Settings::from_config(&Config::defaults());
-        s.delete_enabled = delete_enabled;
-        s.max_manifest_bytes = max_manifest_bytes;
-        s
+        Settings {
+            delete_enabled,
+            max_manifest_bytes,
+            max_blob_bytes: 0,
+            body_timeout: Duration::from_secs(60),
+            body_min_rate: 4096,
+            max_concurrent_uploads: 128,
+            headers: ResponseHeaders::from_settings(&HeaderSettings::basic()),
+            read_only: false,
+            min_free_bytes: 0,
+            metrics: MetricsSettings::basic(),
+        }
     }
 }
 
 /// Connection limits, fixed at start (the listeners apply them).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -90,13 +84,14 @@ pub struct ConnLimits {
     pub max_connections: usize,
 }
 
-impl ConnLimits {
-    pub fn from_config(c: &Config) -> ConnLimits {
+impl Default for ConnLimits {
+    /// The shipped defaults (the configuration's tests check that they agree).
+    fn default() -> ConnLimits {
         ConnLimits {
-            header_read_timeout: Duration::from_secs(c.limits.header_read_timeout_secs),
-            idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
-            send_stall_timeout: Duration::from_secs(c.limits.send_stall_timeout_secs),
-            max_connections: c.limits.max_connections as usize,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            send_stall_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -153,7 +148,7 @@ impl App {
             settings,
             Proxy::none(),
             Auth::open(),
-            ConnLimits::from_config(&Config::defaults()),
+            ConnLimits::default(),
         )
     }
 
