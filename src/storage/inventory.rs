@@ -151,6 +151,19 @@ impl Storage {
         }
     }
 
+    /// Temp files a crash left behind, untouched for `older_than`, each with whether it was
+    /// removed (only with `remove`). A bucket has none: its objects appear whole.
+    pub async fn orphan_temp_files(
+        &self,
+        older_than: Duration,
+        remove: bool,
+    ) -> Result<Vec<(std::path::PathBuf, bool)>> {
+        match self.driver() {
+            Driver::Fs(fs) => fs.orphan_temp_files(older_than, remove).await,
+            Driver::S3(_) => Ok(Vec::new()),
+        }
+    }
+
     /// The sha256 (hex) of a stored blob's bytes, read whole; `None` when it is gone. Not bounded
     /// by the storage timeout: hashing a large blob takes as long as it takes.
     pub async fn hash_blob(&self, digest: &Digest) -> Result<Option<String>> {

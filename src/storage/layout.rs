@@ -20,7 +20,10 @@
 //!     _uploads/<uuid>/tail-<offset>                                 (bucket) bytes short of a part
 //! ```
 //!
-//! and beside it, what registryd adds (Distribution never looks there):
+//! Any file there may have, for as long as an atomic write of it takes (or until fsck removes what a
+//! crash left), a temp file `.<name>.tmp-<uuid>` beside it.
+//!
+//! And beside it, what registryd adds (Distribution never looks there):
 //!
 //! ```text
 //! .registryd-probe-<token>                                          a storage check's write, removed
@@ -53,6 +56,9 @@ use crate::registry::{Algorithm, Digest, RepoName, Tag};
 
 /// What every storage check's probe is named from (see [`Layout::probe`]).
 const PROBE_PREFIX: &str = ".registryd-probe-";
+
+/// What marks an atomic write's temp file (see [`Layout::temp_beside`]).
+const TEMP_INFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -103,6 +109,20 @@ impl Layout {
     /// An object a bucket dates as it is written, to read the store's clock (removed again).
     pub fn clock_probe(&self, token: &str) -> PathBuf {
         self.root.join(format!(".registryd-clock-{token}"))
+    }
+
+    /// The temp file an atomic write of `path` goes through, beside it (`.<name>.tmp-<uuid>`, in
+    /// the same directory so the rename stays on one filesystem); `None` for a path without a
+    /// file name.
+    pub fn temp_beside(path: &Path, id: &Uuid) -> Option<PathBuf> {
+        let name = path.file_name()?;
+        let tmp = format!(".{}{TEMP_INFIX}{}", name.to_string_lossy(), id.simple());
+        Some(path.with_file_name(tmp))
+    }
+
+    /// Whether a file named `file_name` is such a temp file (fsck removes old ones).
+    pub fn is_temp(file_name: &str) -> bool {
+        file_name.contains(TEMP_INFIX)
     }
 
     fn v2(&self) -> PathBuf {

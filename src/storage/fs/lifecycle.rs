@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
@@ -313,4 +313,58 @@ impl FsDriver {
             })
             .await
     }
+
+    /// Temp files a crash left in Distribution's tree (atomic writes name them
+    /// `.<name>.tmp-<uuid>`), untouched for `older_than`; with `remove`, removed. Each comes with
+    /// whether it was removed. Not bounded by the storage timeout: a walk of the whole tree takes
+    /// as long as it takes.
+    pub async fn orphan_temp_files(
+        &self,
+        older_than: Duration,
+        remove: bool,
+    ) -> Result<Vec<(PathBuf, bool)>> {
+        let root = self.layout.distribution_root();
+        self.pool
+            .unbounded(move || {
+                let temps = old_temp_files(&root, older_than)?;
+                Ok(temps
+                    .into_iter()
+                    .map(|t| {
+                        let removed = remove && std::fs::remove_file(&t).is_ok();
+                        (t, removed)
+                    })
+                    .collect())
+            })
+            .await
+    }
+}
+
+/// The temp files under `root` not modified for `older_than`.
+fn old_temp_files(root: &Path, older_than: Duration) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    let cutoff = SystemTime::now() - older_than;
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if atomic::is_temp(&e.file_name().to_string_lossy()) {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m < cutoff);
+                if old {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
