@@ -35,7 +35,9 @@
 //!   auth/.token.key.<uuid>                                          the key being made, then linked
 //!   quarantine/<hex>/data                                           a blob that failed its digest
 //!   locks/<name>.lock                                               cluster-wide locks (flock; a
-//!                                                                   lease object in a bucket)
+//!                                                                   lease object in a bucket):
+//!                                                                   gc, gc-sweep, proxy-evict,
+//!                                                                   fill-<hex> (bucket fills)
 //!   proxy/fills/<hex>.{lock,partial,size,synced}                    a cache fill in progress (fs)
 //!   proxy/fills/<hex>/{size,<8-digit n>}                            a cache fill in progress (bucket)
 //!   proxy/<kind>/<2 hex>/<hex>                                      a stamp (its mtime): `validated`
@@ -144,6 +146,12 @@ impl Layout {
     /// or a name listed in [`fills_dir`](Self::fills_dir).
     pub fn fill_file(&self, hex: &str, ext: &str) -> PathBuf {
         self.fills_dir().join(format!("{hex}.{ext}"))
+    }
+
+    /// The name of the lease (a [`lock_file`](Self::lock_file)) a bucket's fill of `hex` is
+    /// fetched under.
+    pub fn fill_lease(hex: &str) -> String {
+        format!("fill-{hex}")
     }
 
     /// The objects of a bucket's fill of `d`.

@@ -28,6 +28,7 @@ use super::S3Driver;
 use super::client::PartSource;
 use super::lifecycle::Lease;
 use crate::registry::{Digest, RepoName};
+use crate::storage::layout::Layout;
 use crate::storage::{BlobStream, Result, StorageError, verify_fill};
 
 /// Bytes per chunk object: what a follower reads at once, and a multipart part when joined.
@@ -50,7 +51,7 @@ impl S3Driver {
     }
 
     fn fill_lease(digest: &Digest) -> String {
-        format!("fill-{}", digest.hex())
+        Layout::fill_lease(digest.hex())
     }
 
     /// Deletes every object of the fill of `digest`.
@@ -262,7 +263,7 @@ impl S3Driver {
         let mut removed = 0;
         for (hex, objects) in fills {
             if objects.iter().any(|o| o.modified >= older_than)
-                || self.lease_held(&format!("fill-{hex}")).await?
+                || self.lease_held(&Layout::fill_lease(&hex)).await?
             {
                 continue;
             }
