@@ -1,5 +1,5 @@
-//! Cache fills on the filesystem: a blob fetched from an upstream registry is written once, by one node, while any
-//! number of clients on any node read it as it arrives.
+//! Cache fills on the filesystem: a blob fetched from an upstream registry is written once, by one
+//! node, while any number of clients on any node read it as it arrives.
 //!
 //! Beside Distribution's tree, under `registryd/proxy/fills/`, each blob being fetched has:
 //! - `<hex>.lock`: held with `flock` by the one fetcher (exclusive across GlusterFS mounts and
@@ -18,8 +18,8 @@
 //! Readers hash what they stream and fail the last chunk on a mismatch, so a client never receives
 //! a complete body with the wrong content.
 //!
-//! Tags of cached repositories carry a "validated at" time, the mtime of one small file per tag
-//! under `registryd/proxy/validated/`.
+//! Stamps (a tag's "validated at", a manifest's "pulled at") are the mtimes of one small file per
+//! entry, where `Layout::stamp` puts them.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -65,8 +65,8 @@ fn synced_offset(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Publishes the `.synced` offset by rename (through `tmp`), so readers see the old value or the
-/// new one.
+/// Publishes the `.synced` offset by rename (through `.synced.tmp`), so readers see the old value
+/// or the new one.
 fn write_synced(p: &FillPaths, offset: u64) -> io::Result<()> {
     std::fs::write(&p.synced_tmp, offset.to_string())?;
     std::fs::rename(&p.synced_tmp, &p.synced)
