@@ -11,12 +11,10 @@
 //! that))`. `account` is a keyed tag of the user's htpasswd entry, so a token stops working when the
 //! user is deleted or changes password; `login_at` bounds how long tokens can be traded for fresh
 //! ones without the password (`MAX_SESSION_SECS`). The key lives on
-//! the shared storage (`registryd/auth/token.key`, created once by whichever node comes first), so a
-//! token from one node is good on every node behind the same name.
+//! the shared storage (`Storage::token_key`, created once by whichever node comes first, from the
+//! bytes of a [`TokenKey::random`] key), so a token from one node is good on every node behind the
+//! same name. Storage keeps the key as opaque bytes; this module only turns bytes into a key and back.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -52,39 +50,7 @@ impl TokenKey {
         TokenKey(k)
     }
 
-    /// Reads the key at `path`, or creates it there if no node has yet. Creation publishes with
-    /// `link`, which fails when the file exists, so two nodes starting at once agree on one key.
-    pub fn load_or_create(path: &Path) -> std::io::Result<TokenKey> {
-        if let Some(k) = Self::read(path)? {
-            return Ok(k);
-        }
-        let dir = path
-            .parent()
-            .ok_or_else(|| std::io::Error::other("token key path has no parent"))?;
-        crate::storage::atomic::create_dir_all_durable(dir)?;
-        let fresh = TokenKey::random();
-        let tmp = dir.join(format!(".token.key.{}", uuid::Uuid::new_v4()));
-        let made = (|| {
-            // The key signs every login: readable by the daemon's user only, whatever the umask.
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&fresh.0)?;
-            f.sync_all()?;
-            match std::fs::hard_link(&tmp, path) {
-                Ok(()) => crate::storage::atomic::fsync_dir(dir),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(e),
-            }
-        })();
-        let _ = std::fs::remove_file(&tmp);
-        made?;
-        Self::read(path)?.ok_or_else(|| std::io::Error::other("token key vanished after creation"))
-    }
-
-    /// A key from its 32 bytes (as stored); `None` for any other length.
+    /// A key from its 32 bytes (as storage keeps them); `None` for any other length.
     pub fn from_bytes(b: &[u8]) -> Option<TokenKey> {
         <[u8; 32]>::try_from(b).ok().map(TokenKey)
     }
@@ -92,23 +58,6 @@ impl TokenKey {
     /// The key's bytes, to store it.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0
-    }
-
-    fn read(path: &Path) -> std::io::Result<Option<TokenKey>> {
-        match std::fs::read(path) {
-            Ok(b) if b.len() == 32 => {
-                let mut k = [0u8; 32];
-                k.copy_from_slice(&b);
-                Ok(Some(TokenKey(k)))
-            }
-            Ok(b) => Err(std::io::Error::other(format!(
-                "{} holds {} bytes, not a 32-byte key; remove it and restart registryd on every node",
-                path.display(),
-                b.len()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     fn mac(&self, msg: &[u8]) -> [u8; 32] {
@@ -282,23 +231,5 @@ mod tests {
         let expiry: u64 = text.split('\n').nth(1).unwrap().parse().unwrap();
         assert_eq!(expiry, late + MAX_SESSION_SECS);
         assert_eq!(k.issue(&alice, "t", now() - MAX_SESSION_SECS), None);
-    }
-
-    #[test]
-    fn nodes_share_one_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("registryd/auth/token.key");
-        let a = TokenKey::load_or_create(&p).unwrap();
-        let b = TokenKey::load_or_create(&p).unwrap();
-        assert_eq!(a.0, b.0);
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
-        assert_eq!(
-            mode & 0o777,
-            0o600,
-            "the key is private to the daemon's user"
-        );
-        std::fs::write(&p, b"short").unwrap();
-        assert!(TokenKey::load_or_create(&p).is_err());
     }
 }

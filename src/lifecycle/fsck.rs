@@ -4,9 +4,8 @@
 //! With `repair`, corrupt blobs are quarantined (moved aside, never deleted: an operator may want
 //! the bytes), dangling links and tags are dropped, and old temp files removed.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -168,17 +167,8 @@ pub async fn check(
         }
     }
 
-    // --- Temp files a crash left behind (atomic writes name them `.<name>.tmp-<uuid>`); a bucket
-    // has none (objects appear whole).
-    if storage.is_s3() {
-        return Ok(report);
-    }
-    let root = storage.layout().root().join("docker/registry/v2");
-    let temps = tokio::task::spawn_blocking(move || old_temp_files(&root))
-        .await
-        .map_err(|_| StorageError::Unavailable("fsck stopped".into()))??;
-    for t in temps {
-        let repaired = opts.repair && std::fs::remove_file(&t).is_ok();
+    // --- Temp files a crash left behind (a bucket has none: objects appear whole).
+    for (t, repaired) in storage.orphan_temp_files(TEMP_AGE, opts.repair).await? {
         report.problems.push(problem(
             "orphan-temp-file",
             t.display().to_string(),
@@ -186,33 +176,4 @@ pub async fn check(
         ));
     }
     Ok(report)
-}
-
-fn old_temp_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    let cutoff = SystemTime::now() - TEMP_AGE;
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for e in entries {
-            let e = e?;
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().to_string_lossy().contains(".tmp-") {
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|m| m < cutoff);
-                if old {
-                    out.push(e.path());
-                }
-            }
-        }
-    }
-    Ok(out)
 }

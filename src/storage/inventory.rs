@@ -1,15 +1,16 @@
 //! What a repository holds, read whole for maintenance passes (cache eviction, garbage collection,
-//! fsck): its manifest revisions, layer links, tags and uploads; every blob in the store; and the
-//! removals such a pass makes. Reads skip entries another node removes meanwhile.
+//! fsck): its manifest revisions, layer links, tags and uploads; every blob in the store; the
+//! removals such a pass makes and the cluster-wide locks that coordinate them; and the token key.
+//! Reads skip entries another node removes meanwhile.
 
-use std::io;
-use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::{Result, Storage, atomic, read_link};
+use super::{Driver, Result, Storage};
 use crate::registry::{Digest, RepoName, Tag};
+
+pub use super::Held;
 
 /// One repository's contents.
 #[derive(Debug, Default)]
@@ -26,57 +27,12 @@ pub struct RepoInventory {
     pub uploads: Vec<(Uuid, SystemTime)>,
 }
 
-/// A cluster-wide lock held: a `flock`ed file on a shared filesystem, a lease object in a bucket.
-/// Released when dropped.
-pub enum Held {
-    File(std::fs::File),
-    Lease(super::s3::lifecycle::Lease),
-}
-
-impl Held {
-    /// Lets go of the lock now, waiting until other nodes can see that it is free.
-    pub async fn release(self) {
-        match self {
-            Held::File(f) => drop(f),
-            Held::Lease(l) => l.release().await,
-        }
-    }
-}
-
 /// One blob in the store.
 #[derive(Debug, Clone)]
 pub struct StoredBlob {
     pub digest: Digest,
     pub size: u64,
     pub modified: SystemTime,
-}
-
-/// The digests under a `<dir>/sha256/<hex>/link` tree whose link names them.
-fn linked_digests(dir: &Path) -> Result<Vec<(Digest, SystemTime)>> {
-    let Some(entries) = super::read_dir_if_exists(&dir.join("sha256"))? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let e = e?;
-        let Some(d) = e
-            .file_name()
-            .to_str()
-            .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-        else {
-            continue;
-        };
-        let link = e.path().join("link");
-        let at = match std::fs::metadata(&link) {
-            Ok(m) => m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if read_link(&link)?.as_ref() == Some(&d) {
-            out.push((d, at));
-        }
-    }
-    Ok(out)
 }
 
 impl Storage {
@@ -97,137 +53,36 @@ impl Storage {
     /// Every repository holding upload sessions, whether the catalog lists it or not (a first push
     /// to a new name that stopped before its first layer was linked leaves only `_uploads`).
     pub async fn upload_repositories(&self) -> Result<Vec<RepoName>> {
-        if let Some(s3) = self.s3() {
-            return s3.upload_repositories().await;
+        match self.driver() {
+            Driver::Fs(fs) => fs.upload_repositories().await,
+            Driver::S3(s3) => s3.upload_repositories().await,
         }
-        let top = self.layout().repositories();
-        self.blocking(move || {
-            let mut out = Vec::new();
-            let mut pending = vec![top.clone()];
-            while let Some(dir) = pending.pop() {
-                let Some(entries) = super::read_dir_if_exists(&dir)? else {
-                    continue;
-                };
-                for e in entries {
-                    let e = e?;
-                    let name = e.file_name();
-                    let name = name.to_string_lossy();
-                    if name == "_uploads" {
-                        let repo = dir.strip_prefix(&top).ok().and_then(|p| p.to_str());
-                        if let Some(r) = repo.and_then(|r| r.parse().ok()) {
-                            out.push(r);
-                        }
-                    } else if !name.starts_with('_') && e.file_type()?.is_dir() {
-                        pending.push(e.path());
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
     }
 
-    /// The key that signs Bearer tokens, shared by every node on this storage (made by the first
-    /// node that needs it).
-    pub async fn token_key(&self) -> Result<crate::auth::TokenKey> {
-        if let Some(s3) = self.s3() {
-            return s3.token_key().await;
+    /// The bytes of the key that signs Bearer tokens, shared by every node on this storage (made
+    /// by the first node that needs it, from the `fresh` bytes its caller drew). The storage keeps
+    /// the key as opaque bytes; one stored with another length than `fresh` is an error.
+    pub async fn token_key(&self, fresh: &[u8]) -> Result<Vec<u8>> {
+        match self.driver() {
+            Driver::Fs(fs) => fs.token_key(fresh.to_vec()).await,
+            Driver::S3(s3) => s3.token_key(fresh).await,
         }
-        // Through the guard, as every storage call: with the shared mount missing, a key made
-        // here would land on the local disk under the mount point and sign for this node alone.
-        let path = self.layout().token_key();
-        self.blocking(move || {
-            crate::auth::TokenKey::load_or_create(&path).map_err(super::StorageError::from)
-        })
-        .await
     }
 
     /// What `name` holds.
     pub async fn inventory(&self, name: &RepoName) -> Result<RepoInventory> {
-        if let Some(s3) = self.s3() {
-            return s3.inventory(name).await;
+        match self.driver() {
+            Driver::Fs(fs) => fs.inventory(name).await,
+            Driver::S3(s3) => s3.inventory(name).await,
         }
-        let l = self.layout().clone();
-        let name = name.clone();
-        self.blocking(move || {
-            let revisions = linked_digests(&l.manifests_dir(&name).join("revisions"))?;
-            let layer_links = linked_digests(&l.layers_dir(&name))?;
-            let layers = layer_links.iter().map(|(d, _)| d.clone()).collect();
-            let mut tags = Vec::new();
-            for t in super::manifests::list_tag_names(&l.tags_dir(&name))? {
-                let target = read_link(&l.tag_current_link(&name, &t)).ok().flatten();
-                tags.push((t, target));
-            }
-            let mut uploads = Vec::new();
-            if let Some(entries) = super::read_dir_if_exists(&l.uploads_dir(&name))? {
-                for e in entries {
-                    let e = e?;
-                    let Some(id) = e.file_name().to_str().and_then(|s| Uuid::try_parse(s).ok())
-                    else {
-                        continue;
-                    };
-                    // The last append, else the session's start (its directory).
-                    let at = std::fs::metadata(l.upload_data(&name, &id))
-                        .or_else(|_| e.metadata())
-                        .and_then(|m| m.modified());
-                    match at {
-                        Ok(at) => uploads.push((id, at)),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            Ok(RepoInventory {
-                revisions,
-                layers,
-                layer_links,
-                tags,
-                uploads,
-            })
-        })
-        .await
     }
 
     /// Every blob in the store, with its size and modification time.
     pub async fn all_blobs(&self) -> Result<Vec<StoredBlob>> {
-        if let Some(s3) = self.s3() {
-            return s3.all_blobs().await;
+        match self.driver() {
+            Driver::Fs(fs) => fs.all_blobs().await,
+            Driver::S3(s3) => s3.all_blobs().await,
         }
-        let l = self.layout().clone();
-        self.blocking(move || {
-            let mut out = Vec::new();
-            let root = l.blobs_root();
-            let Some(prefixes) = super::read_dir_if_exists(&root)? else {
-                return Ok(out);
-            };
-            for p in prefixes {
-                let p = p?;
-                let Some(blobs) = super::read_dir_if_exists(&p.path())? else {
-                    continue;
-                };
-                for b in blobs {
-                    let b = b?;
-                    let Some(digest) = b
-                        .file_name()
-                        .to_str()
-                        .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-                    else {
-                        continue;
-                    };
-                    match std::fs::metadata(l.blob_data(&digest)) {
-                        Ok(m) => out.push(StoredBlob {
-                            digest,
-                            size: m.len(),
-                            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        }),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
     }
 
     /// Removes the layer link of `digest` in `name` if it was written before `before` (a link
@@ -238,110 +93,40 @@ impl Storage {
         digest: &Digest,
         before: SystemTime,
     ) -> Result<bool> {
-        if let Some(s3) = self.s3() {
-            return s3.remove_layer_link_older_than(name, digest, before).await;
+        match self.driver() {
+            Driver::Fs(fs) => fs.remove_layer_link_older_than(name, digest, before).await,
+            Driver::S3(s3) => s3.remove_layer_link_older_than(name, digest, before).await,
         }
-        let link = self.layout().layer_link(name, digest);
-        self.blocking(move || {
-            let at = match std::fs::metadata(&link) {
-                Ok(m) => m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
-            if at >= before {
-                return Ok(false);
-            }
-            let dir = link.parent().map(|p| p.to_path_buf()).unwrap_or(link);
-            Ok(atomic::remove_durable(&dir)?)
-        })
-        .await
     }
 
     /// Moves a blob whose content does not match its name out of the store, to
     /// `registryd/quarantine/<hex>`, so it is no longer served but its bytes stay for inspection.
     /// Returns whether it moved it.
     pub async fn quarantine_blob(&self, digest: &Digest) -> Result<bool> {
-        if let Some(s3) = self.s3() {
-            return s3.quarantine_blob(digest).await;
+        match self.driver() {
+            Driver::Fs(fs) => fs.quarantine_blob(digest).await,
+            Driver::S3(s3) => s3.quarantine_blob(digest).await,
         }
-        let (from, to) = (
-            self.layout().blob_dir(digest),
-            self.layout().quarantine_dir(digest),
-        );
-        self.blocking(move || {
-            if !from.exists() {
-                return Ok(false);
-            }
-            if to.exists() {
-                // Quarantined before (and stored again since): keep the first copy.
-                atomic::remove_durable(&from)?;
-                return Ok(true);
-            }
-            atomic::publish(&from, &to)?;
-            if let Some(parent) = from.parent() {
-                atomic::fsync_dir(parent)?;
-            }
-            Ok(true)
-        })
-        .await
     }
 
     /// The sweep lock, shared, for a push about to check and link blobs (waits as long as any
     /// storage call may take).
     pub async fn push_guard(&self) -> Result<Option<Held>> {
-        if self.is_s3() {
+        match self.driver() {
+            Driver::Fs(fs) => Ok(Some(Held::File(fs.push_guard().await?))),
             // In a bucket the push checks for a running sweep where it writes its links.
-            return Ok(None);
+            Driver::S3(_) => Ok(None),
         }
-        // A sweep holds the lock for as long as it rescans and removes, which on a large shared
-        // volume can outlast the operation timeout; clients wait minutes for a PUT's answer, so
-        // waiting a minute beats a 503 they would not retry.
-        self.sweep_lock(
-            false,
-            self.inner.timeout.max(std::time::Duration::from_secs(60)),
-        )
-        .await
-        .map(Some)
     }
 
     /// A cluster-wide lock shared by pushes and exclusive to the garbage collector's sweep: a push
     /// holds it shared while it checks that the blobs it references exist and links them, so a
     /// collector never removes a blob between that check and the link. Waits up to `wait`.
-    pub async fn sweep_lock(&self, exclusive: bool, wait: std::time::Duration) -> Result<Held> {
-        if let Some(s3) = self.s3_arc() {
-            return Ok(Held::Lease(s3.sweep_lease(wait).await?));
+    pub async fn sweep_lock(&self, exclusive: bool, wait: Duration) -> Result<Held> {
+        match self.driver() {
+            Driver::Fs(fs) => Ok(Held::File(fs.sweep_lock(exclusive, wait).await?)),
+            Driver::S3(s3) => Ok(Held::Lease(s3.sweep_lease(wait).await?)),
         }
-        let path = self.layout().lock_file("gc-sweep");
-        self.blocking(move || {
-            let deadline = std::time::Instant::now() + wait;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let f = atomic::retry_stale(|| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-            })?;
-            let op = if exclusive {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_SH
-            };
-            loop {
-                if atomic::flock_nb(&f, op)? {
-                    return Ok(Held::File(f));
-                }
-                if std::time::Instant::now() >= deadline {
-                    return Err(super::StorageError::Unavailable(
-                        "a garbage collection sweep holds the storage lock; retry".into(),
-                    ));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        })
-        .await
     }
 
     /// Deletes a blob's data, if no repository links it as a layer or a revision (checked again
@@ -351,72 +136,40 @@ impl Storage {
         digest: &Digest,
         repos: Vec<RepoName>,
     ) -> Result<u64> {
-        if let Some(s3) = self.s3() {
-            return s3.delete_blob_if_unlinked(digest, &repos).await;
+        match self.driver() {
+            Driver::Fs(fs) => fs.delete_blob_if_unlinked(digest, repos).await,
+            Driver::S3(s3) => s3.delete_blob_if_unlinked(digest, &repos).await,
         }
-        let l = self.layout().clone();
-        let digest = digest.clone();
-        self.blocking(move || {
-            for r in &repos {
-                if read_link(&l.layer_link(r, &digest))?.is_some()
-                    || read_link(&l.revision_link(r, &digest))?.is_some()
-                {
-                    return Ok(0);
-                }
-            }
-            let size = super::blobs::data_size(&l.blob_data(&digest))?.unwrap_or(0);
-            atomic::remove_durable(&l.blob_dir(&digest))?;
-            Ok(size)
-        })
-        .await
     }
 
-    /// When `name@digest` was last pulled through the cache (recorded at most once a minute per
-    /// node).
-    pub async fn pulled_at(&self, name: &RepoName, digest: &Digest) -> Result<Option<SystemTime>> {
-        self.stamp_time("pulled", &format!("{name}@{digest}")).await
-    }
-
-    /// Records a pull of `name@digest` now (not durable: losing it only makes eviction older-biased).
-    pub async fn mark_pulled(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        self.touch_stamp("pulled", &format!("{name}@{digest}"))
-            .await
-    }
-
-    /// An advisory lock named `name` on the shared storage, held until the returned file is
+    /// An advisory lock named `name` on the shared storage, held until the returned value is
     /// dropped (or the holder dies); `None` when another process, on any node, holds it.
     pub async fn try_lock(&self, name: &str) -> Result<Option<Held>> {
-        if let Some(s3) = self.s3_arc() {
-            return Ok(s3
-                .take_lease(name, std::time::Duration::ZERO)
-                .await?
-                .map(Held::Lease));
+        match self.driver() {
+            Driver::Fs(fs) => Ok(fs.try_lock(name).await?.map(Held::File)),
+            Driver::S3(s3) => Ok(s3.take_lease(name, Duration::ZERO).await?.map(Held::Lease)),
         }
-        let path = self.layout().lock_file(name);
-        let file = self
-            .blocking(move || Ok(atomic::try_lock_file(&path)?))
-            .await?;
-        Ok(file.map(Held::File))
+    }
+
+    /// Temp files a crash left behind, untouched for `older_than`, each with whether it was
+    /// removed (only with `remove`). A bucket has none: its objects appear whole.
+    pub async fn orphan_temp_files(
+        &self,
+        older_than: Duration,
+        remove: bool,
+    ) -> Result<Vec<(std::path::PathBuf, bool)>> {
+        match self.driver() {
+            Driver::Fs(fs) => fs.orphan_temp_files(older_than, remove).await,
+            Driver::S3(_) => Ok(Vec::new()),
+        }
     }
 
     /// The sha256 (hex) of a stored blob's bytes, read whole; `None` when it is gone. Not bounded
     /// by the storage timeout: hashing a large blob takes as long as it takes.
     pub async fn hash_blob(&self, digest: &Digest) -> Result<Option<String>> {
-        if let Some(s3) = self.s3() {
-            return s3.hash_blob(digest).await;
-        }
-        let path = self.layout().blob_data(digest);
-        let hashed = tokio::task::spawn_blocking(move || {
-            use sha2::Digest as _;
-            super::uploads::hash_prefix::<sha2::Sha256>(&path, u64::MAX)
-                .map(|h| hex::encode(h.finalize()))
-        })
-        .await
-        .map_err(io::Error::other)?;
-        match hashed {
-            Ok(hex) => Ok(Some(hex)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+        match self.driver() {
+            Driver::Fs(fs) => fs.hash_blob(digest).await,
+            Driver::S3(s3) => s3.hash_blob(digest).await,
         }
     }
 }

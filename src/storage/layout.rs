@@ -1,11 +1,12 @@
-//! The one place that turns logical objects into paths, as Distribution's `registry/storage/paths.go`
-//! does. Nothing else in registryd builds a storage path by hand.
+//! The one place that turns logical objects into paths (on a filesystem) and keys (in a bucket, the
+//! same path under the key prefix), as Distribution's `registry/storage/paths.go` does. Nothing else
+//! in registryd builds a storage path by hand; both drivers name what they store through here.
 //!
 //! Under the storage root, Distribution's tree, exactly (so `registry:2` data is served unchanged and
 //! Distribution can serve what registryd wrote):
 //!
 //! ```text
-//! docker/registry/v2/
+//! docker/registry/v2/                                               fsck walks this tree for temps
 //!   blobs/<alg>/<2 hex>/<hex>/data                                  blob bytes (manifests too)
 //!   repositories/<name>/
 //!     _layers/<alg>/<hex>/link                                      "<alg>:<hex>": blob is in <name>
@@ -15,26 +16,51 @@
 //!     _uploads/<uuid>/data                                          upload bytes, appended in place
 //!     _uploads/<uuid>/startedat                                     RFC 3339 start time
 //!     _uploads/<uuid>/hashstates/<alg>/<offset>                     acknowledged offset + hash state
+//!     _uploads/<uuid>/s3state                                       (bucket) parts, offset, hash state
+//!     _uploads/<uuid>/tail-<offset>                                 (bucket) bytes short of a part
 //! ```
 //!
-//! and beside it, what registryd adds (Distribution never looks there):
+//! Any file there may have, for as long as an atomic write of it takes (or until fsck removes what a
+//! crash left), a temp file `.<name>.tmp-<uuid>` beside it.
+//!
+//! And beside it, what registryd adds (Distribution never looks there):
 //!
 //! ```text
-//! registryd/v1/repositories/<name>/_referrers/<alg>/<subject hex>/<alg>-<hex>.json
+//! .registryd-probe-<token>                                          a storage check's write, removed
+//! .registryd-clock-<token>                                          (bucket) a probe the store dates
+//! registryd/
+//!   v1/repositories/<name>/_referrers/<alg>/<subject hex>/<alg>-<hex>.json
 //!                                                                   one descriptor per referrer
-//! registryd/auth/token.key                                         the key signing Bearer tokens
-//! registryd/quarantine/<hex>/data                                  a blob that failed its digest
-//! registryd/locks/<name>.lock                                       cluster-wide advisory locks
+//!   auth/token.key                                                  the key signing Bearer tokens
+//!   auth/.token.key.<uuid>                                          the key being made, then linked
+//!   quarantine/<hex>/data                                           a blob that failed its digest
+//!   locks/<name>.lock                                               cluster-wide locks (flock; a
+//!                                                                   lease object in a bucket):
+//!                                                                   gc, gc-sweep, proxy-evict,
+//!                                                                   fill-<hex> (bucket fills)
+//!   proxy/fills/<hex>.{lock,partial,size,synced}                    a cache fill in progress (fs)
+//!   proxy/fills/<hex>/{size,<8-digit n>}                            a cache fill in progress (bucket)
+//!   proxy/<kind>/<2 hex>/<hex>                                      a stamp (its mtime): `validated`
+//!                                                                   tags, `pulled` manifests; hex
+//!                                                                   is the sha256 of the entry
 //! ```
 //!
-//! Every argument is a parsed type (`RepoName`, `Tag`, `Digest`, `Uuid`), so no path built here can
-//! leave the root.
+//! Every argument is a parsed type (`RepoName`, `Tag`, `Digest`, `Uuid`) or a name registryd chose,
+//! so no path built here can leave the root.
 
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use sha2::Digest as _;
+
 use crate::registry::{Algorithm, Digest, RepoName, Tag};
+
+/// What every storage check's probe is named from (see [`Layout::probe`]).
+const PROBE_PREFIX: &str = ".registryd-probe-";
+
+/// What marks an atomic write's temp file (see [`Layout::temp_beside`]).
+const TEMP_INFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -50,13 +76,110 @@ impl Layout {
         &self.root
     }
 
+    /// registryd's own subtree, beside Distribution's.
+    fn registryd(&self) -> PathBuf {
+        self.root.join("registryd")
+    }
+
     /// The key that signs Bearer tokens, shared by every node on this storage.
     pub fn token_key(&self) -> PathBuf {
-        self.root.join("registryd/auth/token.key")
+        self.registryd().join("auth/token.key")
+    }
+
+    /// Where a node writes the token key it makes before linking it to [`token_key`]
+    /// (Self::token_key): beside it, so the link stays on one filesystem.
+    pub fn token_key_temp(&self, id: &Uuid) -> PathBuf {
+        self.registryd().join(format!("auth/.token.key.{id}"))
+    }
+
+    /// Where a storage check writes its probe: the root itself (nodes that start together and each
+    /// create a shared subdirectory at the same instant can leave GlusterFS with a GFID mismatch).
+    pub fn probe_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// A storage check's probe, `token` being the check's own.
+    pub fn probe(&self, token: &str) -> PathBuf {
+        self.root.join(format!("{PROBE_PREFIX}{token}"))
+    }
+
+    /// Whether the file named `file_name` in [`probe_dir`](Self::probe_dir) is a probe.
+    pub fn is_probe(file_name: &str) -> bool {
+        file_name.starts_with(PROBE_PREFIX)
+    }
+
+    /// An object a bucket dates as it is written, to read the store's clock (removed again).
+    pub fn clock_probe(&self, token: &str) -> PathBuf {
+        self.root.join(format!(".registryd-clock-{token}"))
+    }
+
+    /// The temp file an atomic write of `path` goes through, beside it (`.<name>.tmp-<uuid>`, in
+    /// the same directory so the rename stays on one filesystem); `None` for a path without a
+    /// file name.
+    pub fn temp_beside(path: &Path, id: &Uuid) -> Option<PathBuf> {
+        let name = path.file_name()?;
+        let tmp = format!(".{}{TEMP_INFIX}{}", name.to_string_lossy(), id.simple());
+        Some(path.with_file_name(tmp))
+    }
+
+    /// Whether a file named `file_name` is such a temp file (fsck removes old ones).
+    pub fn is_temp(file_name: &str) -> bool {
+        file_name.contains(TEMP_INFIX)
     }
 
     fn v2(&self) -> PathBuf {
         self.root.join("docker/registry/v2")
+    }
+
+    /// Distribution's tree, which fsck walks for temp files a crash left behind.
+    pub fn distribution_root(&self) -> PathBuf {
+        self.v2()
+    }
+
+    /// Where cache fills in progress live.
+    pub fn fills_dir(&self) -> PathBuf {
+        self.registryd().join("proxy/fills")
+    }
+
+    /// One file of a filesystem fill: `<hex>.<ext>`, `ext` being `lock`, `partial`, `size`,
+    /// `synced` (or `size.tmp`, `synced.tmp` while those are rewritten). `hex` is a digest's hex,
+    /// or a name listed in [`fills_dir`](Self::fills_dir).
+    pub fn fill_file(&self, hex: &str, ext: &str) -> PathBuf {
+        self.fills_dir().join(format!("{hex}.{ext}"))
+    }
+
+    /// The name of the lease (a [`lock_file`](Self::lock_file)) a bucket's fill of `hex` is
+    /// fetched under.
+    pub fn fill_lease(hex: &str) -> String {
+        format!("fill-{hex}")
+    }
+
+    /// The objects of a bucket's fill of `d`.
+    pub fn s3_fill_dir(&self, d: &Digest) -> PathBuf {
+        self.fills_dir().join(d.hex())
+    }
+
+    /// The size a bucket's fill of `d` announces.
+    pub fn s3_fill_size(&self, d: &Digest) -> PathBuf {
+        self.s3_fill_dir(d).join("size")
+    }
+
+    /// Chunk `n` of a bucket's fill of `d` (numbered so they list in order).
+    pub fn s3_fill_chunk(&self, d: &Digest, n: u64) -> PathBuf {
+        self.s3_fill_dir(d).join(format!("{n:08}"))
+    }
+
+    /// A stamp of the pull-through cache (its time is the value): `kind` is `validated` or
+    /// `pulled`, `key` the entry it dates. One small object per entry, never a shared file that
+    /// several nodes rewrite.
+    pub fn stamp(&self, kind: &str, key: &str) -> PathBuf {
+        let hex = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+        let prefix = hex.get(..2).unwrap_or_default().to_string();
+        self.registryd()
+            .join("proxy")
+            .join(kind)
+            .join(prefix)
+            .join(hex)
     }
 
     /// Where sha256 blobs live: `blobs/sha256/<2 hex>/<hex>/data`.
@@ -66,14 +189,17 @@ impl Layout {
 
     /// A cluster-wide advisory lock file (`flock`), e.g. `gc`, `gc-sweep`, `proxy-evict`.
     pub fn lock_file(&self, name: &str) -> PathBuf {
-        self.root
-            .join("registryd/locks")
-            .join(format!("{name}.lock"))
+        self.registryd().join("locks").join(format!("{name}.lock"))
     }
 
     /// Where fsck moves a blob whose content no longer matches its name (Distribution never looks).
     pub fn quarantine_dir(&self, d: &Digest) -> PathBuf {
-        self.root.join("registryd/quarantine").join(d.hex())
+        self.registryd().join("quarantine").join(d.hex())
+    }
+
+    /// A quarantined blob's bytes.
+    pub fn quarantine_data(&self, d: &Digest) -> PathBuf {
+        self.quarantine_dir(d).join("data")
     }
 
     pub fn blob_dir(&self, d: &Digest) -> PathBuf {
@@ -104,20 +230,38 @@ impl Layout {
         self.repo_dir(name).join("_layers")
     }
 
+    pub fn layer_dir(&self, name: &RepoName, d: &Digest) -> PathBuf {
+        Self::digest_dir(self.layers_dir(name), d)
+    }
+
     pub fn layer_link(&self, name: &RepoName, d: &Digest) -> PathBuf {
-        Self::digest_dir(self.layers_dir(name), d).join("link")
+        Self::link_in(&self.layer_dir(name, d))
+    }
+
+    /// The link file in a `<alg>/<hex>/` directory of links.
+    pub fn link_in(dir: &Path) -> PathBuf {
+        dir.join("link")
+    }
+
+    /// The sha256 level of a tree of `sha256/<hex>/link` links (`_layers`, `revisions`).
+    pub fn sha256_links(dir: &Path) -> PathBuf {
+        dir.join(Algorithm::Sha256.as_str())
     }
 
     pub fn manifests_dir(&self, name: &RepoName) -> PathBuf {
         self.repo_dir(name).join("_manifests")
     }
 
+    pub fn revisions_dir(&self, name: &RepoName) -> PathBuf {
+        self.manifests_dir(name).join("revisions")
+    }
+
     pub fn revision_dir(&self, name: &RepoName, d: &Digest) -> PathBuf {
-        Self::digest_dir(self.manifests_dir(name).join("revisions"), d)
+        Self::digest_dir(self.revisions_dir(name), d)
     }
 
     pub fn revision_link(&self, name: &RepoName, d: &Digest) -> PathBuf {
-        self.revision_dir(name, d).join("link")
+        Self::link_in(&self.revision_dir(name, d))
     }
 
     pub fn tags_dir(&self, name: &RepoName) -> PathBuf {
@@ -152,6 +296,16 @@ impl Layout {
         self.upload_dir(name, id).join("startedat")
     }
 
+    /// (bucket) An upload's state: its multipart upload, parts, offset and hash state.
+    pub fn upload_s3_state(&self, name: &RepoName, id: &Uuid) -> PathBuf {
+        self.upload_dir(name, id).join("s3state")
+    }
+
+    /// (bucket) The bytes of an upload past its last whole part, acknowledged at `offset`.
+    pub fn upload_s3_tail(&self, name: &RepoName, id: &Uuid, offset: u64) -> PathBuf {
+        self.upload_dir(name, id).join(format!("tail-{offset}"))
+    }
+
     pub fn upload_hashstates(&self, name: &RepoName, id: &Uuid, alg: Algorithm) -> PathBuf {
         self.upload_dir(name, id)
             .join("hashstates")
@@ -171,8 +325,8 @@ impl Layout {
 
     pub fn referrers_dir(&self, name: &RepoName, subject: &Digest) -> PathBuf {
         let base = self
-            .root
-            .join("registryd/v1/repositories")
+            .registryd()
+            .join("v1/repositories")
             .join(name.as_str())
             .join("_referrers");
         Self::digest_dir(base, subject)
@@ -236,5 +390,20 @@ mod tests {
             ))
         );
         assert!(l.referrer_entry(&n, &d, &d).starts_with("/r/registryd/v1/"));
+        assert_eq!(l.token_key(), PathBuf::from("/r/registryd/auth/token.key"));
+        assert_eq!(
+            l.fill_file(hex, "partial"),
+            PathBuf::from(format!("/r/registryd/proxy/fills/{hex}.partial"))
+        );
+        assert_eq!(
+            l.s3_fill_chunk(&d, 3),
+            PathBuf::from(format!("/r/registryd/proxy/fills/{hex}/00000003"))
+        );
+        assert!(Layout::is_probe(
+            &l.probe("x").file_name().unwrap().to_string_lossy()
+        ));
+        let stamp = l.stamp("pulled", "a@b");
+        assert!(stamp.starts_with("/r/registryd/proxy/pulled/"));
+        assert_eq!(stamp.components().count(), 7);
     }
 }

@@ -203,7 +203,15 @@ impl App {
         {
             return Err(e.clone());
         }
-        match self.storage.token_key().await {
+        let fresh = crate::auth::TokenKey::random().to_bytes();
+        let read = self.storage.token_key(&fresh).await.and_then(|bytes| {
+            crate::auth::TokenKey::from_bytes(&bytes).ok_or_else(|| {
+                crate::storage::StorageError::Unavailable(
+                    "the stored token key is not 32 bytes".into(),
+                )
+            })
+        });
+        match read {
             Ok(key) => {
                 self.auth.set_token_key(key);
                 *last = None;

@@ -28,8 +28,8 @@ use super::S3Driver;
 use super::client::PartSource;
 use super::lifecycle::Lease;
 use crate::registry::{Digest, RepoName};
-use crate::storage::fill::verify_fill;
-use crate::storage::{BlobStream, Result, StorageError};
+use crate::storage::layout::Layout;
+use crate::storage::{BlobStream, Result, StorageError, verify_fill};
 
 /// Bytes per chunk object: what a follower reads at once, and a multipart part when joined.
 pub const CHUNK: usize = 8 << 20;
@@ -39,25 +39,19 @@ const POLL: Duration = Duration::from_millis(100);
 
 impl S3Driver {
     fn fill_dir(&self, digest: &Digest) -> String {
-        Self::key(
-            &self
-                .layout
-                .root()
-                .join("registryd/proxy/fills")
-                .join(digest.hex()),
-        )
+        Self::key(&self.layout.s3_fill_dir(digest))
     }
 
     fn fill_size_key(&self, digest: &Digest) -> String {
-        format!("{}/size", self.fill_dir(digest))
+        Self::key(&self.layout.s3_fill_size(digest))
     }
 
     fn fill_chunk_key(&self, digest: &Digest, n: u64) -> String {
-        format!("{}/{n:08}", self.fill_dir(digest))
+        Self::key(&self.layout.s3_fill_chunk(digest, n))
     }
 
     fn fill_lease(digest: &Digest) -> String {
-        format!("fill-{}", digest.hex())
+        Layout::fill_lease(digest.hex())
     }
 
     /// Deletes every object of the fill of `digest`.
@@ -105,7 +99,7 @@ impl S3Driver {
     }
 
     /// Streams `digest` as it is being fetched (by any node), or from the bucket once stored.
-    /// Same contract as the filesystem's [`crate::storage::Storage::follow_fill`].
+    /// Same contract as [`crate::storage::Storage::follow_fill`].
     pub async fn follow_fill(
         self: &Arc<Self>,
         digest: &Digest,
@@ -257,10 +251,7 @@ impl S3Driver {
         older_than: std::time::SystemTime,
         dry_run: bool,
     ) -> Result<usize> {
-        let top = format!(
-            "{}/",
-            Self::key(&self.layout.root().join("registryd/proxy/fills"))
-        );
+        let top = format!("{}/", Self::key(&self.layout.fills_dir()));
         let listing = self.client.list(&top, false).await?;
         let mut fills: std::collections::BTreeMap<String, Vec<super::client::Object>> =
             Default::default();
@@ -272,7 +263,7 @@ impl S3Driver {
         let mut removed = 0;
         for (hex, objects) in fills {
             if objects.iter().any(|o| o.modified >= older_than)
-                || self.lease_held(&format!("fill-{hex}")).await?
+                || self.lease_held(&Layout::fill_lease(&hex)).await?
             {
                 continue;
             }

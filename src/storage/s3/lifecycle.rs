@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::S3Driver;
 use crate::registry::{Digest, RepoName};
 use crate::storage::inventory::{RepoInventory, StoredBlob};
+use crate::storage::layout::Layout;
 use crate::storage::{Result, StorageError};
 
 /// How long a lease lasts without renewal.
@@ -191,12 +192,8 @@ impl S3Driver {
 
     /// The store's time for an object written now (a probe, removed again).
     pub async fn clock(&self) -> Result<SystemTime> {
-        let key = Self::key(
-            &self
-                .layout
-                .root()
-                .join(format!(".registryd-clock-{}", Uuid::new_v4().simple())),
-        );
+        let token = Uuid::new_v4().simple().to_string();
+        let key = Self::key(&self.layout.clock_probe(&token));
         self.client.put(&key, Bytes::new()).await?;
         let stamped = self.client.stat(&key).await;
         let _ = self.client.delete(&key).await;
@@ -208,25 +205,25 @@ impl S3Driver {
             })
     }
 
-    /// The shared token signing key: read, or made by this node when none exists yet. Two nodes
-    /// making it at once both read back after a pause and keep the one that stayed.
-    pub async fn token_key(&self) -> Result<crate::auth::TokenKey> {
+    /// The shared token signing key's bytes: read, or made by this node from `fresh` when none
+    /// exists yet. Two nodes making it at once both read back after a pause and keep the one that
+    /// stayed.
+    pub async fn token_key(&self, fresh: &[u8]) -> Result<Vec<u8>> {
         let key = Self::key(&self.layout.token_key());
         let read = |bytes: Bytes| {
-            crate::auth::TokenKey::from_bytes(&bytes).ok_or_else(|| {
-                StorageError::Io(std::io::Error::other(format!(
-                    "{key} holds {} bytes, not a 32-byte key; delete it and restart",
-                    bytes.len()
-                )))
-            })
+            if bytes.len() == fresh.len() {
+                return Ok(bytes.to_vec());
+            }
+            Err(StorageError::Io(std::io::Error::other(format!(
+                "{key} holds {} bytes, not a {}-byte key; delete it and restart",
+                bytes.len(),
+                fresh.len()
+            ))))
         };
         if let Some(bytes) = self.client.get(&key).await? {
             return read(bytes);
         }
-        let fresh = crate::auth::TokenKey::random();
-        self.client
-            .put(&key, Bytes::copy_from_slice(&fresh.to_bytes()))
-            .await?;
+        self.client.put(&key, Bytes::copy_from_slice(fresh)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let stayed = self.client.get(&key).await?.ok_or_else(|| {
             StorageError::Unavailable(format!("{key} vanished after it was written"))
@@ -239,7 +236,7 @@ impl S3Driver {
     /// `<dir>/sha256/<hex>/link` objects under `dir`: the digests they are named for, and when
     /// each was written.
     async fn linked_digests(&self, dir: &std::path::Path) -> Result<Vec<(Digest, SystemTime)>> {
-        let prefix = Self::dir_key(&dir.join("sha256"));
+        let prefix = Self::dir_key(&Layout::sha256_links(dir));
         let listing = self.client.list(&prefix, false).await?;
         Ok(listing
             .objects
@@ -254,9 +251,7 @@ impl S3Driver {
 
     pub async fn inventory(&self, name: &RepoName) -> Result<RepoInventory> {
         let l = &self.layout;
-        let revisions = self
-            .linked_digests(&l.manifests_dir(name).join("revisions"))
-            .await?;
+        let revisions = self.linked_digests(&l.revisions_dir(name)).await?;
         let layer_links = self.linked_digests(&l.layers_dir(name)).await?;
         let layers = layer_links.iter().map(|(d, _)| d.clone()).collect();
         let mut tags = Vec::new();

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::layout::{Layout, link_content};
 use super::manifests::ReferrerEntry;
-use super::{BlobStream, CachedManifest, ManifestCache, Result, StorageError};
+use super::{BlobStream, CachedManifest, Manifests, Result, StorageError};
 use crate::registry::{Digest, RepoName, Tag};
 use client::S3Client;
 pub use client::S3Settings;
@@ -38,7 +38,6 @@ pub struct S3Driver {
     client: S3Client,
     redirect_blobs: bool,
     layout: Layout,
-    manifests: Mutex<ManifestCache>,
     /// The last catalog walk and when it was taken, for the pages after a first one.
     catalog_snapshot: Mutex<Option<(std::time::Instant, Arc<[String]>)>>,
 }
@@ -54,7 +53,6 @@ impl S3Driver {
             client: S3Client::new(settings)?,
             redirect_blobs: settings.redirect_blobs,
             layout: Layout::new(prefix.trim_matches('/')),
-            manifests: Mutex::new(ManifestCache::default()),
             catalog_snapshot: Mutex::new(None),
         })
     }
@@ -101,7 +99,7 @@ impl S3Driver {
     /// A durable write and a read back, as the filesystem check does.
     pub async fn check(&self) -> Result<()> {
         let token = Uuid::new_v4().simple().to_string();
-        let key = Self::key(&self.layout.root().join(format!(".registryd-probe-{token}")));
+        let key = Self::key(&self.layout.probe(&token));
         self.client.put(&key, Bytes::from(token.clone())).await?;
         let back = self.client.get(&key).await;
         let _ = self.client.delete(&key).await;
@@ -180,7 +178,7 @@ impl S3Driver {
         let Some(size) = self.client.head(&from).await? else {
             return Ok(false);
         };
-        let to = Self::key(&self.layout.quarantine_dir(digest).join("data"));
+        let to = Self::key(&self.layout.quarantine_data(digest));
         if self.client.head(&to).await?.is_none() {
             self.client.copy_sized(&from, &to, size).await?;
         }
@@ -194,6 +192,7 @@ impl S3Driver {
         &self,
         name: &RepoName,
         reference: &crate::registry::Reference,
+        cache: &Manifests,
     ) -> Result<(Digest, Arc<CachedManifest>)> {
         use crate::registry::Reference;
         let l = &self.layout;
@@ -212,12 +211,7 @@ impl S3Driver {
         {
             return Err(StorageError::ManifestUnknown);
         }
-        let cached = self
-            .manifests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest);
-        if let Some(m) = cached {
+        if let Some(m) = cache.get(&digest) {
             return Ok((digest, m));
         }
         let bytes = self
@@ -229,10 +223,7 @@ impl S3Driver {
             media_type: crate::registry::manifest::detect_media_type(&bytes),
             bytes,
         });
-        self.manifests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest.clone(), m.clone());
+        cache.insert(digest.clone(), m.clone());
         Ok((digest, m))
     }
 

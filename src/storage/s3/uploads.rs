@@ -79,7 +79,7 @@ struct Appending {
 }
 impl S3Driver {
     fn state_key(&self, name: &RepoName, id: &Uuid) -> String {
-        Self::key(&self.layout.upload_dir(name, id).join("s3state"))
+        Self::key(&self.layout.upload_s3_state(name, id))
     }
 
     fn data_key(&self, name: &RepoName, id: &Uuid) -> String {
@@ -223,12 +223,7 @@ impl S3Driver {
         }
         let old_tail = a.state.tail.take();
         if !a.buf.is_empty() {
-            let key = Self::key(
-                &self
-                    .layout
-                    .upload_dir(name, id)
-                    .join(format!("tail-{}", a.state.offset)),
-            );
+            let key = Self::key(&self.layout.upload_s3_tail(name, id, a.state.offset));
             self.client.put(&key, a.buf.split().freeze()).await?;
             a.state.tail = Some(key);
         }

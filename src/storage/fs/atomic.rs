@@ -11,6 +11,8 @@ use std::path::Path;
 
 use uuid::Uuid;
 
+use crate::storage::layout::Layout;
+
 /// `fsync` a directory so that entries created, renamed or removed in it survive a power cut.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     retry_stale(|| File::open(dir)?.sync_all())
@@ -51,15 +53,13 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
 }
 
 fn temp_name(path: &Path) -> io::Result<std::path::PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        Uuid::new_v4().simple()
-    );
-    Ok(path.with_file_name(tmp))
+    Layout::temp_beside(path, &Uuid::new_v4())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))
+}
+
+/// Whether a file named `file_name` is an atomic write's temp file (see [`Layout::temp_beside`]).
+pub fn is_temp(file_name: &str) -> bool {
+    Layout::is_temp(file_name)
 }
 
 /// Writes `bytes` to `path` so that a reader (on any node) sees either the old file or the whole new
