@@ -30,7 +30,6 @@ use tokio_rustls::TlsAcceptor;
 
 pub use self::certificate::preflight;
 pub use self::node::{hosts_entries, node_ip, node_setup, serves_node_address};
-pub use self::storage::free_bytes;
 use crate::config::Config;
 use crate::health::Health;
 use crate::http::handlers::App;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::status::Status;
-use crate::config::Config;
+use crate::config::{Config, StorageDriver};
 use crate::http::handlers::App;
 use crate::node::mount::MountGuard;
 use crate::node::systemd;
@@ -30,7 +30,7 @@ pub(super) async fn open(config: &Config) -> anyhow::Result<(Storage, Option<Mou
         Some(g) => storage.with_guard(g.clone()),
         None => storage,
     };
-    if !storage.is_s3() {
+    if config.storage.driver == StorageDriver::Filesystem {
         warn_incoherent_gluster(&root).await;
     }
     Ok((storage, guard))
@@ -82,10 +82,10 @@ pub(super) async fn check(
         systemd::status(&status());
     }
     let min_free = app.settings().min_free_bytes;
-    let changed = if min_free == 0 || storage.is_s3() {
+    let changed = if min_free == 0 {
         app.health.set_low_space(None)
     } else {
-        app.health.is_ready() && check_space(app, storage, min_free, timeout).await
+        app.health.is_ready() && check_space(app, storage, min_free).await
     };
     if changed {
         match app.health.low_space() {
@@ -100,17 +100,14 @@ pub(super) async fn check(
     }
 }
 
-/// Compares the storage's free space with the floor; `true` when the verdict changed. Bounded in
-/// time like any storage call; a check that does not finish changes nothing.
-async fn check_space(app: &App, storage: &Storage, min_free: u64, timeout: Duration) -> bool {
-    let root = storage.layout().root().to_path_buf();
-    let free = tokio::time::timeout(
-        timeout,
-        tokio::task::spawn_blocking(move || free_bytes(&root)),
-    )
-    .await;
-    let Ok(Ok(Ok(free))) = free else {
-        return false;
+/// Compares the storage's free space with the floor; `true` when the verdict changed. A storage
+/// call like any (guarded, bounded in time); a check that does not finish changes nothing, and a
+/// bucket has no floor.
+async fn check_space(app: &App, storage: &Storage, min_free: u64) -> bool {
+    let free = match storage.free_space().await {
+        Ok(Some(free)) => free,
+        Ok(None) => return app.health.set_low_space(None),
+        Err(_) => return false,
     };
     // 5% hysteresis, so a registry hovering at the floor does not flap.
     let verdict = if free < min_free {
@@ -125,19 +122,6 @@ async fn check_space(app: &App, storage: &Storage, min_free: u64, timeout: Durat
         None
     };
     app.health.set_low_space(verdict)
-}
-
-/// Bytes available to unprivileged writers on the filesystem holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("path contains NUL"))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Warns, once per setting, when the storage is on a GlusterFS mount whose caches let other nodes

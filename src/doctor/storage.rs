@@ -132,7 +132,7 @@ pub(super) fn filesystem(r: &mut Report, config: &Config) {
             return;
         }
     };
-    let free = crate::daemon::free_bytes(root).unwrap_or(0);
+    let free = crate::storage::free_bytes(root).unwrap_or(0);
     let gib = free as f64 / (1u64 << 30) as f64;
     if config.storage.min_free_bytes > 0 && free < config.storage.min_free_bytes {
         r.fail(

@@ -38,6 +38,7 @@ use pool::{Pool, bounded};
 
 pub use blobs::{BlobStream, ReadSize};
 pub use driver::{FillLease, Held};
+pub use fs::free_bytes;
 pub use uploads::{ChunkSpan, UploadStatus};
 
 /// Why a storage operation failed; the HTTP edge turns each into one OCI error.
@@ -225,9 +226,13 @@ impl Storage {
         }
     }
 
-    /// Whether this storage is an S3 bucket rather than a filesystem.
-    pub fn is_s3(&self) -> bool {
-        matches!(self.driver(), Driver::S3(_))
+    /// Bytes free for new data, for the `storage.min_free_bytes` floor; `None` for a bucket,
+    /// which has no such floor to watch.
+    pub async fn free_space(&self) -> Result<Option<u64>> {
+        match self.driver() {
+            Driver::Fs(fs) => fs.free_space().await.map(Some),
+            Driver::S3(_) => Ok(None),
+        }
     }
 
     /// Checks `guard` before every storage call, on the thread that makes it, so nothing is read

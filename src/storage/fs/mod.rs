@@ -113,6 +113,13 @@ impl FsDriver {
             .await
     }
 
+    /// Bytes available to unprivileged writers on the filesystem holding the root, through the
+    /// guard like every call (with the mount gone, the disk under the mount point is not ours).
+    pub async fn free_space(&self) -> Result<u64> {
+        let root = self.layout.root().to_path_buf();
+        self.pool.blocking(move || Ok(free_bytes(&root)?)).await
+    }
+
     /// The token key's bytes, shared by every node on this storage: read, or made from `fresh`
     /// when no node has yet. Creation publishes with `link`, which fails when the file exists, so
     /// two nodes starting at once agree on one key. Through the guard, as every storage call: with
@@ -290,6 +297,19 @@ fn exists(path: &Path) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Bytes available to unprivileged writers on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains NUL"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[cfg(test)]
