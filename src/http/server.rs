@@ -25,8 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::handlers::{self, App, Conn, ConnLimits};
+use super::app::{App, Conn};
+use super::dispatch;
 use super::pacing::{self, Ledger};
+use super::settings::ConnLimits;
 
 /// Concurrent HTTP/2 streams per connection. Every stream may pin a little memory while its
 /// client holds its flow-control window shut (see `pacing`), so this bounds what one connection
@@ -242,7 +244,7 @@ async fn logged(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let client = conn.client;
-    let resp = handlers::handle(app, req, conn).await;
+    let resp = dispatch::handle(app, req, conn).await;
     let bytes = resp
         .headers()
         .get(http::header::CONTENT_LENGTH)
