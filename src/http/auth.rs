@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use http::{Method, StatusCode, header};
+use http::{StatusCode, header};
 
 use super::app::{App, Conn, Req};
 use super::error::{ApiError, Code};
@@ -66,7 +66,7 @@ pub async fn identify(
 /// first, and rules written against a second prefix keep applying.
 pub fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
     let policy = app.auth.policy();
-    let (name, action) = match route {
+    match route {
         // The ping tells clients how to authenticate: where tokens are used, anonymous clients
         // get the challenge (and fetch an anonymous token) even though they may pull.
         Route::Base if req.who == Principal::Anonymous && req.token_realm.is_some() => {
@@ -78,14 +78,16 @@ pub fn authorize(app: &App, route: &Route, req: &Req) -> Result<(), ApiError> {
             }
             return Err(refusal(app, req, None, "use this registry".into()));
         }
-        Route::Healthz | Route::Readyz | Route::Token => return Ok(()),
-        Route::Tags(n) | Route::Referrers(n, _) => (n, Action::Pull),
-        Route::Manifest(n, _) | Route::BadReference(n, _) | Route::Blob(n, _) => {
-            let read = matches!(req.method, Method::GET | Method::HEAD);
-            (n, if read { Action::Pull } else { Action::Push })
-        }
-        Route::UploadStart(n) | Route::Upload(n, _) => (n, Action::Push),
+        _ => {}
+    }
+    // The probes and the token endpoint name no repository, and are open to all.
+    let Some(name) = route.repository() else {
+        return Ok(());
     };
+    // An upload session is its pusher's: even reading its status takes push rights.
+    let push =
+        route.is_write(&req.method) || matches!(route, Route::UploadStart(_) | Route::Upload(..));
+    let action = if push { Action::Push } else { Action::Pull };
     // Writes always land on the name in the path; reads may be served from the cache.
     let mut read = vec![name.clone()];
     if action == Action::Pull

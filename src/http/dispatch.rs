@@ -1,9 +1,7 @@
-//! One request, from its route to the handler of its resource, through the checks every
+//! One request, from its parsed route to the handler of its resource, through the checks every
 //! request passes in this order: the CORS preflight, clients too old to speak v2, `/metrics`, the
 //! probes (open to all), authentication, the token endpoint, authorization, the storage's health,
 //! the read-only refusal, the upstreams' namespaces and the upload slots.
-
-use std::sync::Arc;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -14,26 +12,39 @@ use super::auth::{self, Caller};
 use super::error::{ApiError, Code};
 use super::handlers::{base, blobs, catalog, manifests, referrers, tags, uploads};
 use super::respond::{self, HandlerResult};
-use super::route::{self, Route};
+use super::route::{Kind, Route, Routed};
 use super::settings::Settings;
 
-/// Handles one request; never fails (every error is an OCI error response).
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+/// Handles one request; never fails (every error is an OCI error response). `routed` is its path,
+/// parsed once by the caller, which logs the same route; `settings` are those in force when it
+/// arrived.
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    conn: Conn,
+    settings: &Settings,
+    routed: &Routed,
+) -> Response<Body> {
     let started = std::time::Instant::now();
-    let settings = app.settings();
     let method = req.method().clone();
-    let kind = route::kind(req.uri().path(), &settings.metrics.path);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if req.method() == Method::OPTIONS {
         settings.headers.options(req.headers())
     } else {
         let head_only = req.method() == Method::HEAD;
-        handle_api(&app, req, conn, &settings)
+        handle_api(app, req, conn, settings, routed)
             .await
-            .unwrap_or_else(|e| respond::failure(e, &method, kind, conn.client, head_only))
+            .unwrap_or_else(|e| {
+                respond::failure(e, &method, routed.kind.label(), conn.client, head_only)
+            })
     };
     settings.headers.decorate(origin.as_ref(), &mut resp);
-    crate::metrics::get().request(&method, kind, resp.status().as_u16(), started.elapsed());
+    crate::metrics::get().request(
+        &method,
+        routed.kind.label(),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     resp
 }
 
@@ -55,6 +66,7 @@ async fn handle_api(
     req: Request<Incoming>,
     conn: Conn,
     settings: &Settings,
+    routed: &Routed,
 ) -> HandlerResult {
     let (parts, body) = req.into_parts();
     if too_old_client(&parts.headers) {
@@ -70,13 +82,16 @@ async fn handle_api(
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let metrics = &settings.metrics;
-    if !metrics.path.is_empty()
-        && parts.uri.path() == metrics.path
+    if routed.kind == Kind::Metrics
+        && !metrics.path.is_empty()
         && base::serves_metrics(metrics, conn.listener)
     {
         return base::metrics(app, &parts, conn, metrics).await;
     }
-    let route = route::parse(parts.uri.path())?;
+    let route = routed
+        .route
+        .as_ref()
+        .map_err(|e| ApiError::from(e.clone()))?;
     if matches!(route, Route::Healthz | Route::Readyz) {
         // Probes answer without credentials on every listener.
         return match route {
@@ -88,7 +103,7 @@ async fn handle_api(
         who,
         anon,
         token_realm,
-    } = auth::identify(app, &parts, conn, &route).await?;
+    } = auth::identify(app, &parts, conn, route).await?;
     let req = Req {
         method: parts.method,
         headers: parts.headers,
@@ -99,58 +114,50 @@ async fn handle_api(
         body_timeout: settings.body_timeout,
         token_realm,
     };
-    if route == Route::Token {
+    if *route == Route::Token {
         return base::token(app, &req);
     }
-    auth::authorize(app, &route, &req)?;
+    auth::authorize(app, route, &req)?;
     dispatch(app, route, req).await
 }
 
-async fn dispatch(app: &App, route: Route, req: Req) -> HandlerResult {
+async fn dispatch(app: &App, route: &Route, req: Req) -> HandlerResult {
     match route {
         Route::Healthz => base::healthz(),
         Route::Readyz => base::readyz(app),
         Route::Base => base::version(&req),
-        Route::BadReference(_, e) => Err(manifests::bad_reference(&req.method, e)),
+        Route::BadReference(_, e) => Err(manifests::bad_reference(&req.method, e.clone())),
         route => {
             if let Some(e) = app.unavailable() {
                 return Err(e);
             }
-            let write = match &route {
-                Route::Manifest(..) | Route::Blob(..) => {
-                    !matches!(req.method, Method::GET | Method::HEAD)
-                }
-                Route::UploadStart(_) => true,
-                Route::Upload(..) => !matches!(req.method, Method::GET | Method::HEAD),
-                _ => false,
-            };
-            if write {
+            if route.is_write(&req.method) {
                 app.refuse_write()?;
             }
             match route {
                 Route::Catalog => catalog::get(app, &req).await,
-                Route::Tags(name) => tags::get(app, &name, &req).await,
+                Route::Tags(name) => tags::get(app, name, &req).await,
                 Route::Manifest(name, reference) => {
                     if req.method == Method::PUT {
-                        app.refuse_push(&name)?;
+                        app.refuse_push(name)?;
                     }
-                    manifests::handle(app, name, reference, req).await
+                    manifests::handle(app, name.clone(), reference.clone(), req).await
                 }
-                Route::Blob(name, digest) => blobs::handle(app, &name, &digest, &req).await,
+                Route::Blob(name, digest) => blobs::handle(app, name, digest, &req).await,
                 Route::UploadStart(name) => {
-                    app.refuse_push(&name)?;
+                    app.refuse_push(name)?;
                     let _slot = app.upload_slot()?;
-                    uploads::start(app, name, req).await
+                    uploads::start(app, name.clone(), req).await
                 }
                 Route::Upload(name, id) => {
-                    app.refuse_push(&name)?;
+                    app.refuse_push(name)?;
                     let _slot = match req.method {
                         Method::PATCH | Method::PUT => Some(app.upload_slot()?),
                         _ => None,
                     };
-                    uploads::handle(app, name, id, req).await
+                    uploads::handle(app, name.clone(), *id, req).await
                 }
-                Route::Referrers(name, digest) => referrers::get(app, &name, &digest, &req).await,
+                Route::Referrers(name, digest) => referrers::get(app, name, digest, &req).await,
                 Route::Healthz
                 | Route::Readyz
                 | Route::Base
