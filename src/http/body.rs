@@ -7,12 +7,106 @@
 //! Only time spent waiting for the client counts: while the handler writes what arrived to
 //! storage (a slow shared mount) the clock stands still, so a slow disk is never blamed on the
 //! client.
+//!
+//! Handlers take a body in one of two forms: streamed to storage under the blob size limit
+//! ([`upload_body`]), or read into memory under a byte limit ([`read_limited`], manifests).
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use http::StatusCode;
+use http_body_util::BodyStream;
+use hyper::body::Incoming;
+
+use super::app::Req;
+use super::error::{ApiError, Code};
+use super::settings::Settings;
+
+/// Turns a request body into a stream of byte chunks, the form storage takes. A body that stalls
+/// for `stall` (no byte arrives) ends with a `TimedOut` error, so a client that stops sending does
+/// not hold an upload, its file and its task forever.
+pub fn body_stream(
+    body: Incoming,
+    stall: Duration,
+) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    paced_body_stream(body, stall, 0)
+}
+
+/// [`body_stream`], also failing a body that averages under `min_rate` bytes/s over any `stall`
+/// of waiting for it (see the module comment): a trickle holds an upload as surely as a stall.
+fn paced_body_stream(
+    body: Incoming,
+    stall: Duration,
+    min_rate: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    let frames = Box::pin(BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(f) => f.into_data().ok().map(Ok),
+            Err(e) => Some(Err(io::Error::other(e))),
+        }
+    }));
+    held_to_progress(frames, Progress { stall, min_rate })
+}
+
+/// The body of `req` as a stream, with the body timeout and minimum rate in force and the blob
+/// size limit.
+pub fn upload_body(
+    req: Req,
+    settings: &Settings,
+    max_blob_bytes: u64,
+    already: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    let mut seen = already;
+    let body = paced_body_stream(req.body, req.body_timeout, settings.body_min_rate);
+    Box::pin(body.map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if max_blob_bytes > 0 && seen > max_blob_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("blob is larger than {max_blob_bytes} bytes (limits.max_blob_bytes)"),
+            ));
+        }
+        Ok(chunk)
+    }))
+}
+
+/// Reads a body into memory, refusing more than `limit` bytes.
+pub async fn read_limited(
+    body: Incoming,
+    limit: u64,
+    stall: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    let mut s = body_stream(body, stall);
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Code::BlobUploadInvalid,
+                format!("request body: {e}"),
+            )
+        })?;
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large(limit));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// 413 for a manifest over `limits.max_manifest_bytes`.
+pub fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Code::SizeInvalid,
+        format!(
+            "manifest is larger than the {limit} bytes this registry accepts (limits.max_manifest_bytes)"
+        ),
+    )
+}
 
 /// What a body must keep up: no silence of `stall`, and at least `min_rate` bytes per second over
 /// each `stall` of waiting (0: no rate, silence alone fails it).

@@ -1,14 +1,23 @@
-//! The HTTP edge: a pure path router, OCI error responses, and one handler file per resource.
-//! Handlers translate HTTP to storage calls and back; they hold no storage logic.
+//! The HTTP edge: the listeners (`server`), a pure path router (`route`, parsed once per request),
+//! authentication and authorization (`auth`), the dispatch of a request to its handler
+//! (`dispatch`), OCI error responses (`error`, `respond`), request bodies (`body`), and one handler
+//! file per resource (`handlers`). Handlers translate HTTP to storage calls and back; they hold no
+//! storage logic. `app` is the state every request is served with, `settings` what it reads of
+//! the configuration.
 
+pub mod app;
+pub mod auth;
 pub mod body;
 pub mod cors;
+pub mod dispatch;
 pub mod error;
 pub mod handlers;
 pub mod pacing;
 pub mod range;
+pub mod respond;
 pub mod route;
 pub mod server;
+pub mod settings;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};

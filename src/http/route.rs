@@ -2,7 +2,11 @@
 //! read from the right: the last segments say what is addressed (`manifests/<ref>`, `blobs/<digest>`,
 //! `blobs/uploads/<id>`, `tags/list`, `referrers/<digest>`) and everything before them is the name.
 //! Names, references and digests are parsed here, once, into their types.
+//!
+//! A request's path is parsed once, into a [`Routed`]: the handler, the metrics label and the
+//! access log all read that one value, and [`Route::is_write`] is the one read/write decision.
 
+use http::Method;
 use uuid::Uuid;
 
 use crate::registry::reference::ReferenceError;
@@ -62,6 +66,82 @@ impl Route {
             _ => None,
         }
     }
+
+    /// Whether `method` on this route changes what the registry holds (a push, an upload, a
+    /// delete): the one read/write decision, behind both the rights a request needs (push or
+    /// pull) and the refusal of writes while the registry is read-only. Any method but `GET` and
+    /// `HEAD` on a manifest, blob or upload counts, so one the endpoint does not allow is judged
+    /// as a write before it gets its 405; every request to start an upload is one.
+    pub fn is_write(&self, method: &Method) -> bool {
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        match self {
+            Route::Manifest(..) | Route::BadReference(..) | Route::Blob(..) | Route::Upload(..) => {
+                !read
+            }
+            Route::UploadStart(_) => true,
+            Route::Base
+            | Route::Catalog
+            | Route::Tags(_)
+            | Route::Referrers(..)
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Token => false,
+        }
+    }
+}
+
+/// A request's path, parsed once per request: what it addresses (or why it addresses nothing) and
+/// the kind of endpoint it counts under in the metrics.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub route: Result<Route, RouteError>,
+    pub kind: Kind,
+}
+
+impl Routed {
+    /// Parses `path` (without query); `metrics_path` is where `/metrics` answers (`metrics.path`).
+    pub fn of(path: &str, metrics_path: &str) -> Routed {
+        Routed {
+            route: parse(path),
+            kind: kind(path, metrics_path),
+        }
+    }
+}
+
+/// The kind of endpoint a path addresses: the `route` label of the request metrics, a small fixed
+/// set whatever the paths clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Probe,
+    Token,
+    Base,
+    Catalog,
+    Metrics,
+    Upload,
+    Blob,
+    Manifest,
+    Referrers,
+    Tags,
+    Other,
+}
+
+impl Kind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Probe => "probe",
+            Kind::Token => "token",
+            Kind::Base => "base",
+            Kind::Catalog => "catalog",
+            Kind::Metrics => "metrics",
+            Kind::Upload => "upload",
+            Kind::Blob => "blob",
+            Kind::Manifest => "manifest",
+            Kind::Referrers => "referrers",
+            Kind::Tags => "tags",
+            Kind::Other => "other",
+        }
+    }
 }
 
 /// Why a path is not a route; each becomes one OCI error.
@@ -92,19 +172,19 @@ fn digest(s: &str) -> Result<Digest, RouteError> {
         .map_err(|e: crate::registry::digest::DigestError| RouteError::DigestInvalid(e.to_string()))
 }
 
-/// The kind of endpoint `path` addresses, for metrics labels: the same shape tests as [`parse`],
-/// without allocating or validating (an invalid name still counts under its kind).
-pub fn kind(path: &str, metrics_path: &str) -> &'static str {
+/// The kind of endpoint `path` addresses: the same shape tests as [`parse`], without allocating or
+/// validating (an invalid name still counts under its kind).
+fn kind(path: &str, metrics_path: &str) -> Kind {
     match path {
-        "/healthz" | "/readyz" => return "probe",
-        "/auth/token" => return "token",
-        "/v2" | "/v2/" => return "base",
-        "/v2/_catalog" => return "catalog",
-        p if p == metrics_path => return "metrics",
+        "/healthz" | "/readyz" => return Kind::Probe,
+        "/auth/token" => return Kind::Token,
+        "/v2" | "/v2/" => return Kind::Base,
+        "/v2/_catalog" => return Kind::Catalog,
+        p if p == metrics_path => return Kind::Metrics,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
-        return "other";
+        return Kind::Other;
     };
     let mut back = rest.rsplit('/');
     let (last, second, third) = (back.next(), back.next(), back.next());
@@ -113,14 +193,14 @@ pub fn kind(path: &str, metrics_path: &str) -> &'static str {
     if (third == Some("blobs") && second == Some("uploads"))
         || (second == Some("blobs") && last == Some("uploads"))
     {
-        return "upload";
+        return Kind::Upload;
     }
     match (second, last) {
-        (Some("blobs"), _) => "blob",
-        (Some("manifests"), _) => "manifest",
-        (Some("referrers"), _) => "referrers",
-        (Some("tags"), Some("list")) => "tags",
-        _ => "other",
+        (Some("blobs"), _) => Kind::Blob,
+        (Some("manifests"), _) => Kind::Manifest,
+        (Some("referrers"), _) => Kind::Referrers,
+        (Some("tags"), Some("list")) => Kind::Tags,
+        _ => Kind::Other,
     }
 }
 
@@ -192,8 +272,49 @@ mod tests {
             ("/v2/a/tags/list", "tags"),
             ("/metrics", "metrics"),
         ] {
-            assert_eq!(kind(path, "/metrics"), want, "{path}");
+            assert_eq!(kind(path, "/metrics").label(), want, "{path}");
         }
+    }
+
+    #[test]
+    fn writes_are_what_changes_the_registry() {
+        let blob = parse(&format!("/v2/a/blobs/{D}")).unwrap();
+        let manifest = parse("/v2/a/manifests/latest").unwrap();
+        let bad = parse("/v2/a/manifests/-bad").unwrap();
+        let upload = parse("/v2/a/blobs/uploads/6ba7b810-9dad-11d1-80b4-00c04fd430c8").unwrap();
+        for r in [&blob, &manifest, &bad, &upload] {
+            assert!(!r.is_write(&Method::GET), "{r:?}");
+            assert!(!r.is_write(&Method::HEAD), "{r:?}");
+            for m in [Method::PUT, Method::DELETE, Method::PATCH, Method::POST] {
+                assert!(r.is_write(&m), "{m} {r:?}");
+            }
+        }
+        // Every request to start an upload is one, and listings never are.
+        let start = parse("/v2/a/blobs/uploads/").unwrap();
+        assert!(start.is_write(&Method::GET));
+        for path in [
+            "/v2/",
+            "/v2/_catalog",
+            "/v2/a/tags/list",
+            "/healthz",
+            "/auth/token",
+        ] {
+            assert!(!parse(path).unwrap().is_write(&Method::DELETE), "{path}");
+        }
+        let referrers = parse(&format!("/v2/a/referrers/{D}")).unwrap();
+        assert!(!referrers.is_write(&Method::PUT));
+    }
+
+    #[test]
+    fn routed_keeps_the_kind_of_an_invalid_path() {
+        let r = Routed::of("/v2/A/manifests/x", "/metrics");
+        assert!(matches!(r.route, Err(RouteError::NameInvalid(_))));
+        assert_eq!(r.kind, Kind::Manifest);
+        let r = Routed::of("/metrics", "/metrics");
+        assert_eq!(
+            (r.route, r.kind),
+            (Err(RouteError::NotFound), Kind::Metrics)
+        );
     }
 
     #[test]

@@ -25,8 +25,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use super::handlers::{self, App, Conn, ConnLimits};
+use super::app::{App, Conn};
+use super::dispatch;
 use super::pacing::{self, Ledger};
+use super::route::{Route, Routed};
+use super::settings::ConnLimits;
 use crate::shutdown::Shutdown;
 
 /// Concurrent HTTP/2 streams per connection. Every stream may pin a little memory while its
@@ -243,18 +246,19 @@ async fn logged(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let client = conn.client;
-    let resp = handlers::handle(app, req, conn).await;
+    // Parsed once: the handler, the metrics label and this log line all read this route.
+    let settings = app.settings();
+    let routed = Routed::of(&path, &settings.metrics.path);
+    let resp = dispatch::handle(&app, req, conn, &settings, &routed).await;
     let bytes = resp
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    // Parsing the path again is cheap and keeps the handlers free of logging concerns.
-    let route = super::route::parse(&path).ok();
+    let route = routed.route.as_ref().ok();
     let repository = route
-        .as_ref()
-        .and_then(|r| r.repository())
+        .and_then(Route::repository)
         .map(|r| r.to_string())
         .unwrap_or_default();
     // The digest of what was served or stored: the answer names it (a push by tag, an upload's
@@ -265,12 +269,7 @@ async fn logged(
         .and_then(|v| v.to_str().ok())
         .filter(|d| d.parse::<crate::registry::Digest>().is_ok())
         .map(str::to_string)
-        .or_else(|| {
-            route
-                .as_ref()
-                .and_then(|r| r.digest())
-                .map(|d| d.to_string())
-        })
+        .or_else(|| route.and_then(Route::digest).map(|d| d.to_string()))
         .unwrap_or_default();
     tracing::info!(
         method = %method,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use super::{App, Conn, HandlerResult, Req, json_response, method_not_allowed, response};
 use crate::auth::{Anonymous, AuthError, Principal};
+use crate::http::auth::{auth_refusal, challenge, refusal, throttled};
 use crate::http::error::ApiError;
 use crate::http::{empty, full};
 
@@ -60,14 +61,14 @@ pub fn token(app: &App, req: &Req) -> HandlerResult {
         return Err(method_not_allowed(&req.method));
     }
     if req.who == Principal::Anonymous && req.anon == Anonymous::None {
-        return Err(app.refusal(req, None, "get a token".into()));
+        return Err(refusal(app, req, None, "get a token".into()));
     }
     let token = match app
         .auth
         .issue_token(req.header(header::AUTHORIZATION), &req.who)
     {
         Ok(t) => t,
-        Err(e) => return Err(super::auth_refusal(app, req.token_realm.as_deref(), e)),
+        Err(e) => return Err(auth_refusal(app, req.token_realm.as_deref(), e)),
     };
     let issued_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -157,11 +158,12 @@ pub async fn metrics(
         let allowed = match app.auth.identify(authorization, conn.client.ip()).await {
             Ok(Principal::User(u)) => m.users.iter().any(|x| x == "*" || *x == u),
             Ok(Principal::Anonymous) => false,
-            Err(AuthError::Throttled(wait)) => return Err(super::throttled(wait)),
+            Err(AuthError::Throttled(wait)) => return Err(throttled(wait)),
             Err(_) => false,
         };
         if !allowed {
-            return Err(app.challenge(
+            return Err(challenge(
+                app,
                 None,
                 None,
                 "metrics need a login as one of metrics.users".into(),

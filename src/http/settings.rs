@@ -1,0 +1,70 @@
+//! The settings the request path reads: those a reload may change while requests are in flight
+//! ([`Settings`], swapped whole on reload) and the connection limits the listeners fix at start
+//! ([`ConnLimits`]).
+
+use std::time::Duration;
+
+use super::cors::{HeaderSettings, ResponseHeaders};
+use super::handlers::base::MetricsSettings;
+
+/// Settings a reload may change while requests are in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub delete_enabled: bool,
+    pub max_manifest_bytes: u64,
+    /// Largest blob accepted; 0: no limit.
+    pub max_blob_bytes: u64,
+    /// How long a request body may stall before the request fails.
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must average over each `body_timeout` of waiting.
+    pub body_min_rate: u64,
+    pub max_concurrent_uploads: u64,
+    pub headers: ResponseHeaders,
+    /// `storage.read_only`: pushes and deletes refused.
+    pub read_only: bool,
+    /// `storage.min_free_bytes`: under it, pushes refused.
+    pub min_free_bytes: u64,
+    /// `[metrics]`: where and for whom `/metrics` answers.
+    pub metrics: MetricsSettings,
+}
+
+impl Settings {
+    /// The shipped defaults (`etc/registryd/config.toml`; the configuration's tests check that
+    /// they agree), with deletes and the manifest limit as given (in-process tests).
+    pub fn basic(delete_enabled: bool, max_manifest_bytes: u64) -> Settings {
+        Settings {
+            delete_enabled,
+            max_manifest_bytes,
+            max_blob_bytes: 0,
+            body_timeout: Duration::from_secs(60),
+            body_min_rate: 4096,
+            max_concurrent_uploads: 128,
+            headers: ResponseHeaders::from_settings(&HeaderSettings::basic()),
+            read_only: false,
+            min_free_bytes: 0,
+            metrics: MetricsSettings::basic(),
+        }
+    }
+}
+
+/// Connection limits, fixed at start (the listeners apply them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How long a response may wait for the client to take its next bytes.
+    pub send_stall_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnLimits {
+    /// The shipped defaults (the configuration's tests check that they agree).
+    fn default() -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            send_stall_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
