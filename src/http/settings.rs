@@ -2,10 +2,10 @@
 //! ([`Settings`], swapped whole on reload) and the connection limits the listeners fix at start
 //! ([`ConnLimits`]).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::cors::{HeaderSettings, ResponseHeaders};
-use super::handlers::base::MetricsSettings;
 
 /// Settings a reload may change while requests are in flight.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,49 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(120),
             send_stall_timeout: Duration::from_secs(60),
             max_connections: 1024,
+        }
+    }
+}
+
+/// `[metrics]`: where and for whom `/metrics` answers, as the daemon hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// The path it answers on; empty: nowhere.
+    pub path: String,
+    pub listeners: Vec<MetricsListener>,
+    /// Users who may read the metrics (`*`: any); empty: anyone who reaches a listener.
+    pub users: Vec<String>,
+}
+
+impl MetricsSettings {
+    /// The shipped defaults: `/metrics` on loopback and link-local listeners, to anyone.
+    pub fn basic() -> MetricsSettings {
+        MetricsSettings {
+            path: "/metrics".into(),
+            listeners: vec![MetricsListener::Local],
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One `metrics.listeners` entry: which listeners serve `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListener {
+    /// `"all"`: every listener.
+    All,
+    /// `"local"`: loopback and link-local listeners (the node itself and its containers).
+    Local,
+    /// `ADDRESS:PORT`: the listener bound to it.
+    Address(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListener {
+    type Err = ();
+    fn from_str(s: &str) -> Result<MetricsListener, ()> {
+        match s {
+            "all" => Ok(MetricsListener::All),
+            "local" => Ok(MetricsListener::Local),
+            addr => addr.parse().map(MetricsListener::Address).map_err(|_| ()),
         }
     }
 }

@@ -8,6 +8,7 @@ use super::{App, Conn, HandlerResult, Req, json_response, method_not_allowed, re
 use crate::auth::{Anonymous, AuthError, Principal};
 use crate::http::auth::{auth_refusal, challenge, refusal, throttled};
 use crate::http::error::ApiError;
+use crate::http::settings::{MetricsListener, MetricsSettings};
 use crate::http::{empty, full};
 
 pub fn version(req: &Req) -> HandlerResult {
@@ -83,49 +84,6 @@ pub fn token(app: &App, req: &Req) -> HandlerResult {
         }),
         false,
     ))
-}
-
-/// `[metrics]`: where and for whom `/metrics` answers, as the daemon hands it over.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricsSettings {
-    /// The path it answers on; empty: nowhere.
-    pub path: String,
-    pub listeners: Vec<MetricsListener>,
-    /// Users who may read the metrics (`*`: any); empty: anyone who reaches a listener.
-    pub users: Vec<String>,
-}
-
-impl MetricsSettings {
-    /// The shipped defaults: `/metrics` on loopback and link-local listeners, to anyone.
-    pub fn basic() -> MetricsSettings {
-        MetricsSettings {
-            path: "/metrics".into(),
-            listeners: vec![MetricsListener::Local],
-            users: Vec::new(),
-        }
-    }
-}
-
-/// One `metrics.listeners` entry: which listeners serve `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricsListener {
-    /// `"all"`: every listener.
-    All,
-    /// `"local"`: loopback and link-local listeners (the node itself and its containers).
-    Local,
-    /// `ADDRESS:PORT`: the listener bound to it.
-    Address(SocketAddr),
-}
-
-impl std::str::FromStr for MetricsListener {
-    type Err = ();
-    fn from_str(s: &str) -> Result<MetricsListener, ()> {
-        match s {
-            "all" => Ok(MetricsListener::All),
-            "local" => Ok(MetricsListener::Local),
-            addr => addr.parse().map(MetricsListener::Address).map_err(|_| ()),
-        }
-    }
 }
 
 /// Whether `/metrics` answers on `listener` (`metrics.listeners`).
