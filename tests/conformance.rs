@@ -77,16 +77,13 @@ async fn end_2_blob_get_head_and_ranges() {
     // Unknown blob, and a blob that exists elsewhere but is not linked here.
     let unknown = Digest::sha256_of(b"nope");
     let r = reg.send("GET", &format!("/v2/a/b/blobs/{unknown}")).await;
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    assert_oci_error!(r, 404, "BLOB_UNKNOWN");
     let r = reg.send("GET", &format!("/v2/other/blobs/{d}")).await;
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    assert_oci_error!(r, 404, "BLOB_UNKNOWN");
     let r = reg.send("HEAD", &format!("/v2/other/blobs/{d}")).await;
     assert_eq!(r.status(), 404);
     let r = reg.send("GET", "/v2/a/b/blobs/sha256:1234").await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert_oci_error!(r, 400, "DIGEST_INVALID");
 }
 
 #[tokio::test]
@@ -116,8 +113,7 @@ async fn end_4_post_then_put_and_monolithic() {
     assert!(r.bytes().await.unwrap().is_empty());
     // The upload session is gone once completed.
     let r = reg.send("GET", &loc).await;
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+    assert_oci_error!(r, 404, "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[tokio::test]
@@ -181,8 +177,7 @@ async fn upload_errors_and_cancel() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert_oci_error!(r, 400, "DIGEST_INVALID");
     let r = reg.send("HEAD", &format!("/v2/e/blobs/{wrong}")).await;
     assert_eq!(r.status(), 404);
     assert!(
@@ -194,8 +189,7 @@ async fn upload_errors_and_cancel() {
     // PUT without digest, with a bad digest.
     let loc = reg.start_upload("e").await;
     let r = reg.send("PUT", &loc).await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert_oci_error!(r, 400, "DIGEST_INVALID");
     let r = reg.send("PUT", &format!("{loc}?digest=sha256:abc")).await;
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     // end-13: DELETE cancels; the session is then unknown.
@@ -203,8 +197,7 @@ async fn upload_errors_and_cancel() {
     assert_eq!(r.status(), 204);
     for m in ["GET", "PATCH", "PUT", "DELETE"] {
         let r = reg.send(m, &format!("{loc}?digest={wrong}")).await;
-        assert_eq!(r.status(), 404, "{m}");
-        assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+        assert_oci_error!(r, 404, "BLOB_UPLOAD_UNKNOWN", "{m}");
     }
     let r = reg.send("GET", "/v2/e/blobs/uploads/not-a-uuid").await;
     assert_eq!(r.status(), 404);
@@ -271,8 +264,7 @@ async fn end_11_cross_repository_mount() {
             &format!("/v2/dst/blobs/uploads/?mount={d}&from=Bad..Name"),
         )
         .await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "NAME_INVALID");
+    assert_oci_error!(r, 400, "NAME_INVALID");
 }
 
 #[tokio::test]
@@ -308,8 +300,7 @@ async fn end_3_7_manifests() {
         "/v2/nobody/manifests/v1",
     ] {
         let r = reg.send("GET", p).await;
-        assert_eq!(r.status(), 404, "{p}");
-        assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+        assert_oci_error!(r, 404, "MANIFEST_UNKNOWN", "{p}");
     }
     // The manifest is not reachable from a repository that never received it.
     let r = reg.send("GET", &format!("/v2/other/manifests/{d}")).await;
@@ -329,8 +320,7 @@ async fn manifest_push_validation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    assert_oci_error!(r, 400, "MANIFEST_BLOB_UNKNOWN");
     // A blob pushed to another repository does not count.
     let elsewhere = reg.push_blob("w", b"layer elsewhere").await;
     let m = image_manifest(&c, 2, &[(&elsewhere, 15)], None, None);
@@ -352,8 +342,7 @@ async fn manifest_push_validation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    assert_oci_error!(r, 400, "MANIFEST_UNKNOWN");
     // Invalid JSON, wrong schema version, mismatched media type.
     for (ct, body) in [
         (OCI_MANIFEST, "{not json".to_string()),
@@ -370,8 +359,7 @@ async fn manifest_push_validation() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 400);
-        assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+        assert_oci_error!(r, 400, "MANIFEST_INVALID");
     }
     // Digest reference that does not match the body.
     let m = image_manifest(&c, 2, &[], None, None);
@@ -382,8 +370,7 @@ async fn manifest_push_validation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert_oci_error!(r, 400, "DIGEST_INVALID");
     // Bad tag, bad name. A reference that is neither a tag nor a digest names no manifest: a
     // push under it is 400 TAG_INVALID (DIGEST_INVALID for a malformed digest), and reads and
     // deletes find nothing there, 404 MANIFEST_UNKNOWN, as for any manifest that is not there.
@@ -394,8 +381,7 @@ async fn manifest_push_validation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "TAG_INVALID");
+    assert_oci_error!(r, 400, "TAG_INVALID");
     let r = reg
         .req("PUT", "/v2/v/manifests/sha256:xyz")
         .header("Content-Type", OCI_MANIFEST)
@@ -403,8 +389,7 @@ async fn manifest_push_validation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert_oci_error!(r, 400, "DIGEST_INVALID");
     for reference in [
         ".INVALID_NAME",
         "-bad",
@@ -415,8 +400,7 @@ async fn manifest_push_validation() {
         let path = format!("/v2/v/manifests/{reference}");
         for method in ["GET", "DELETE"] {
             let r = reg.send(method, &path).await;
-            assert_eq!(r.status(), 404, "{method} {path}");
-            assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN", "{method} {path}");
+            assert_oci_error!(r, 404, "MANIFEST_UNKNOWN", "{method} {path}");
         }
         let r = reg.send("HEAD", &path).await;
         assert_eq!(r.status(), 404, "HEAD {path}");
@@ -428,8 +412,7 @@ async fn manifest_push_validation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "NAME_INVALID");
+    assert_oci_error!(r, 400, "NAME_INVALID");
     // Over 4 MiB: 413.
     let big = vec![b' '; 4 * 1024 * 1024 + 1];
     let r = reg
@@ -439,8 +422,7 @@ async fn manifest_push_validation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 413);
-    assert_eq!(error_code(r).await, "SIZE_INVALID");
+    assert_oci_error!(r, 413, "SIZE_INVALID");
     // By digest: fine.
     let d = Digest::sha256_of(&m);
     let r = reg
@@ -516,8 +498,7 @@ async fn end_8_tags_and_catalog_pagination() {
     let r = reg.send("GET", "/v2/p/q/tags/list?n=x").await;
     assert_eq!(r.status(), 400);
     let r = reg.send("GET", "/v2/nothing/tags/list").await;
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+    assert_oci_error!(r, 404, "NAME_UNKNOWN");
     let r = reg.send("GET", "/v2/_catalog").await;
     assert_eq!(
         json(r).await,
@@ -600,8 +581,7 @@ async fn end_12_referrers() {
     let v = json(reg.send("GET", &format!("/v2/s/referrers/{subject}")).await).await;
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
     let r = reg.send("GET", "/v2/s/referrers/sha256:bad").await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert_oci_error!(r, 400, "DIGEST_INVALID");
 }
 
 #[tokio::test]
@@ -643,8 +623,7 @@ async fn end_9_10_deletes() {
     );
     assert_eq!(reg.send("GET", "/v2/del/manifests/v1").await.status(), 404);
     let r = reg.send("DELETE", &format!("/v2/del/manifests/{d}")).await;
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    assert_oci_error!(r, 404, "MANIFEST_UNKNOWN");
     // Blob delete unlinks it from the repository.
     let b = reg.push_blob("del", b"blob to delete").await;
     assert_eq!(
@@ -654,8 +633,7 @@ async fn end_9_10_deletes() {
         202
     );
     let r = reg.send("GET", &format!("/v2/del/blobs/{b}")).await;
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    assert_oci_error!(r, 404, "BLOB_UNKNOWN");
     let r = reg.send("DELETE", &format!("/v2/del/blobs/{b}")).await;
     assert_eq!(r.status(), 404);
 }
@@ -672,8 +650,7 @@ async fn deletes_can_be_disabled() {
         format!("/v2/nd/blobs/{b}"),
     ] {
         let r = reg.send("DELETE", &p).await;
-        assert_eq!(r.status(), 405, "{p}");
-        assert_eq!(error_code(r).await, "UNSUPPORTED");
+        assert_oci_error!(r, 405, "UNSUPPORTED", "{p}");
     }
     assert_eq!(
         reg.send("GET", &format!("/v2/nd/manifests/{d}"))

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{OCI_MANIFEST, TestRegistry, image_manifest, open_storage, s3_settings};
+use common::{OCI_MANIFEST, TestRegistry, image_manifest, open_storage, skipped_on_s3};
 use registryd::lifecycle::fsck::{self, FsckOptions};
 use registryd::lifecycle::gc::{self, GcOptions, GcReport};
 use registryd::registry::Digest;
@@ -182,8 +182,7 @@ async fn delete_untagged_removes_retagged_images_and_expired_uploads() {
 
 #[tokio::test]
 async fn fsck_finds_and_repairs_planted_damage() {
-    if s3_settings().is_some() {
-        eprintln!("planted on a filesystem; tests/system/s3.sh plants damage in the bucket");
+    if skipped_on_s3("damage planted on a filesystem; tests/system/s3.sh plants it in the bucket") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -251,8 +250,7 @@ async fn fsck_finds_and_repairs_planted_damage() {
 
 #[tokio::test]
 async fn a_blob_that_fails_its_digest_while_served_is_cut_off_and_quarantined() {
-    if s3_settings().is_some() {
-        eprintln!("planted on a filesystem; tests/system/s3.sh plants damage in the bucket");
+    if skipped_on_s3("damage planted on a filesystem; tests/system/s3.sh plants it in the bucket") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -318,9 +316,10 @@ async fn an_abandoned_upload_in_an_otherwise_empty_repository_expires() {
 
 #[tokio::test]
 async fn what_a_dead_cache_fetch_left_is_removed_and_a_live_one_is_kept() {
-    // On a bucket, a fill's lease lapses only minutes after its holder dies: tests/system/s3.sh
-    // checks the bucket's side with objects it leaves there itself.
-    if s3_settings().is_some() {
+    if skipped_on_s3(
+        "on a bucket a fill's lease lapses only minutes after its holder dies; \
+         tests/system/s3.sh checks the bucket's side with objects it leaves there itself",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

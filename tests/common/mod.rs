@@ -177,8 +177,66 @@ pub fn image_manifest(
     serde_json::to_vec(&m).unwrap()
 }
 
-/// The OCI error code of an error response body.
+/// The OCI error code of an error response body (`errors[0].code`); a body without one fails the
+/// test, showing the body.
 pub async fn error_code(r: reqwest::Response) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    v["errors"][0]["code"].as_str().unwrap().to_string()
+    let body = r.text().await.unwrap();
+    oci_code(&body).unwrap_or_else(|| panic!("not an OCI error body: {body}"))
+}
+
+/// `errors[0].code` of an OCI error body, if it is one.
+fn oci_code(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(v["errors"][0]["code"].as_str()?.to_string())
+}
+
+/// `assert_oci_error!(response, status, "CODE")`: the response has that HTTP status and an OCI
+/// error body whose `errors[0].code` is `CODE`; a failure shows the body. Format arguments after
+/// the code say which request it was, as `assert_eq!`'s do. Evaluates to the parsed body, for
+/// checks of the message. Use it in an async test (it awaits the body).
+#[allow(unused_macros)]
+macro_rules! assert_oci_error {
+    ($r:expr, $status:expr, $code:expr $(,)?) => {
+        $crate::common::check_oci_error($r, $status, $code, String::new()).await
+    };
+    ($r:expr, $status:expr, $code:expr, $($what:tt)+) => {
+        $crate::common::check_oci_error($r, $status, $code, format!($($what)+)).await
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use assert_oci_error;
+
+/// What `assert_oci_error!` runs: `what` names the request in the failure message.
+pub async fn check_oci_error(
+    r: reqwest::Response,
+    status: u16,
+    code: &str,
+    what: String,
+) -> serde_json::Value {
+    let got = r.status().as_u16();
+    let url = r.url().to_string();
+    let body = r.text().await.unwrap();
+    let what = if what.is_empty() {
+        url
+    } else {
+        format!("{what} ({url})")
+    };
+    assert_eq!(got, status, "{what}: status {got}, body {body}");
+    assert_eq!(
+        oci_code(&body).as_deref(),
+        Some(code),
+        "{what}: OCI error code, body {body}"
+    );
+    serde_json::from_str(&body).unwrap()
+}
+
+/// True when the tests run against an S3 bucket (`REGISTRYD_TEST_S3_*` set, by tests/system/s3.sh)
+/// and the calling test needs the filesystem: it then prints on stderr that it skipped and `why`,
+/// instead of returning as if it had passed.
+pub fn skipped_on_s3(why: &str) -> bool {
+    let on_s3 = s3_settings().is_some();
+    if on_s3 {
+        eprintln!("skipped: {why}");
+    }
+    on_s3
 }

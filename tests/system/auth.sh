@@ -23,14 +23,9 @@ htpasswd -Bb "$WORK/htpasswd" dev dev-pass 2>/dev/null
 P1=$(free_port) P2=$(free_port)
 L=127.0.0.1:$P1   # node-local listener: anonymous pull ("auto")
 A=127.0.0.1:$P2   # reaches the 0.0.0.0 listener: logins only ("auto")
-cat >"$WORK/config.toml" <<EOF
+start_registryd --tls reg "$P1" "$WORK/data" - <<EOF
 [server]
 listen = ["127.0.0.1:$P1", "0.0.0.0:$P2"]
-[tls]
-certificate = "$WORK/tls.crt"
-key = "$WORK/tls.key"
-[storage]
-root = "$WORK/data"
 [auth]
 htpasswd = "$WORK/htpasswd"
 # Every client here is 127.0.0.1: leave room for the failures the steps before the throttle test make.
@@ -51,11 +46,8 @@ push = ["dev"]
 name = "team"
 members = ["tm"]
 EOF
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-REG=$!
-PIDS+=("$REG")
-for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$L/healthz" && break; sleep 0.1; done
-curl -sfk -o /dev/null "https://$L/healthz" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
+REG=$REG_PID
+CONFIG=$REG_CONFIG
 
 code() { curl -sk -o /dev/null -w '%{http_code}' "$@"; }
 challenge() { curl -sk -D- -o /dev/null "$1" | tr -d '\r' | awk -F': ' 'tolower($1)=="www-authenticate"{print $2}'; }
@@ -180,7 +172,7 @@ pass "htpasswd reloaded live: user added, broken file refused with its line (use
 token_for() { curl -sfk "$@" "https://$L/auth/token" | jq -r .token; }
 manifest_code() { code -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H "Authorization: Bearer $1" "https://$L/v2/team/private/manifests/v1"; }
 htpasswd -Bb "$WORK/htpasswd" tm2 tm2-pass 2>/dev/null
-sed -i 's/^members = \["tm"\]/members = ["tm", "tm2"]/' "$WORK/config.toml"
+sed -i 's/^members = \["tm"\]/members = ["tm", "tm2"]/' "$CONFIG"
 kill -HUP "$REG"
 ok=0
 for _ in $(seq 1 50); do
@@ -217,7 +209,7 @@ pass "token realm: a plain Host is echoed, 'a@evil.example' gets the listener's 
 
 # --- Rules change with a reload (SIGHUP), no restart.
 [ "$(code -u reader:reader-pass -H 'Accept: application/vnd.oci.image.manifest.v1+json' "https://$A/v2/app/img/manifests/v1")" = 200 ] || fail "reader reads app/ before the reload"
-printf '[[access]]\nprefix = "app"\npull = ["ci"]\npush = ["ci"]\n' >>"$WORK/config.toml"
+printf '[[access]]\nprefix = "app"\npull = ["ci"]\npush = ["ci"]\n' >>"$CONFIG"
 kill -HUP "$REG"
 ok=0
 for _ in $(seq 1 50); do [ "$(code -u reader:reader-pass "https://$A/v2/app/img/manifests/v1")" = 403 ] && { ok=1; break; }; sleep 0.1; done
@@ -247,10 +239,10 @@ pass "failed logins logged (client, user, no password); 429 after $(echo "$codes
 pass "pre-1.6 Docker clients: 404"
 
 # --- Basic auth over plain HTTP is refused unless explicitly allowed.
-if "$TEST_REGISTRYD_BIN" check-config --config "$WORK/config.toml" --plain-http >"$WORK/plain.out" 2>&1; then
+if "$TEST_REGISTRYD_BIN" check-config --config "$CONFIG" --plain-http >"$WORK/plain.out" 2>&1; then
   fail "plain HTTP with logins accepted"
 fi
 grep -q "auth.htpasswd.*logins need TLS" "$WORK/plain.out" || { cat "$WORK/plain.out"; fail "plain HTTP refusal unclear"; }
-REGISTRYD_AUTH_ALLOW_PLAIN_HTTP=true "$TEST_REGISTRYD_BIN" check-config --config "$WORK/config.toml" --plain-http >/dev/null \
+REGISTRYD_AUTH_ALLOW_PLAIN_HTTP=true "$TEST_REGISTRYD_BIN" check-config --config "$CONFIG" --plain-http >/dev/null \
   || fail "auth.allow_plain_http = true not honoured"
 pass "logins over plain HTTP refused at start unless auth.allow_plain_http"

@@ -17,23 +17,14 @@ loopback_cert
 htpasswd -Bbc "$WORK/htpasswd" ui ui-pass 2>/dev/null
 P=$(free_port) UI=$(free_port) BAD=$(free_port)
 R=127.0.0.1:$P
-cat >"$WORK/config.toml" <<EOF
+start_registryd --tls reg "$P" "$WORK/data" - <<EOF
 [server]
-listen = ["127.0.0.1:$P"]
 headers = ["X-Content-Type-Options: nosniff", "X-Frame-Options: DENY"]
-[tls]
-certificate = "$WORK/tls.crt"
-key = "$WORK/tls.key"
-[storage]
-root = "$WORK/data"
 [auth]
 htpasswd = "$WORK/htpasswd"
 [cors]
 allowed_origins = ["http://127.0.0.1:$UI"]
 EOF
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$R/healthz" && break; sleep 0.1; done
 
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/img" v1 >/dev/null
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/img2" v2 --layer-bytes 5000 >/dev/null

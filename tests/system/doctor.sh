@@ -26,6 +26,7 @@ export REGISTRYD_STORAGE_ROOT=$WORK/mnt/registry REGISTRYD_STORAGE_REQUIRE_MOUNT
   REGISTRYD_TLS_CERTIFICATE=$WORK/tls/tls.crt REGISTRYD_TLS_KEY=$WORK/tls/tls.key
 "$TEST_REGISTRYD_BIN" cert init --ca-dir "$WORK/ca" --hosts registry.home >/dev/null
 "$TEST_REGISTRYD_BIN" hosts >/dev/null
+# Started by hand, not by start_registryd: doctor checks a daemon on the defaults (node address, TLS).
 "$TEST_REGISTRYD_BIN" serve >"$WORK/reg.log" 2>&1 &
 REG=$!
 PIDS+=("$REG")

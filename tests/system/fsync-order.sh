@@ -5,6 +5,7 @@ source "$(dirname "$0")/lib/common.sh"
 
 command -v strace >/dev/null || fail "strace missing: apt-get install strace"
 PORT=$(free_port)
+# Started by hand, not by start_registryd: the daemon runs under strace, which traces its start too.
 strace -f -y -s 80 -o "$WORK/trace" \
   -e trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,sendto,sendmsg \
   "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PORT" --storage "$WORK/data" >"$WORK/reg.log" 2>&1 &

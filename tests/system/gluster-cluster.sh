@@ -180,6 +180,7 @@ sep = "&" if "?" in loc else "?"
 urllib.request.urlopen(urllib.request.Request(f"{loc}{sep}digest={d}", data=open(f, "rb").read(), method="PUT",
     headers={"Content-Type": "application/octet-stream"}))
 PY
+# For the cluster nodes (gl_start, not start_registryd: see lib/gluster.sh), restarted with it.
 cat >"$WORK/proxy.toml" <<TOML
 [[upstream]]
 name = "up.test"

@@ -16,25 +16,14 @@ loopback_cert
 P=$(free_port)
 R=127.0.0.1:$P
 STALL=4
-cat >"$WORK/config.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$P"]
-[tls]
-certificate = "$WORK/tls.crt"
-key = "$WORK/tls.key"
-[storage]
-root = "$WORK/data"
+start_registryd --tls reg "$P" "$WORK/data" - <<EOF
 [limits]
 body_read_timeout_secs = 2
 send_stall_timeout_secs = $STALL
 idle_timeout_secs = 60
 max_concurrent_uploads = 4
 EOF
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-REG=$!
-PIDS+=("$REG")
-for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$R/healthz" && break; sleep 0.1; done
-curl -sfk -o /dev/null "https://$R/healthz" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
+REG=$REG_PID
 
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$REG/status"; }
 # sample_rss FILE: VmRSS every 0.2 s into FILE until stopped; sets SAMPLER.

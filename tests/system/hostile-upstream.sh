@@ -23,7 +23,7 @@ PIDS+=("$!")
 wait_http "http://127.0.0.1:$PU/v2/" || { cat "$WORK/upstream.log"; fail "hostile upstream did not start"; }
 info() { jq -r ".$1" "$WORK/info.json"; }
 
-cat >"$WORK/registryd.toml" <<TOML
+start_registryd reg "$PR" "$WORK/data" - <<TOML
 [limits]
 max_blob_bytes = $((256 << 20))
 [proxy]
@@ -42,7 +42,6 @@ username = "trustuser"
 password = "trustpass"
 token_realm_hosts = ["127.0.0.2:$PT"]
 TOML
-start_registryd reg "$PR" "$WORK/data" --config "$WORK/registryd.toml"
 R=http://127.0.0.1:$PR/v2
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -154,7 +153,7 @@ pass "endless and 100 MB manifests: 502 naming limits.max_manifest_bytes in ${to
 # --- A blob that fails its digest: `registryd pull` names it at once.
 BAD=$(info bad_layer)
 t0=$(now)
-"$TEST_REGISTRYD_BIN" pull --config "$WORK/registryd.toml" --storage "$WORK/data" hostile/bad/app:v1 \
+"$TEST_REGISTRYD_BIN" pull --config "$WORK/reg.toml" --storage "$WORK/data" hostile/bad/app:v1 \
   >"$WORK/pull.out" 2>"$WORK/pull.err" && fail "registryd pull of a blob with the wrong bytes succeeded"
 took=$(secs "$t0" "$(now)")
 has "$BAD" "$WORK/pull.err" && has "hostile" "$WORK/pull.err" && has "digest" "$WORK/pull.err" \

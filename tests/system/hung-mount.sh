@@ -11,12 +11,12 @@ FUSE_PID=$(pgrep -n -f "bindfs --no-allow-other $WORK/backing") || fail "bindfs 
 CLEANUPS+=("kill -CONT $FUSE_PID 2>/dev/null; fusermount3 -u '$WORK/fuse' 2>/dev/null || fusermount -u '$WORK/fuse' 2>/dev/null || umount -l '$WORK/fuse'")
 PORT=$(free_port)
 R=http://127.0.0.1:$PORT
-REGISTRYD_STORAGE_OPERATION_TIMEOUT_SECS=2 \
-REGISTRYD_STORAGE_CHECK_INTERVAL_SECS=1 REGISTRYD_STORAGE_CHECK_FAILURES=1 \
-  "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PORT" --storage "$WORK/fuse/registry" >"$WORK/reg.log" 2>&1 &
-REG_PID=$!
-PIDS+=("$REG_PID")
-wait_http "$R/v2/" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
+start_registryd reg "$PORT" "$WORK/fuse/registry" - <<TOML
+[storage]
+operation_timeout_secs = 2
+check_interval_secs = 1
+check_failures = 1
+TOML
 push() {
   local b="blob $1 $(date +%s%N)"
   curl -s -m 30 -o "$WORK/resp.$1" -w '%{http_code}' -X POST --data-binary "$b" \

@@ -21,7 +21,9 @@ run_dist() { # YML URL: serves Distribution until the URL answers; sets DIST_PID
   for _ in $(seq 1 100); do curl -sk -o /dev/null "$2" && return 0; sleep 0.1; done
   cat "$WORK/dist.log"; fail "docker-registry did not start with $1"
 }
-run_regd() { # TOML URL: serves registryd with the converted config; sets REGD_PID
+# TOML URL: serves registryd with the converted config; sets REGD_PID. Not start_registryd: the
+# converted config is under test, so it runs exactly as import-config wrote it.
+run_regd() {
   "$TEST_REGISTRYD_BIN" serve --config "$1" >>"$WORK/regd.log" 2>&1 &
   REGD_PID=$!
   PIDS+=("$REGD_PID")
@@ -97,19 +99,11 @@ pass "compose-style config: Distribution's data served with TLS, the login realm
 
 # --- (2) pull-through mirror with upstream credentials.
 UP=$(free_port) M=$(free_port)
-cat >"$WORK/up.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$UP"]
-[tls]
-certificate = "$WORK/tls.crt"
-key = "$WORK/tls.key"
-[storage]
-root = "$WORK/up-data"
+start_registryd --tls up "$UP" "$WORK/up-data" - <<EOF
 [auth]
 htpasswd = "$WORK/htpasswd"
 anonymous = "none"
 EOF
-run_regd "$WORK/up.toml" "https://127.0.0.1:$UP/v2/"
 $SK copy -q --dest-tls-verify=false --dest-creds ci:ci-pass "oci:$WORK/img:v1" "docker://127.0.0.1:$UP/library/tool:v1"
 cat >"$WORK/mirror.yml" <<YML
 version: 0.1

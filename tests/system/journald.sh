@@ -11,6 +11,8 @@ python3 "$SYS_DIR/lib/journal_listen.py" "$J/socket" "$WORK/entries.jsonl" &
 PIDS+=("$!")
 wait_file "$J/socket.bound" || fail "test listener did not start"
 PORT=$(free_port)
+# Started by hand, not by start_registryd: stderr must be the file JOURNAL_STREAM names, in a mount
+# namespace with the stand-in journal socket, from the start.
 cat >"$WORK/run.sh" <<SH
 mkdir -p /run/systemd/journal
 mount --bind "$J" /run/systemd/journal

@@ -8,18 +8,14 @@ SK="skopeo --insecure-policy"
 PORT=$(free_port)
 R=127.0.0.1:$PORT
 DATA=$WORK/data
-cat >"$WORK/config.toml" <<EOF
-[storage]
-root = "$DATA"
+start_registryd reg "$PORT" "$DATA" - <<EOF
 [gc]
 interval_secs = 0
 grace_secs = 2
 EOF
-"$TEST_REGISTRYD_BIN" serve --plain-http --listen "$R" --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-REG=$!
-PIDS+=("$REG")
-wait_http "http://$R/v2/" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
-GC() { "$TEST_REGISTRYD_BIN" gc --config "$WORK/config.toml" "$@"; }
+REG=$REG_PID
+CONFIG=$REG_CONFIG
+GC() { "$TEST_REGISTRYD_BIN" gc --config "$CONFIG" "$@"; }
 blobs() { find "$DATA/docker/registry/v2/blobs" -name data | wc -l; }
 digest_of() { $SK inspect --raw --tls-verify=false "docker://$R/$1" | sha256sum | cut -d' ' -f1; }
 
@@ -75,7 +71,7 @@ pass "$runs gc passes during 15 pushes + 15 pulls: every push and pull succeeded
 head -c 200000 /dev/urandom >"$WORK/loose"
 ld=sha256:$(sha256sum "$WORK/loose" | cut -d' ' -f1)
 curl -sf -o /dev/null -X POST -H 'Content-Type: application/octet-stream' --data-binary @"$WORK/loose" "http://$R/v2/loose/blobs/uploads/?digest=$ld"
-FSCK() { "$TEST_REGISTRYD_BIN" fsck --config "$WORK/config.toml" "$@"; }
+FSCK() { "$TEST_REGISTRYD_BIN" fsck --config "$CONFIG" "$@"; }
 FSCK >"$WORK/fsck0.out" || { cat "$WORK/fsck0.out"; fail "fsck of a healthy store"; }
 printf '\xff' | dd of="$DATA/docker/registry/v2/blobs/sha256/${ld:7:2}/${ld#sha256:}/data" bs=1 seek=1000 conv=notrunc status=none
 set +e; FSCK >"$WORK/fsck1.out"; rc=$?; set -e
@@ -90,7 +86,7 @@ pass "fsck: healthy 0; flipped byte found (exit 4), --repair quarantined it and 
 
 # --- Read-only mode, switched by a reload.
 echo 'read_only = true' >"$WORK/ro.toml"
-sed -i "s|^root = .*|&\nread_only = true|" "$WORK/config.toml"
+sed -i "s|^root = .*|&\nread_only = true|" "$CONFIG"
 kill -HUP $REG
 for _ in $(seq 1 50); do grep -q "read-only mode ON" "$WORK/reg.log" && break; sleep 0.1; done
 code=$(curl -s -o "$WORK/ro.json" -w '%{http_code}' -X POST "http://$R/v2/ro/blobs/uploads/")
@@ -98,7 +94,7 @@ code=$(curl -s -o "$WORK/ro.json" -w '%{http_code}' -X POST "http://$R/v2/ro/blo
   || fail "push in read-only mode: $code $(cat "$WORK/ro.json")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$R/v2/shared/img/manifests/v1")" = 405 ] || fail "delete in read-only mode"
 $SK copy -q --src-tls-verify=false "docker://$R/shared/img:v1" "oci:$WORK/ro:v1" || fail "pull in read-only mode"
-sed -i '/^read_only = true$/d' "$WORK/config.toml"
+sed -i '/^read_only = true$/d' "$CONFIG"
 kill -HUP $REG
 for _ in $(seq 1 50); do grep -q "read-only mode OFF" "$WORK/reg.log" && break; sleep 0.1; done
 $SK copy -q --dest-tls-verify=false "oci:$WORK/shared:v1" "docker://$R/ro/after:v1" || fail "push after read-only was switched off"

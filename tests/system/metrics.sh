@@ -24,14 +24,10 @@ UP=$(free_port) P=$(free_port) DOWN=$(free_port)
 start_registryd upstream "$UP" "$WORK/upstream-data"
 R=127.0.0.1:$P LAN=10.77.0.1:$P
 
-cat >"$WORK/config.toml" <<EOF
+FRAGMENT=$(cat <<EOF
 [server]
 listen = ["127.0.0.1:$P", "$LAN"]
-[tls]
-certificate = "$WORK/tls.crt"
-key = "$WORK/tls.key"
 [storage]
-root = "$WORK/data"
 check_interval_secs = 1
 [auth]
 htpasswd = "$WORK/htpasswd"
@@ -45,9 +41,8 @@ url = "http://127.0.0.1:$UP"
 name = "down.test"
 url = "http://127.0.0.1:$DOWN"
 EOF
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$R/healthz" && break; sleep 0.1; done
+)
+start_registryd --tls reg "$P" "$WORK/data" "$FRAGMENT"
 
 scrape() { # [curl args]: the metrics of the loopback listener, parsed; prints a JSON summary
   curl -sk --fail "$@" "https://$R/metrics" >"$WORK/metrics.txt" || return 1
@@ -133,15 +128,15 @@ pass "storage checks ok x${ok%.*}, ready; certificate expiry $want"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 # Second start: GC every second with no grace (nothing is pushed any more), and metrics for the
 # LAN listener too, behind a login.
-sed -i 's/^\[storage\]$/[gc]\ninterval_secs = 1\ngrace_secs = 0\n[storage]/' "$WORK/config.toml"
-cat >>"$WORK/config.toml" <<EOF
+start_registryd --tls reg2 "$P" "$WORK/data" - <<EOF
+$FRAGMENT
+[gc]
+interval_secs = 1
+grace_secs = 0
 [metrics]
 listeners = ["local", "$LAN"]
 users = ["prom"]
 EOF
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg2.log" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$R/healthz" && break; sleep 0.1; done
 [ "$(curl -sk -o /dev/null -w '%{http_code}' "https://$R/metrics")" = 401 ] || fail "loopback serves metrics without a login"
 h=$(curl -sk -D- -o /dev/null "https://$LAN/metrics" | tr -d '\r')
 grep -q '^HTTP/[0-9.]* 401' <<<"$h" && grep -qi '^www-authenticate: Basic' <<<"$h" || fail "no Basic challenge: $h"

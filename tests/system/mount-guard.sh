@@ -9,12 +9,13 @@ mkdir -p "$M"
 CLEANUPS+=("umount -l '$M' 2>/dev/null")
 PORT=$(free_port)
 R=http://127.0.0.1:$PORT
-REGISTRYD_STORAGE_REQUIRE_MOUNT=$M REGISTRYD_STORAGE_REQUIRE_FSTYPE=tmpfs \
-REGISTRYD_STORAGE_CHECK_INTERVAL_SECS=1 REGISTRYD_STORAGE_CHECK_FAILURES=2 \
-  "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PORT" --storage "$M/registry" >"$WORK/reg.log" 2>&1 &
-REG_PID=$!
-PIDS+=("$REG_PID")
-wait_http "$R/healthz" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
+start_registryd reg "$PORT" "$M/registry" - <<TOML
+[storage]
+require_mount = "$M"
+require_fstype = "tmpfs"
+check_interval_secs = 1
+check_failures = 2
+TOML
 
 blob() { # push a small blob, print the status
   local b="blob $RANDOM $(date +%s%N)"
@@ -67,22 +68,14 @@ CLEANUPS+=("umount -l '$M2' 2>/dev/null")
 command -v htpasswd >/dev/null || fail "htpasswd missing (apache2-utils)"
 htpasswd -Bbc "$WORK/htpasswd" ci ci-pass 2>/dev/null
 start_node() { # PORT: a node with logins on, storage on $M2
-  cat >"$WORK/auth-$1.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$1"]
-[tls]
-enabled = false
+  start_registryd "node-$1" "$1" "$M2/registry" - <<TOML
 [storage]
-root = "$M2/registry"
 require_mount = "$M2"
 check_interval_secs = 1
 [auth]
 htpasswd = "$WORK/htpasswd"
 allow_plain_http = true
 TOML
-  "$TEST_REGISTRYD_BIN" serve --config "$WORK/auth-$1.toml" >"$WORK/node-$1.log" 2>&1 &
-  PIDS+=("$!")
-  wait_http "http://127.0.0.1:$1/healthz" || { cat "$WORK/node-$1.log"; fail "node on $1 did not start"; }
 }
 PA=$(free_port); PB=$(free_port)
 start_node "$PA"

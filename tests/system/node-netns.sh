@@ -17,6 +17,7 @@ mkns() { # NAME: a namespace with lo up and its own hosts file
   mkdir -p "/etc/netns/$1"
   printf '127.0.0.1\tlocalhost\n# kept as is\n' >"/etc/netns/$1/hosts"
 }
+# Not start_registryd: what is under test is serve on the defaults, node address and link included.
 serve_in() { # NS LOG [env...]: registryd on the defaults (TLS on 169.254.254.254:8443) inside NS
   local ns=$1 log=$2; shift 2
   ip netns exec "$ns" env REGISTRYD_TLS_CERTIFICATE="$WORK/tls/tls.crt" REGISTRYD_TLS_KEY="$WORK/tls/tls.key" \

@@ -37,14 +37,7 @@ htpasswd -Bbc "$WORK/htpasswd" owner owner-pass 2>/dev/null
 htpasswd -Bb "$WORK/htpasswd" reader reader-pass 2>/dev/null
 PR=$(free_port)
 R=127.0.0.1:$PR
-cat >"$WORK/config.toml" <<EOF
-[server]
-listen = ["$R"]
-[tls]
-certificate = "$WORK/tls.crt"
-key = "$WORK/tls.key"
-[storage]
-root = "$WORK/data"
+start_registryd --tls reg "$PR" "$WORK/data" - <<EOF
 [auth]
 htpasswd = "$WORK/htpasswd"
 max_failures_per_minute = 0
@@ -65,10 +58,6 @@ prefix = "up/private"
 pull = ["owner"]
 push = ["owner"]
 EOF
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$R/healthz" && break; sleep 0.1; done
-curl -sfk -o /dev/null "https://$R/healthz" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
 
 code() { curl -sk -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$@"; }
 # as METHOD [curl args]: GET, or HEAD with -I (curl -X HEAD would wait for a body).
@@ -157,7 +146,7 @@ done
 pass "after caching: still 401 anonymous and 403 reader in every form"
 
 # check-config shows no secret: a password in an upstream URL, or on a line with a TOML syntax error.
-sed 's|url = "http://127.0.0.1:'"$PU"'"|url = "http://u:S3CRET-in-url@127.0.0.1:'"$PU"'"|' "$WORK/config.toml" >"$WORK/url.toml"
+sed 's|url = "http://127.0.0.1:'"$PU"'"|url = "http://u:S3CRET-in-url@127.0.0.1:'"$PU"'"|' "$WORK/reg.toml" >"$WORK/url.toml"
 "$TEST_REGISTRYD_BIN" check-config --config "$WORK/url.toml" >"$WORK/cc.out" 2>&1 || { cat "$WORK/cc.out"; fail "check-config refused the URL config"; }
 has 'u:REDACTED@127.0.0.1' <"$WORK/cc.out" || { cat "$WORK/cc.out"; fail "check-config did not show the redacted URL"; }
 printf '[[upstream]]\nname = "x"\npassword = "S3CRET-pw\n' >"$WORK/broken.toml"

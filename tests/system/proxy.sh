@@ -98,7 +98,7 @@ ALPINE1=$(upstream_digest library/alpine:3.20)
 # --- registryd with both upstreams.
 PR=$(free_port)
 printf 'quaypass\n' >"$WORK/quay.password"
-cat >"$WORK/registryd.toml" <<TOML
+start_registryd proxy "$PR" "$WORK/data" - <<TOML
 [proxy]
 default_upstream = "docker.io"
 tag_ttl_secs = 8
@@ -115,10 +115,9 @@ url = "http://127.0.0.1:$PB"
 username = "quayuser"
 password_file = "$WORK/quay.password"
 TOML
-start_registryd proxy "$PR" "$WORK/data" --config "$WORK/registryd.toml"
 R=127.0.0.1:$PR
 grep -q "pull-through cache on" "$WORK/proxy.log" || fail "registryd did not log its upstreams"
-"$TEST_REGISTRYD_BIN" check-config --config "$WORK/registryd.toml" | has hubpass \
+"$TEST_REGISTRYD_BIN" check-config --config "$WORK/proxy.toml" | has hubpass \
   && fail "check-config printed an upstream password"
 
 # 1. The three naming forms: host prefix, bare name (default upstream), containerd's ns.
@@ -238,10 +237,10 @@ else
 fi
 
 # 7. Pre-warming with `registryd pull` while the daemon runs: one platform of an index.
-"$TEST_REGISTRYD_BIN" pull --config "$WORK/registryd.toml" --storage "$WORK/data" --platform linux/arm64 \
+"$TEST_REGISTRYD_BIN" pull --config "$WORK/proxy.toml" --storage "$WORK/data" --platform linux/arm64 \
   docker.io/library/warm:v1 >"$WORK/warm.out" 2>"$WORK/warm.err" || { cat "$WORK/warm.err"; fail "registryd pull"; }
 grep -q "docker.io/library/warm:v1: 2 manifests, 2 blobs fetched" "$WORK/warm.out" || { cat "$WORK/warm.out" "$WORK/warm.err"; fail "registryd pull summary"; }
-"$TEST_REGISTRYD_BIN" pull --config "$WORK/registryd.toml" --storage "$WORK/data" team/app:v1 2>"$WORK/warm2.err" \
+"$TEST_REGISTRYD_BIN" pull --config "$WORK/proxy.toml" --storage "$WORK/data" team/app:v1 2>"$WORK/warm2.err" \
   && fail "registryd pull of a private name succeeded"
 grep -q "not under an upstream" "$WORK/warm2.err" || { cat "$WORK/warm2.err"; fail "unclear registryd pull error"; }
 pass "registryd pull --platform linux/arm64 pre-warms one platform of an index"
@@ -275,7 +274,7 @@ layout_bytes() { find "$1/blobs" -type f -printf '%s\n' | awk '{s+=$1} END {prin
 SA=$(layout_bytes "$WORK/ev-a") SC=$(layout_bytes "$WORK/ev-c")
 LIMIT=$(( SC + SA / 2 ))
 PE=$(free_port)
-cat >"$WORK/evict.toml" <<TOML
+start_registryd evict "$PE" "$WORK/data2" - <<TOML
 [proxy]
 max_cache_bytes = $LIMIT
 evict_interval_secs = 1
@@ -285,7 +284,6 @@ url = "http://127.0.0.1:$PB"
 username = "quayuser"
 password_file = "$WORK/quay.password"
 TOML
-start_registryd evict "$PE" "$WORK/data2" --config "$WORK/evict.toml"
 E=127.0.0.1:$PE
 $SK copy -q --src-tls-verify=false "docker://$E/quay.test/org/ev-a:v1" "oci:$WORK/e1:x" || fail "pull ev-a"
 blob_path() { echo "$WORK/data2/docker/registry/v2/blobs/sha256/${1:0:2}/$1/data"; }

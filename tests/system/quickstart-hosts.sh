@@ -33,8 +33,8 @@ python3 "$SYS_DIR/lib/mkimage.py" "$WORK/img" v1 --seed quickstart >/dev/null
 # as long as a process in it does).
 inside() {
   set -euo pipefail
-  local pids=()
-  trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done' EXIT
+  PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
   ip link set lo up
   mount --bind "$SCRATCH" /etc/hosts
   [ "$(stat -c %d:%i /etc/hosts)" = "$(stat -c %d:%i "$SCRATCH")" ] \
@@ -48,10 +48,11 @@ inside() {
     ! ip link show registry0 >/dev/null 2>&1 || fail "$1 created the registry0 link"
   }
 
-  # 1. The quickstart: serve --dev from a checkout, push, pull back, stop.
+  # 1. The quickstart: serve --dev from a checkout, push, pull back, stop. Started by hand, not by
+  # start_registryd: what is under test is this exact command with no config of the test's.
   (cd "$WORK/checkout" && exec "$TEST_REGISTRYD_BIN" serve --dev) >"$WORK/dev.log" 2>&1 &
   local pid=$!
-  pids+=("$pid")
+  PIDS+=("$pid")
   wait_http http://127.0.0.1:5000/v2/ || { cat "$WORK/dev.log"; fail "serve --dev did not answer on 127.0.0.1:5000"; }
   skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$WORK/img:v1" \
     docker://127.0.0.1:5000/quickstart/img:v1 || fail "skopeo push to serve --dev"
@@ -67,19 +68,14 @@ inside() {
 
   # 2. Listeners that all miss node.address (169.254.254.254, the default), with every node setting
   # that could change the system on.
-  cat >"$WORK/miss.toml" <<TOML
-[server]
-listen = ["127.0.0.1:5001"]
-[storage]
-root = "$WORK/data-miss"
+  # Its hosts file is the default, /etc/hosts, said here over the test config's scratch one.
+  start_registryd miss 5001 "$WORK/data-miss" - <<TOML
 [node]
 create_interface = true
 hostnames = ["registry.home"]
+hosts_file = "/etc/hosts"
 TOML
-  "$TEST_REGISTRYD_BIN" serve --plain-http --config "$WORK/miss.toml" >"$WORK/miss.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  wait_http http://127.0.0.1:5001/v2/ || { cat "$WORK/miss.log"; fail "serve on 127.0.0.1:5001 did not start"; }
+  pid=$REG_PID
   kill -HUP "$pid"
   for _ in $(seq 1 50); do grep -q "configuration reloaded" "$WORK/miss.log" && break; sleep 0.1; done
   grep -q "configuration reloaded" "$WORK/miss.log" || fail "no reload"
@@ -92,20 +88,14 @@ TOML
 
   # 3. The control: a listener on node.address (here 127.0.0.1/32, which lo holds) keeps the names
   # in the hosts file, and `registryd hosts --remove` gives the file back byte for byte.
-  cat >"$WORK/serves.toml" <<TOML
-[server]
-listen = ["127.0.0.1:5002"]
-[storage]
-root = "$WORK/data-serves"
+  start_registryd serves 5002 "$WORK/data-serves" - <<TOML
 [node]
 address = "127.0.0.1/32"
 create_interface = false
 hostnames = ["quickstart.test"]
+hosts_file = "/etc/hosts"
 TOML
-  "$TEST_REGISTRYD_BIN" serve --plain-http --config "$WORK/serves.toml" >"$WORK/serves.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  wait_http http://127.0.0.1:5002/v2/ || { cat "$WORK/serves.log"; fail "serve on node.address did not start"; }
+  pid=$REG_PID
   grep -qP '^127\.0\.0\.1\tquickstart\.test\r?$' /etc/hosts || { cat "$WORK/serves.log"; fail "a serve on node.address did not write its hostname"; }
   curl -fs -o /dev/null http://quickstart.test:5002/v2/ || fail "quickstart.test does not resolve through the hosts entry"
   kill -TERM "$pid"
@@ -115,8 +105,8 @@ TOML
   pass "a listener on node.address keeps its hostname in /etc/hosts; hosts --remove gives the file back byte for byte"
 }
 
-export WORK SCRATCH TEST_REGISTRYD_BIN
-unshare -m -n --propagation private bash -c "$(declare -f inside fail pass wait_http); inside" \
+export WORK SCRATCH TEST_REGISTRYD_BIN SYS_DIR
+unshare -m -n --propagation private bash -c "$(declare -f inside fail pass wait_http start_registryd); inside" \
   || fail "in the namespaces (above)"
 [ "$(sha256sum </etc/hosts)" = "$real_before" ] || fail "the machine's /etc/hosts changed"
 pass "quickstart: no system file changed"

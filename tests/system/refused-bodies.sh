@@ -13,28 +13,16 @@ htpasswd -Bbc "$WORK/htpasswd" ci ci-pass 2>/dev/null
 loopback_cert
 PLAIN=$(free_port)
 TLS=$(free_port)
-cat >"$WORK/config.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$PLAIN"]
-[tls]
-enabled = false
-[storage]
-root = "$WORK/data"
+FRAGMENT=$(cat <<TOML
 [limits]
 max_blob_bytes = 1048576
 [auth]
 htpasswd = "$WORK/htpasswd"
 allow_plain_http = true
 TOML
-sed -e "s/$PLAIN/$TLS/" -e "s|enabled = false|certificate = \"$WORK/tls.crt\"\nkey = \"$WORK/tls.key\"|" \
-  -e "s|$WORK/data|$WORK/data-tls|" "$WORK/config.toml" >"$WORK/config-tls.toml"
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-PIDS+=("$!")
-"$TEST_REGISTRYD_BIN" serve --config "$WORK/config-tls.toml" >"$WORK/reg-tls.log" 2>&1 &
-PIDS+=("$!")
-wait_http "http://127.0.0.1:$PLAIN/healthz" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
-for _ in $(seq 1 100); do curl -sf -o /dev/null --cacert "$WORK/ca.crt" "https://127.0.0.1:$TLS/healthz" && break; sleep 0.1; done
-curl -sf -o /dev/null --cacert "$WORK/ca.crt" "https://127.0.0.1:$TLS/healthz" || { cat "$WORK/reg-tls.log"; fail "registryd (TLS) did not start"; }
+)
+start_registryd reg "$PLAIN" "$WORK/data" "$FRAGMENT"
+start_registryd --tls reg-tls "$TLS" "$WORK/data-tls" "$FRAGMENT"
 
 python3 - "$PLAIN" "$TLS" "$WORK/ca.crt" <<'PY' || fail "a refused body did not reach the client as an answer"
 import base64, http.client, json, socket, ssl, sys, time

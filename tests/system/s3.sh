@@ -47,13 +47,22 @@ unset REGISTRYD_TEST_S3_ENDPOINT
 pass "conformance and GC tests pass on the S3 driver ($(grep -o '[0-9]* passed' "$WORK/conformance.log" | paste -sd' '))"
 
 # --- Two registryd nodes on the bucket (prefix "shared"), on Garage nodes 1 and 2.
-start_node() { # NAME PORT GARAGE_NODE [VARIABLE=VALUE...]
+# on_garage GARAGE_NODE PREFIX [VARIABLE=VALUE...] COMMAND...: runs COMMAND (start_registryd) with
+# the store in its environment as garage_s3_env sets it, through that Garage node, under PREFIX, and
+# the variables given over it; all local to this call (garage_s3_env's exports land in the locals).
+on_garage() {
+  local g=$1 prefix=$2; shift 2
+  local REGISTRYD_STORAGE_DRIVER REGISTRYD_S3_ENDPOINT REGISTRYD_S3_REGION REGISTRYD_S3_BUCKET \
+    REGISTRYD_S3_PATH_STYLE REGISTRYD_S3_ACCESS_KEY_ID REGISTRYD_S3_SECRET_ACCESS_KEY
+  garage_s3_env "${GARAGE_ENDPOINTS[$g]}"
+  local -x REGISTRYD_S3_PREFIX=$prefix
+  while [[ ${1:-} == *=* ]]; do local -x "$1"; shift; done
+  "$@"
+}
+start_node() { # NAME PORT GARAGE_NODE [VARIABLE=VALUE...]: a node on the prefix "shared", ready
   local name=$1 port=$2 g=$3; shift 3
-  (garage_s3_env "${GARAGE_ENDPOINTS[$g]}"; export REGISTRYD_S3_PREFIX=shared
-   exec env "$@" "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$port" --storage "$WORK/not-used") \
-    >>"$WORK/$name.log" 2>&1 &
-  eval "PID_$name=$!"
-  PIDS+=("$!")
+  on_garage "$g" shared "$@" start_registryd "$name" "$port" "$WORK/not-used"
+  eval "PID_$name=$REG_PID"
   wait_http "http://127.0.0.1:$port/readyz" || { cat "$WORK/$name.log"; fail "registryd $name did not start"; }
 }
 PA=$(free_port); PB=$(free_port)
@@ -236,6 +245,7 @@ pass "Distribution 2.8.2 (s3 driver) reads registryd's images and blobs, registr
 # Distribution's config.yml, converted by import-config, serves the same bucket on the same address.
 "$TEST_REGISTRYD_BIN" import-config "$WORK/dist.yml" >"$WORK/dist.toml" 2>"$WORK/dist.warnings" \
   || { cat "$WORK/dist.warnings"; fail "import-config of the s3 config"; }
+# Started by hand, not by start_registryd: the converted config is under test, as import-config wrote it.
 "$TEST_REGISTRYD_BIN" serve --config "$WORK/dist.toml" >"$WORK/converted.log" 2>&1 &
 CONV_PID=$!; PIDS+=("$CONV_PID")
 wait_http "http://$D/readyz" || { cat "$WORK/dist.toml" "$WORK/converted.log"; fail "registryd did not serve with the converted s3 config"; }
@@ -376,10 +386,8 @@ start_node f "$PF" 1 REGISTRYD_S3_ENDPOINT="https://127.0.0.1:$TP" REGISTRYD_S3_
 $SK copy -q --all --src-tls-verify=false "docker://127.0.0.1:$PF/team/multi:v1" "oci:$WORK/viatls:v1" || fail "pull through the TLS endpoint"
 diff <(blobs_of "$WORK/multi") <(blobs_of "$WORK/viatls") >/dev/null || fail "blobs differ through the TLS endpoint"
 PG=$(free_port)
-(garage_s3_env; export REGISTRYD_S3_PREFIX=shared REGISTRYD_S3_ENDPOINT="https://127.0.0.1:$TP" REGISTRYD_S3_CA= AWS_CA_BUNDLE=
- exec "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$PG" --storage "$WORK/not-used") >"$WORK/g.log" 2>&1 &
-PIDS+=("$!")
-wait_http "http://127.0.0.1:$PG/healthz" || { cat "$WORK/g.log"; fail "node g did not start"; }
+on_garage 1 shared REGISTRYD_S3_ENDPOINT="https://127.0.0.1:$TP" REGISTRYD_S3_CA= AWS_CA_BUNDLE= \
+  start_registryd g "$PG" "$WORK/not-used"
 code=$(curl -s -o "$WORK/notrust.out" -w '%{http_code}' "http://127.0.0.1:$PG/v2/team/multi/manifests/v1")
 [ "$code" = 503 ] && grep -qi "certificate\|issuer" "$WORK/notrust.out" || fail "untrusted store: $code $(cat "$WORK/notrust.out")"
 pass "TLS to the store: trusted through s3.ca, pulls identical; without the CA: 503 ($(jq -r '.errors[0].message' "$WORK/notrust.out" | grep -oi '[a-z ]*issuer[a-z ]*' | head -1))"
@@ -414,7 +422,7 @@ loc=$(curl -fsS -X POST -D - -o /dev/null "http://127.0.0.1:$PU/v2/library/big/b
 case $loc in http*) ;; *) loc="http://127.0.0.1:$PU$loc" ;; esac
 curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$WORK/fillbig.blob" \
   "$loc&digest=$FB" -o /dev/null || fail "push of the 40 MiB blob to the upstream"
-cat >"$WORK/cache.toml" <<TOML
+CACHE=$(cat <<TOML
 [proxy]
 default_upstream = "hub"
 tag_ttl_secs = 2
@@ -423,11 +431,9 @@ upstream_timeout_secs = 5
 name = "hub"
 url = "http://127.0.0.1:$PU"
 TOML
-start_cache() { # NAME PORT GARAGE_NODE
-  (garage_s3_env "${GARAGE_ENDPOINTS[$3]}"; export REGISTRYD_S3_PREFIX=cache
-   exec "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$2" --storage "$WORK/not-used" \
-     --config "$WORK/cache.toml") >>"$WORK/$1.log" 2>&1 &
-  PIDS+=("$!")
+)
+start_cache() { # NAME PORT GARAGE_NODE: a caching node on the prefix "cache", ready
+  on_garage "$3" cache start_registryd "$1" "$2" "$WORK/not-used" "$CACHE"
   wait_http "http://127.0.0.1:$2/readyz" || { cat "$WORK/$1.log"; fail "registryd $1 did not start"; }
 }
 PP=$(free_port); PQ=$(free_port)
@@ -468,7 +474,7 @@ done
 dups=$(grep -oE '"GET /v2/library/app/blobs/sha256:[0-9a-f]+ HTTP/[0-9.]+" 200 ' "$WORK/up.log" | sort | uniq -d | wc -l)
 [ "$dups" = 0 ] || fail "$dups blobs of library/app were fetched from the upstream more than once"
 (garage_s3_env; export REGISTRYD_S3_PREFIX=cache
- exec "$TEST_REGISTRYD_BIN" pull --config "$WORK/cache.toml" hub/library/warm:v1) >"$WORK/warm.out" 2>"$WORK/warm.err" \
+ exec "$TEST_REGISTRYD_BIN" pull --config "$WORK/p.toml" hub/library/warm:v1) >"$WORK/warm.out" 2>"$WORK/warm.err" \
   || { cat "$WORK/warm.err"; fail "registryd pull into the bucket"; }
 grep -q "hub/library/warm:v1: 1 manifests, 2 blobs fetched" "$WORK/warm.out" || { cat "$WORK/warm.out" "$WORK/warm.err"; fail "registryd pull summary"; }
 kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true

@@ -14,26 +14,17 @@ PORT=$(free_port)
 BEGIN='# BEGIN registryd managed block (do not edit; see node.hostnames)'
 printf '127.0.0.1\tlocalhost\n%s\n10.1.2.3\tmine.home\n' "$BEGIN" >"$WORK/hosts"
 cp "$WORK/hosts" "$WORK/hosts.orig"
-cat >"$WORK/config.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$PORT"]
-[storage]
-root = "$WORK/data"
+NOTIFY_SOCKET=$SOCK WATCHDOG_USEC=2000000 start_registryd reg "$PORT" "$WORK/data" - <<TOML
 [node]
 address = "127.0.0.1/32"
 create_interface = false
 hostnames = ["before.home"]
 hosts_file = "$WORK/hosts"
 TOML
-NOTIFY_SOCKET=$SOCK WATCHDOG_USEC=2000000 \
-  "$TEST_REGISTRYD_BIN" serve --plain-http --config "$WORK/config.toml" >"$WORK/reg.log" 2>&1 &
-REG_PID=$!
-PIDS+=("$REG_PID")
-wait_http "http://127.0.0.1:$PORT/v2/" || { cat "$WORK/reg.log"; fail "registryd did not start"; }
 sleep 4.5
 grep -qP "^127\.0\.0\.1\tbefore\.home$" "$WORK/hosts" || fail "hosts entry from the config missing"
 # Reload: hostnames change live; a listener change is reported as needing a restart.
-sed -i 's/before.home/after.home/; s/listen = .*/listen = ["127.0.0.1:1"]/' "$WORK/config.toml"
+sed -i 's/before.home/after.home/; s/listen = .*/listen = ["127.0.0.1:1"]/' "$REG_CONFIG"
 kill -HUP "$REG_PID"
 sleep 1
 grep -q "after.home" "$WORK/hosts" && ! grep -q "before.home" "$WORK/hosts" || fail "reload did not update the hosts entries"
@@ -42,7 +33,7 @@ head -3 "$WORK/hosts" | cmp -s - "$WORK/hosts.orig" || { cat "$WORK/hosts"; fail
 [ "$(grep -cxF "$BEGIN" "$WORK/hosts")" = 2 ] || { cat "$WORK/hosts"; fail "not exactly one block after the orphan BEGIN"; }
 [ "$(grep -c 'holds a damaged registryd block.*line 2: BEGIN marker without its END' "$WORK/reg.log")" = 2 ] \
   || { cat "$WORK/reg.log"; fail "the damaged block was not reported at start and at reload"; }
-"$TEST_REGISTRYD_BIN" hosts --remove --config "$WORK/config.toml" >/dev/null 2>&1 || fail "hosts --remove"
+"$TEST_REGISTRYD_BIN" hosts --remove --config "$REG_CONFIG" >/dev/null 2>&1 || fail "hosts --remove"
 cmp -s "$WORK/hosts" "$WORK/hosts.orig" || { cat "$WORK/hosts"; fail "hosts --remove did not give the file back"; }
 grep -q 'only take effect after a restart keys=\["server.listen"\]' "$WORK/reg.log" || fail "reload did not report the listener change"
 curl -fs -o /dev/null "http://127.0.0.1:$PORT/v2/" || fail "listener changed live (it must wait for a restart)"

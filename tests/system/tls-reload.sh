@@ -10,13 +10,15 @@ for mode in inplace rename symlink; do
   dir=$WORK/$mode/tls
   "$PY" "$SYS_DIR/lib/tls_rotate.py" setup "$mode" "$dir"
   PORT=$(free_port)
-  REGISTRYD_TLS_CERTIFICATE=$dir/tls.crt REGISTRYD_TLS_KEY=$dir/tls.key REGISTRYD_NODE_HOSTNAMES=registry.test \
-  REGISTRYD_NODE_HOSTS_FILE=$WORK/hosts-$mode \
-    "$TEST_REGISTRYD_BIN" serve --listen "127.0.0.1:$PORT" --storage "$WORK/data" >"$WORK/$mode.log" 2>&1 &
-  REG_PID=$!
-  PIDS+=("$REG_PID")
+  # A scratch hosts file of its own: given in the environment, which wins over the config's.
+  REGISTRYD_NODE_HOSTS_FILE=$WORK/hosts-$mode start_registryd --tls "$mode" "$PORT" "$WORK/data" - <<TOML
+[tls]
+certificate = "$dir/tls.crt"
+key = "$dir/tls.key"
+[node]
+hostnames = ["registry.test"]
+TOML
   touch "$WORK/hosts-$mode"
-  for _ in $(seq 1 100); do curl -fs --cacert "$WORK/$mode/ca.pem" --resolve "registry.test:$PORT:127.0.0.1" "https://registry.test:$PORT/v2/" >/dev/null && break; sleep 0.1; done
   curl -fs --cacert "$WORK/$mode/ca.pem" --resolve "registry.test:$PORT:127.0.0.1" "https://registry.test:$PORT/v2/" >/dev/null \
     || { cat "$WORK/$mode.log"; fail "registryd with TLS did not start"; }
   proto=$(curl -s -o /dev/null -w '%{http_version}' --http2 --cacert "$WORK/$mode/ca.pem" --resolve "registry.test:$PORT:127.0.0.1" "https://registry.test:$PORT/v2/")

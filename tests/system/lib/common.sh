@@ -31,15 +31,43 @@ pass() { echo "ok: $*"; }
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_registryd NAME PORT STORAGE [extra args]: starts registryd in the background on
-# 127.0.0.1:PORT (plain HTTP); sets REG_PID; logs to $WORK/NAME.log.
+# start_registryd [--tls] NAME PORT STORAGE [FRAGMENT [serve args...]]: the one way a test starts a
+# registryd daemon. Its config, $WORK/NAME.toml (set in REG_CONFIG, for the test's gc, fsck or
+# reload), is the default test config below with FRAGMENT merged over it: TOML text for the sections
+# the test cares about (`-` reads it from stdin, for a heredoc), key by key within a table (see
+# lib/test_config.py). The default: one listener on 127.0.0.1:PORT, plain HTTP (with --tls, the
+# loopback_cert pair at $WORK/tls.crt and tls.key), storage under STORAGE, and the scratch hosts file
+# (REGISTRYD_NODE_HOSTS_FILE above names it too, and wins over a fragment's). Extra serve arguments
+# and VAR=value before the call (the daemon's environment) come on top. Runs in the background,
+# logging to $WORK/NAME.log; sets REG_PID and returns once /healthz answers.
 start_registryd() {
-  local name=$1 port=$2 storage=$3; shift 3
-  "$TEST_REGISTRYD_BIN" serve --plain-http --listen "127.0.0.1:$port" --storage "$storage" "$@" \
-    >"$WORK/$name.log" 2>&1 &
+  local tls=false
+  if [ "${1:-}" = --tls ]; then tls=true; shift; fi
+  local name=$1 port=$2 storage=$3 fragment=${4:-}
+  shift $(($# < 4 ? $# : 4))
+  [ "$fragment" = - ] && fragment=$(cat)
+  local defaults scheme=http curl_tls=()
+  defaults=$(printf '[server]\nlisten = ["127.0.0.1:%s"]\n[storage]\nroot = "%s"\n[node]\nhosts_file = "%s"\n' \
+    "$port" "$storage" "$WORK/hosts")
+  if $tls; then
+    defaults+=$(printf '\n[tls]\ncertificate = "%s"\nkey = "%s"' "$WORK/tls.crt" "$WORK/tls.key")
+    scheme=https curl_tls=(-k)
+  else
+    defaults+=$'\n[tls]\nenabled = false'
+  fi
+  REG_CONFIG=$WORK/$name.toml
+  python3 "$SYS_DIR/lib/test_config.py" "$defaults" "$fragment" >"$REG_CONFIG" \
+    || fail "config of registryd $name: $fragment"
+  "$TEST_REGISTRYD_BIN" serve --config "$REG_CONFIG" "$@" >"$WORK/$name.log" 2>&1 &
   REG_PID=$!
   PIDS+=("$REG_PID")
-  wait_http "http://127.0.0.1:$port/v2/" || { cat "$WORK/$name.log"; fail "registryd $name did not start"; }
+  for _ in $(seq 1 100); do
+    curl -fs "${curl_tls[@]}" -o /dev/null "$scheme://127.0.0.1:$port/healthz" && return 0
+    kill -0 "$REG_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$REG_CONFIG" "$WORK/$name.log"
+  fail "registryd $name did not start"
 }
 
 wait_http() {

@@ -127,7 +127,9 @@ gl_down() {
   set -e
 }
 
-# registryd on node N, in its namespaces; extra VAR=value arguments go to its environment.
+# registryd on node N, in its namespaces; extra VAR=value arguments go to its environment. Not
+# start_registryd: a cluster node runs on the defaults (node address, TLS, its own hosts file) in
+# its network and mount namespaces, as on a real node.
 # Extra arguments after `registryd serve` (e.g. --config FILE) for the nodes started next.
 GL_SERVE_ARGS=()
 
