@@ -115,9 +115,14 @@ impl FsDriver {
 
     /// Bytes available to unprivileged writers on the filesystem holding the root, through the
     /// guard like every call (with the mount gone, the disk under the mount point is not ours).
+    /// Not queued behind the pool's slots: a busy registry is when the disk fills fastest, and
+    /// this check must still answer then. Bounded by the storage timeout.
     pub async fn free_space(&self) -> Result<u64> {
         let root = self.layout.root().to_path_buf();
-        self.pool.blocking(move || Ok(free_bytes(&root)?)).await
+        let limit = self.pool.timeout();
+        tokio::time::timeout(limit, self.pool.unbounded(move || Ok(free_bytes(&root)?)))
+            .await
+            .unwrap_or_else(|_| Err(super::pool::timed_out(limit)))
     }
 
     /// The token key's bytes, shared by every node on this storage: read, or made from `fresh`

@@ -94,6 +94,16 @@ struct Appender {
     file: Arc<File>,
     at: u64,
     in_flight: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// Set when the request that owns this appender is gone. A write still waiting for a pool slot
+    /// then never starts: the upload's one-writer lock went with the request, and a write landing
+    /// later could change bytes after the next request (a resume, a completion) checked them.
+    gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Appender {
@@ -109,10 +119,18 @@ impl Appender {
     async fn write(&mut self, bytes: Bytes) -> Result<()> {
         self.wait().await?;
         let (pool, file, at) = (self.pool.clone(), self.file.clone(), self.at);
+        let gone = self.gone.clone();
         self.at += bytes.len() as u64;
         self.in_flight = Some(tokio::spawn(async move {
-            pool.blocking(move || Ok(file.write_all_at(&bytes, at)?))
-                .await
+            pool.blocking(move || {
+                if gone.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(
+                        io::Error::other("the request ended before this write began").into(),
+                    );
+                }
+                Ok(file.write_all_at(&bytes, at)?)
+            })
+            .await
         }));
         Ok(())
     }
@@ -262,6 +280,7 @@ impl FsDriver {
             file,
             at: acked,
             in_flight: None,
+            gone: Arc::default(),
         };
         let result = self.append_body(name, id, cursor, body, &mut out).await;
         // No write outlives the request that made it (it could land after the next one's).
