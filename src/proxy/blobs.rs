@@ -33,31 +33,14 @@ impl Proxy {
         };
         // Stored for another repository: serve it here only if the upstream has it here, so no
         // digest reaches through this repository to a layer it does not hold.
-        t.upstream
-            .send(
-                Method::HEAD,
-                &t.remote,
-                &format!("blobs/{digest}"),
-                None,
-                true,
-            )
-            .await?;
+        head_blob(t, digest).await?;
         storage.link_blob(&t.cached, digest).await?;
         Ok(Some((t.cached.clone(), size)))
     }
 
     /// The size of a blob the upstream has (HEAD), without fetching it.
     pub async fn upstream_blob_size(&self, t: &Target, digest: &Digest) -> Result<u64, ProxyError> {
-        let resp = t
-            .upstream
-            .send(
-                Method::HEAD,
-                &t.remote,
-                &format!("blobs/{digest}"),
-                None,
-                true,
-            )
-            .await?;
+        let resp = head_blob(t, digest).await?;
         // The header, not `content_length()`: that is the body's size, 0 for a HEAD.
         upstream::declared_length(resp.headers()).ok_or_else(|| {
             UpstreamError::Failed(
@@ -140,15 +123,7 @@ impl Proxy {
             // Another fetch is filling it, perhaps for another repository: follow it only if the
             // upstream has the blob in this one (as `stored_blob` asks), so no digest reaches
             // through a repository the client may pull to bytes it does not hold.
-            t.upstream
-                .send(
-                    Method::HEAD,
-                    &t.remote,
-                    &format!("blobs/{digest}"),
-                    None,
-                    true,
-                )
-                .await?;
+            head_blob(t, digest).await?;
             return Ok(());
         };
         {
@@ -219,4 +194,18 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+/// HEAD of `digest` in `t`'s upstream repository: an error unless the upstream holds the blob
+/// there; the answer's headers carry its size.
+async fn head_blob(t: &Target, digest: &Digest) -> Result<reqwest::Response, UpstreamError> {
+    t.upstream
+        .send(
+            Method::HEAD,
+            &t.remote,
+            &format!("blobs/{digest}"),
+            None,
+            true,
+        )
+        .await
 }

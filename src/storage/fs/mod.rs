@@ -120,9 +120,7 @@ impl FsDriver {
     pub async fn free_space(&self) -> Result<u64> {
         let root = self.layout.root().to_path_buf();
         let limit = self.pool.timeout();
-        tokio::time::timeout(limit, self.pool.unbounded(move || Ok(free_bytes(&root)?)))
-            .await
-            .unwrap_or_else(|_| Err(super::pool::timed_out(limit)))
+        super::pool::bounded(limit, self.pool.unbounded(move || Ok(free_bytes(&root)?))).await
     }
 
     /// The token key's bytes, shared by every node on this storage: read, or made from `fresh`
