@@ -80,6 +80,19 @@ impl Pool {
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.start(f).await?.finish().await
+    }
+
+    /// Starts blocking filesystem work once a pool slot is free (waiting for one is bounded by the
+    /// timeout) and returns at once; [`Started::finish`] waits for the result, also bounded. Lets a
+    /// caller overlap one call with its own work (an upload receives its next batch while the last
+    /// one is written). Dropped before a slot is free, nothing runs; once started, the call runs
+    /// to its end whatever becomes of the caller, so `f` must own whatever it needs held meanwhile.
+    pub async fn start<T, F>(&self, f: F) -> Result<Started<T>>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let limit = self.timeout;
         let permit = tokio::time::timeout(limit, self.slots.clone().acquire_owned())
             .await
@@ -91,11 +104,11 @@ impl Pool {
             Self::admit(guard.as_ref())?;
             f()
         });
-        match tokio::time::timeout(limit, task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(StorageError::Io(io::Error::other(e))),
-            Err(_) => Err(timed_out(limit)),
-        }
+        Ok(Started {
+            task,
+            deadline: tokio::time::Instant::now() + limit,
+            limit,
+        })
     }
 
     /// Runs `f(true)` on this thread when the storage allows cached reads and `f` finishes from the
@@ -144,6 +157,24 @@ impl Pool {
                 f()
             }
         });
+    }
+}
+
+/// A blocking call [started](Pool::start) and still running.
+pub struct Started<T> {
+    task: tokio::task::JoinHandle<Result<T>>,
+    deadline: tokio::time::Instant,
+    limit: Duration,
+}
+
+impl<T> Started<T> {
+    /// The call's result, once it returns or the storage timeout (from its start) passes.
+    pub async fn finish(self) -> Result<T> {
+        match tokio::time::timeout_at(self.deadline, self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(StorageError::Io(io::Error::other(e))),
+            Err(_) => Err(timed_out(self.limit)),
+        }
     }
 }
 

@@ -147,8 +147,10 @@ where
 
 /// This node's one-writer lock of an upload, held for as long as this value lives. Its entry in
 /// `upload_locks` is removed when the last request holding or awaiting it lets go, so the map holds
-/// only uploads with a request in flight, whatever ids clients send.
-struct UploadWriter {
+/// only uploads with a request in flight, whatever ids clients send. A driver may hold it past its
+/// request (an `Arc` in a file write still running when the request was dropped), so the next
+/// request of the upload never sees bytes change after it looked at them.
+pub(super) struct UploadWriter {
     // Field order matters: the guard (and its reference to the mutex) goes before the entry
     // looks whether anyone else still refers to the mutex.
     _guard: tokio::sync::OwnedMutexGuard<()>,
@@ -244,9 +246,9 @@ impl Storage {
     {
         let body = held_to_span(body, span);
         let start = span.map(|s| s.start);
-        let _one_writer = self.lock_upload(id).await;
+        let one_writer = Arc::new(self.lock_upload(id).await);
         match self.driver() {
-            Driver::Fs(fs) => fs.append_upload(name, id, start, body).await,
+            Driver::Fs(fs) => fs.append_upload(name, id, start, body, &one_writer).await,
             Driver::S3(s3) => s3.append_upload(name, id, start, body).await,
         }
     }
@@ -267,9 +269,12 @@ impl Storage {
     {
         let last = last.map(|body| held_to_span(body, span));
         let start = span.map(|s| s.start);
-        let _one_writer = self.lock_upload(id).await;
+        let one_writer = Arc::new(self.lock_upload(id).await);
         match self.driver() {
-            Driver::Fs(fs) => fs.complete_upload(name, id, expected, start, last).await,
+            Driver::Fs(fs) => {
+                fs.complete_upload(name, id, expected, start, last, &one_writer)
+                    .await
+            }
             Driver::S3(s3) => s3.complete_upload(name, id, expected, start, last).await,
         }
     }

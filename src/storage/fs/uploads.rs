@@ -27,8 +27,8 @@ use uuid::Uuid;
 use super::{FsDriver, atomic, exists};
 use crate::registry::{Algorithm, Digest, RepoName};
 use crate::storage::layout::link_content;
-use crate::storage::pool::Pool;
-use crate::storage::uploads::{body_error, keeps_partial};
+use crate::storage::pool::{Pool, Started};
+use crate::storage::uploads::{UploadWriter, body_error, keeps_partial};
 use crate::storage::{Result, StorageError};
 
 /// Bytes of an upload body gathered before one file write.
@@ -87,59 +87,64 @@ impl Cursors {
     }
 }
 
-/// An upload's data file being appended to, through the pool: one write in flight at a time,
-/// so writing a batch overlaps receiving the next one.
+/// An upload's data file being appended to, through the pool, one write in flight at a time: a
+/// batch is written and hashed on a blocking thread while the request receives the next one.
+///
+/// Each write holds the upload's one-writer lock until it returns. A write already running when
+/// its request is dropped (the client went away) so still ends before the upload's next request
+/// looks at the file; one still waiting for a pool slot never starts.
 struct Appender {
     pool: Arc<Pool>,
     file: Arc<File>,
+    lock: Arc<UploadWriter>,
+    /// Offset of the next write (the cursor's offset once every write is done).
     at: u64,
-    in_flight: Option<tokio::task::JoinHandle<Result<()>>>,
-    /// Set when the request that owns this appender is gone. A write still waiting for a pool slot
-    /// then never starts: the upload's one-writer lock went with the request, and a write landing
-    /// later could change bytes after the next request (a resume, a completion) checked them.
-    gone: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for Appender {
-    fn drop(&mut self) {
-        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
+    /// The hash over everything before `at`: here between writes, with the write while one runs.
+    sha: Option<Sha256>,
+    in_flight: Option<Started<Sha256>>,
 }
 
 impl Appender {
     /// Waits for the write in flight, if any.
     async fn wait(&mut self) -> Result<()> {
-        match self.in_flight.take() {
-            Some(w) => w.await.map_err(io::Error::other)?,
-            None => Ok(()),
+        if let Some(w) = self.in_flight.take() {
+            self.sha = Some(w.finish().await?);
         }
+        Ok(())
     }
 
     /// Starts writing `bytes` after what was written before, once the previous write is done.
     async fn write(&mut self, bytes: Bytes) -> Result<()> {
         self.wait().await?;
-        let (pool, file, at) = (self.pool.clone(), self.file.clone(), self.at);
-        let gone = self.gone.clone();
+        let mut sha = self
+            .sha
+            .take()
+            .ok_or_else(|| io::Error::other("an earlier write of this upload failed"))?;
+        let (file, at, lock) = (self.file.clone(), self.at, self.lock.clone());
         self.at += bytes.len() as u64;
-        self.in_flight = Some(tokio::spawn(async move {
-            pool.blocking(move || {
-                if gone.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(
-                        io::Error::other("the request ended before this write began").into(),
-                    );
-                }
-                Ok(file.write_all_at(&bytes, at)?)
-            })
-            .await
-        }));
+        let write = self.pool.start(move || {
+            let _one_writer = lock;
+            file.write_all_at(&bytes, at)?;
+            sha.update(&bytes);
+            Ok(sha)
+        });
+        self.in_flight = Some(write.await?);
         Ok(())
     }
 
-    /// Makes everything written so far durable.
-    async fn sync(&mut self) -> Result<()> {
+    /// Makes everything written so far durable and says where the upload stands.
+    async fn sync(&mut self) -> Result<Cursor> {
         self.wait().await?;
+        let sha = self
+            .sha
+            .clone()
+            .ok_or_else(|| io::Error::other("an earlier write of this upload failed"))?;
         let file = self.file.clone();
-        self.pool.blocking(move || Ok(file.sync_data()?)).await
+        self.pool.blocking(move || Ok(file.sync_data()?)).await?;
+        Ok(Cursor {
+            offset: self.at,
+            sha,
+        })
     }
 }
 
@@ -224,7 +229,7 @@ impl FsDriver {
     }
 
     /// Appends a chunk that must begin at `start` when given (else `RangeMismatch`, nothing
-    /// written). The caller holds the upload's one-writer lock and held `body` to its span.
+    /// written). The caller holds the upload's one-writer lock, `lock`, and held `body` to its span.
     /// Returns the new offset, durable on return.
     pub async fn append_upload<S>(
         &self,
@@ -232,6 +237,7 @@ impl FsDriver {
         id: &Uuid,
         start: Option<u64>,
         body: S,
+        lock: &Arc<UploadWriter>,
     ) -> Result<u64>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
@@ -242,7 +248,7 @@ impl FsDriver {
         {
             return Err(StorageError::RangeMismatch(cursor.offset));
         }
-        let cursor = self.write_chunk(name, id, cursor, body).await?;
+        let cursor = self.write_chunk(name, id, cursor, body, lock).await?;
         self.checkpoint(name, id, &cursor).await?;
         Ok(cursor.offset)
     }
@@ -254,6 +260,7 @@ impl FsDriver {
         id: &Uuid,
         cursor: Cursor,
         body: S,
+        lock: &Arc<UploadWriter>,
     ) -> Result<Cursor>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
@@ -278,12 +285,13 @@ impl FsDriver {
         let mut out = Appender {
             pool: self.pool.clone(),
             file,
+            lock: lock.clone(),
             at: acked,
+            sha: Some(cursor.sha),
             in_flight: None,
-            gone: Arc::default(),
         };
-        let result = self.append_body(name, id, cursor, body, &mut out).await;
-        // No write outlives the request that made it (it could land after the next one's).
+        let result = self.append_body(name, id, acked, body, &mut out).await;
+        // A write this request started ends before the request does, whatever the outcome.
         let waited = out.wait().await;
         let cursor = result?;
         waited?;
@@ -294,14 +302,13 @@ impl FsDriver {
         &self,
         name: &RepoName,
         id: &Uuid,
-        mut cursor: Cursor,
+        started_at: u64,
         mut body: S,
         out: &mut Appender,
     ) -> Result<Cursor>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
-        let started_at = cursor.offset;
         // A request body arrives in frames of a TLS record or so (16 KiB); each file write is a
         // hop to a blocking thread, so frames are gathered into batches of WRITE_BATCH first
         // (one hop per batch instead of dozens, and the hop overlaps receiving the next batch).
@@ -313,12 +320,10 @@ impl FsDriver {
                 _ => true,
             };
             if flush_now && !batch.is_empty() {
-                append(out, &mut cursor, batch.split().freeze()).await?;
+                out.write(batch.split().freeze()).await?;
             }
             match next {
-                Some(Ok(chunk)) if chunk.len() >= WRITE_BATCH => {
-                    append(out, &mut cursor, chunk).await?;
-                }
+                Some(Ok(chunk)) if chunk.len() >= WRITE_BATCH => out.write(chunk).await?,
                 Some(Ok(chunk)) => {
                     if batch.capacity() == 0 {
                         batch.reserve(WRITE_BATCH);
@@ -331,8 +336,8 @@ impl FsDriver {
                     // upload says where) instead of sending it all again. A body refused for its
                     // size or for not matching its range keeps nothing: what it wrote lies past
                     // the acknowledged offset and is cut off before the next write.
-                    if keeps_partial(&e) && cursor.offset > started_at {
-                        out.sync().await?;
+                    if keeps_partial(&e) && out.at > started_at {
+                        let cursor = out.sync().await?;
                         self.checkpoint(name, id, &cursor).await?;
                         return Err(StorageError::Body(e));
                     }
@@ -341,8 +346,7 @@ impl FsDriver {
                 None => break,
             }
         }
-        out.sync().await?;
-        Ok(cursor)
+        out.sync().await
     }
 
     /// Records `cursor` as acknowledged: durable hash state at its offset, older states removed.
@@ -375,6 +379,7 @@ impl FsDriver {
         expected: &Digest,
         start: Option<u64>,
         last: Option<S>,
+        lock: &Arc<UploadWriter>,
     ) -> Result<u64>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
@@ -386,7 +391,7 @@ impl FsDriver {
             return Err(StorageError::RangeMismatch(cursor.offset));
         }
         if let Some(body) = last {
-            cursor = self.write_chunk(name, id, cursor, body).await?;
+            cursor = self.write_chunk(name, id, cursor, body, lock).await?;
         }
         let l = self.layout.clone();
         let (n, i, exp) = (name.clone(), *id, expected.clone());
@@ -475,13 +480,6 @@ impl FsDriver {
             Err(StorageError::UploadUnknown)
         }
     }
-}
-
-/// Writes `bytes` at the end of an upload's data and advances `cursor` over them.
-async fn append(out: &mut Appender, cursor: &mut Cursor, bytes: Bytes) -> Result<()> {
-    cursor.sha.update(&bytes);
-    cursor.offset += bytes.len() as u64;
-    out.write(bytes).await
 }
 
 /// The largest offset with a hashstate file, 0 when there is none.
