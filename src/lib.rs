@@ -19,4 +19,5 @@ pub mod node;
 pub mod proxy;
 pub mod registry;
 pub mod shutdown;
+pub mod status;
 pub mod storage;

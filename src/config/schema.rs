@@ -23,6 +23,7 @@ pub struct Config {
     pub cors: Cors,
     pub proxy: Proxy,
     pub metrics: MetricsConfig,
+    pub ui: UiConfig,
     pub s3: S3Config,
     pub log: Log,
     /// Upstream registries of the pull-through cache (`[[upstream]]` tables).
@@ -143,6 +144,15 @@ pub struct MetricsConfig {
     /// [`crate::http::handlers::MetricsListener`].
     pub listeners: Vec<String>,
     pub users: Vec<String>,
+}
+
+/// `[ui]`: the web UI under `/ui/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    pub enabled: bool,
+    /// Which listeners serve it, in `metrics.listeners`' grammar.
+    pub listeners: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

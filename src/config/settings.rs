@@ -16,7 +16,7 @@ use super::schema::Config;
 use crate::auth::policy::parse_listener_policy;
 use crate::auth::{Anonymous, AuthSettings, Policy};
 use crate::http::cors::{HeaderSettings, ResponseHeaders, parse_header_line};
-use crate::http::handlers::{ConnLimits, MetricsSettings, Settings};
+use crate::http::handlers::{ConnLimits, MetricsSettings, Settings, UiSettings};
 use crate::proxy::{ProxySettings, UpstreamSettings};
 use crate::storage::{Location, StorageSettings};
 
@@ -75,6 +75,15 @@ impl Config {
                     .filter_map(|l| l.parse().ok())
                     .collect(),
                 users: self.metrics.users.clone(),
+            },
+            ui: UiSettings {
+                enabled: self.ui.enabled,
+                listeners: self
+                    .ui
+                    .listeners
+                    .iter()
+                    .filter_map(|l| l.parse().ok())
+                    .collect(),
             },
         }
     }

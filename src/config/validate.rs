@@ -260,12 +260,15 @@ impl Config {
         if !m.path.is_empty()
             && (!m.path.starts_with('/')
                 || m.path.starts_with("/v2")
+                || m.path == "/"
+                || m.path == "/ui"
+                || m.path.starts_with("/ui/")
                 || ["/healthz", "/readyz", "/auth/token"].contains(&m.path.as_str()))
         {
             p.push((
                 "metrics.path",
                 format!(
-                    "{:?} must start with / and be outside /v2 and the probe and token paths",
+                    "{:?} must start with / and be outside /v2, /ui and the probe and token paths",
                     m.path
                 ),
             ));
@@ -277,6 +280,16 @@ impl Config {
                 Ok(MetricsListener::Address(a)) if listen.contains(&a) => {}
                 _ => p.push((
                     "metrics.listeners",
+                    format!("{l:?} is not \"local\", \"all\" or one of server.listen"),
+                )),
+            }
+        }
+        for l in &self.ui.listeners {
+            match l.parse::<MetricsListener>() {
+                Ok(MetricsListener::Local | MetricsListener::All) => {}
+                Ok(MetricsListener::Address(a)) if listen.contains(&a) => {}
+                _ => p.push((
+                    "ui.listeners",
                     format!("{l:?} is not \"local\", \"all\" or one of server.listen"),
                 )),
             }

@@ -18,6 +18,7 @@ use crate::auth::{Action, Anonymous, Auth, Principal};
 use crate::health::Health;
 use crate::proxy::{Proxy, Repositories, Target};
 use crate::registry::RepoName;
+use crate::status::Board;
 use crate::storage::Storage;
 
 /// Where a request arrived: the client's address and the listener it came through (whose
@@ -39,6 +40,8 @@ pub struct App {
     pub proxy: Repositories,
     pub auth: Auth,
     pub limits: ConnLimits,
+    /// What this node knows of itself, its upstreams and the cluster (the web UI's status pages).
+    pub status: Arc<Board>,
     /// Blob uploads with a body running now (bounded by `max_concurrent_uploads`).
     uploads_running: AtomicU64,
     /// One read of the shared token key at a time, and when the last one failed and why (see
@@ -92,6 +95,7 @@ impl App {
             proxy,
             auth,
             limits,
+            status: Board::new(),
             uploads_running: AtomicU64::new(0),
             token_key_read: tokio::sync::Mutex::new(None),
         })

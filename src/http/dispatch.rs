@@ -28,7 +28,9 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut resp = if req.method() == Method::OPTIONS {
+    let mut resp = if routed.kind == Kind::Ui && super::ui::serves(settings, conn) {
+        super::ui::handle(app, req, conn).await
+    } else if req.method() == Method::OPTIONS {
         settings.headers.options(req.headers())
     } else {
         let head_only = req.method() == Method::HEAD;

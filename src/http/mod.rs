@@ -1,7 +1,7 @@
 //! The HTTP edge: the listeners (`server`), a pure path router (`route`, parsed once per request),
 //! authentication and authorization (`auth`), the dispatch of a request to its handler
 //! (`dispatch`), OCI error responses (`error`, `respond`), request bodies (`body`), and one handler
-//! file per resource (`handlers`). Handlers translate HTTP to storage calls and back; they hold no
+//! file per resource (`handlers`); the web UI (`ui`). Handlers translate HTTP to storage calls and back; they hold no
 //! storage logic. `app` is the state every request is served with, `settings` what it reads of
 //! the configuration.
 
@@ -18,6 +18,7 @@ pub mod respond;
 pub mod route;
 pub mod server;
 pub mod settings;
+pub mod ui;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};

@@ -122,6 +122,8 @@ pub enum Kind {
     Manifest,
     Referrers,
     Tags,
+    /// The web UI: `/ui/...`, and `/` (sent there).
+    Ui,
     Other,
 }
 
@@ -139,6 +141,7 @@ impl Kind {
             Kind::Manifest => "manifest",
             Kind::Referrers => "referrers",
             Kind::Tags => "tags",
+            Kind::Ui => "ui",
             Kind::Other => "other",
         }
     }
@@ -181,6 +184,8 @@ fn kind(path: &str, metrics_path: &str) -> Kind {
         "/v2" | "/v2/" => return Kind::Base,
         "/v2/_catalog" => return Kind::Catalog,
         p if p == metrics_path => return Kind::Metrics,
+        "/" | "/ui" => return Kind::Ui,
+        p if p.starts_with("/ui/") => return Kind::Ui,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else {

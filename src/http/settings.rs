@@ -26,6 +26,8 @@ pub struct Settings {
     pub min_free_bytes: u64,
     /// `[metrics]`: where and for whom `/metrics` answers.
     pub metrics: MetricsSettings,
+    /// `[ui]`: whether and where the web UI answers.
+    pub ui: UiSettings,
 }
 
 impl Settings {
@@ -43,6 +45,7 @@ impl Settings {
             read_only: false,
             min_free_bytes: 0,
             metrics: MetricsSettings::basic(),
+            ui: UiSettings::basic(),
         }
     }
 }
@@ -108,6 +111,24 @@ impl std::str::FromStr for MetricsListener {
             "all" => Ok(MetricsListener::All),
             "local" => Ok(MetricsListener::Local),
             addr => addr.parse().map(MetricsListener::Address).map_err(|_| ()),
+        }
+    }
+}
+
+/// `[ui]`: the web UI under `/ui/`, as the daemon hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UiSettings {
+    pub enabled: bool,
+    /// Which listeners serve it (`metrics.listeners`' grammar).
+    pub listeners: Vec<MetricsListener>,
+}
+
+impl UiSettings {
+    /// The shipped defaults: on, on every listener.
+    pub fn basic() -> UiSettings {
+        UiSettings {
+            enabled: true,
+            listeners: vec![MetricsListener::All],
         }
     }
 }

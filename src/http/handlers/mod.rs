@@ -17,5 +17,5 @@ pub use super::body::{body_stream, read_limited, too_large, upload_body};
 pub use super::respond::{
     HandlerResult, deletes_disabled, json_response, method_not_allowed, response,
 };
-pub use super::settings::{ConnLimits, MetricsListener, MetricsSettings, Settings};
+pub use super::settings::{ConnLimits, MetricsListener, MetricsSettings, Settings, UiSettings};
 pub use page::{next_link, page_size, paginate};
