@@ -20,6 +20,7 @@ pub mod manifests;
 mod pool;
 pub mod repos;
 pub mod s3;
+pub mod summary;
 pub mod uploads;
 
 use std::collections::{HashMap, HashSet};
