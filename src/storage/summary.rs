@@ -85,12 +85,9 @@ impl Storage {
             .tags
             .into_iter()
             .map(|(tag, digest)| {
-                let pushed = digest.as_ref().and_then(|d| {
-                    inv.revisions
-                        .iter()
-                        .find(|(r, _)| r == d)
-                        .map(|(_, t)| *t)
-                });
+                let pushed = digest
+                    .as_ref()
+                    .and_then(|d| inv.revisions.iter().find(|(r, _)| r == d).map(|(_, t)| *t));
                 TagInfo {
                     tag: tag.to_string(),
                     digest,
@@ -116,7 +113,7 @@ impl Storage {
                 pushed: *t,
             })
             .collect();
-        out.sort_by(|a, b| b.pushed.cmp(&a.pushed));
+        out.sort_by_key(|m| std::cmp::Reverse(m.pushed));
         Ok(out)
     }
 
@@ -132,7 +129,7 @@ impl Storage {
                 bytes: None,
             }));
         }
-        out.sort_by(|a, b| a.last_write.cmp(&b.last_write));
+        out.sort_by_key(|u| u.last_write);
         Ok(out)
     }
 }

@@ -58,7 +58,10 @@ fn html(page: impl Template) -> Response<Body> {
         }
         Err(e) => {
             tracing::error!(error = %e, "a UI page did not render");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "this page did not render")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this page did not render",
+            )
         }
     }
 }
