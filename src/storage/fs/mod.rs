@@ -20,6 +20,7 @@ mod lifecycle;
 mod listing;
 mod manifests;
 mod repos;
+mod summary;
 mod uploads;
 
 use std::io;
@@ -49,6 +50,8 @@ pub struct FsDriver {
     listings: Mutex<listing::Listings>,
     /// The catalog's cached directory tree; taken out while a walk uses it.
     catalog: Mutex<Option<catalog::Dir>>,
+    /// Repositories' facts for the web UI, reused while their directories are unchanged.
+    summaries: Mutex<summary::Summaries>,
 }
 
 impl FsDriver {
@@ -59,6 +62,7 @@ impl FsDriver {
             cursors: Mutex::new(uploads::Cursors::default()),
             listings: Mutex::new(listing::Listings::default()),
             catalog: Mutex::new(None),
+            summaries: Mutex::new(summary::Summaries::default()),
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod fill;
 pub mod lifecycle;
+mod summary;
 mod uploads;
 
 use std::io;
@@ -40,6 +41,8 @@ pub struct S3Driver {
     layout: Layout,
     /// The last catalog walk and when it was taken, for the pages after a first one.
     catalog_snapshot: Mutex<Option<(std::time::Instant, Arc<[String]>)>>,
+    /// Repositories' facts for the web UI, reused for a short time.
+    summaries: Mutex<summary::Summaries>,
 }
 
 /// Directory listings a catalog walk keeps in flight.
@@ -54,6 +57,7 @@ impl S3Driver {
             redirect_blobs: settings.redirect_blobs,
             layout: Layout::new(prefix.trim_matches('/')),
             catalog_snapshot: Mutex::new(None),
+            summaries: Mutex::new(summary::Summaries::default()),
         })
     }
 
