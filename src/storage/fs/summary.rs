@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::blobs::data_size;
@@ -32,6 +33,11 @@ use crate::storage::summary::{BlobSizes, Measured, RepoFacts, TagInfo, UploadInf
 /// Repositories whose facts are kept; past it the cache starts over (bounded memory, about 200
 /// bytes an entry).
 const MAX_KEPT: usize = 200_000;
+
+/// Repositories whose facts one blocking call reads.
+const BATCH: usize = 100;
+/// Blocking calls of one request at a time.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// What this node keeps of repositories' facts and of the walk for uploads.
 #[derive(Default)]
@@ -173,25 +179,37 @@ impl FsDriver {
         self.summaries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The facts of each of `names`, in one blocking call: kept facts whose directories kept
-    /// their stamps are reused, the others read again. `with_links` (the census) reads every
-    /// repository afresh and lists the blobs it links.
+    /// The facts of each of `names`, in order: kept facts whose directories kept their stamps
+    /// are reused, the others read again. `with_links` (the census) reads every repository afresh
+    /// and lists the blobs it links. Repositories go in blocking calls of [`BATCH`], a few at a
+    /// time: one call per page when the facts are kept, and each call short enough for the
+    /// storage timeout when they must be read on a slow shared mount.
     pub async fn repo_facts(
         self: &Arc<Self>,
         names: Vec<RepoName>,
         sizes: Arc<BlobSizes>,
         with_links: bool,
     ) -> Result<Vec<Result<Measured>>> {
-        let me = self.clone();
-        self.pool
-            .blocking(move || {
-                let l = me.layout();
-                Ok(names
-                    .iter()
-                    .map(|name| me.facts_of(l, name, &sizes, with_links))
-                    .collect())
+        let batches: Vec<Vec<RepoName>> = names.chunks(BATCH).map(<[_]>::to_vec).collect();
+        let results: Vec<Result<Vec<Result<Measured>>>> = futures_util::stream::iter(batches)
+            .map(|batch| {
+                let (me, sizes) = (self.clone(), sizes.clone());
+                self.pool.blocking(move || {
+                    let l = me.layout();
+                    Ok(batch
+                        .iter()
+                        .map(|name| me.facts_of(l, name, &sizes, with_links))
+                        .collect())
+                })
             })
-            .await
+            .buffered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(names.len());
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
     }
 
     fn facts_of(
@@ -494,6 +512,28 @@ mod tests {
         let m = m.pop().unwrap().unwrap();
         assert_eq!(m.facts.size, 4);
         assert_eq!(m.links.unwrap(), vec![(blob_key(&a), 4)]);
+    }
+
+    #[tokio::test]
+    async fn a_page_longer_than_a_batch_keeps_its_order() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = driver(d.path());
+        let l = fs.layout().clone();
+        let names: Vec<RepoName> = (0..3 * BATCH + 7)
+            .map(|i| format!("r{i:04}").parse().unwrap())
+            .collect();
+        for (i, n) in names.iter().enumerate().step_by(3) {
+            link(&l, n, &vec![b'x'; i + 1], false);
+        }
+        let got = fs
+            .repo_facts(names.clone(), Arc::new(BlobSizes::default()), false)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), names.len());
+        for (i, m) in got.into_iter().enumerate() {
+            let want = if i % 3 == 0 { i as u64 + 1 } else { 0 };
+            assert_eq!(m.unwrap().facts.size, want, "row {i}");
+        }
     }
 
     #[tokio::test]
