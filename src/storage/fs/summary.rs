@@ -30,9 +30,9 @@ use crate::storage::Result;
 use crate::storage::layout::Layout;
 use crate::storage::summary::{BlobSizes, Measured, RepoFacts, TagInfo, UploadInfo, blob_key};
 
-/// Repositories whose facts are kept; past it the cache starts over (bounded memory, about 200
-/// bytes an entry).
-const MAX_KEPT: usize = 200_000;
+/// Repositories whose facts are kept; past it the cache starts over (bounded memory: an entry is
+/// about 300 bytes, three directory stamps and the facts).
+const MAX_KEPT: usize = 100_000;
 
 /// Repositories whose facts one blocking call reads.
 const BATCH: usize = 100;
@@ -241,7 +241,13 @@ impl FsDriver {
             stamps,
             facts: m.facts.clone(),
         });
-        self.summaries().keep(name, kept);
+        let mut summaries = self.summaries();
+        // The census refreshes what pages keep (a tag's move shows there at the latest) but
+        // does not fill the cache with every repository of the store.
+        if !with_links || summaries.repos.contains_key(name) {
+            summaries.keep(name, kept);
+        }
+        drop(summaries);
         Ok(m)
     }
 
@@ -512,6 +518,53 @@ mod tests {
         let m = m.pop().unwrap().unwrap();
         assert_eq!(m.facts.size, 4);
         assert_eq!(m.links.unwrap(), vec![(blob_key(&a), 4)]);
+    }
+
+    #[tokio::test]
+    async fn a_tag_moved_within_the_repository_shows_after_the_census() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = driver(d.path());
+        let l = fs.layout().clone();
+        let (repo, other): (RepoName, RepoName) = ("r".parse().unwrap(), "o".parse().unwrap());
+        let m = link(&l, &repo, b"{}", true);
+        let tag = l.tag_current_link(&repo, &"v1".parse::<Tag>().unwrap());
+        write(&tag, m.to_string().as_bytes());
+        link(&l, &other, b"other", false);
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&tag)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        let revision = std::fs::File::open(l.revision_link(&repo, &m)).unwrap();
+        revision.set_modified(hour_ago).unwrap();
+        age(&l.repositories());
+        let sizes = Arc::new(BlobSizes::default());
+        let before = facts(&fs, &repo, &sizes).await;
+        assert!(before.last_push.unwrap() < hour_ago + Duration::from_secs(1));
+
+        // The tag's link is rewritten in place: no directory of the repository changes.
+        write(&tag, m.to_string().as_bytes());
+        assert_eq!(
+            facts(&fs, &repo, &sizes).await,
+            before,
+            "kept until the census"
+        );
+        let census = fs
+            .repo_facts(vec![repo.clone(), other.clone()], sizes.clone(), true)
+            .await
+            .unwrap();
+        assert!(census.iter().all(|m| m.is_ok()));
+        let after = facts(&fs, &repo, &sizes).await;
+        assert!(
+            after.last_push.unwrap() > hour_ago + Duration::from_secs(60),
+            "{after:?}"
+        );
+        assert!(
+            !fs.summaries().repos.contains_key(&other),
+            "the census keeps only what a page asked for"
+        );
     }
 
     #[tokio::test]

@@ -23,8 +23,9 @@ use crate::storage::summary::{
     BlobSizes, Measured, RepoFacts, S3_FACTS_FOR, TagInfo, UploadInfo, blob_key,
 };
 
-/// Repositories whose facts are kept; past it the cache starts over (bounded memory).
-const MAX_KEPT: usize = 200_000;
+/// Repositories whose facts are kept; past it the cache starts over (bounded memory: about 150
+/// bytes an entry).
+const MAX_KEPT: usize = 100_000;
 /// Repositories (or blob HEADs, or tag links) read at once.
 const IN_FLIGHT: usize = 16;
 
@@ -165,10 +166,14 @@ impl S3Driver {
             size,
         };
         let mut kept = self.kept();
-        if kept.repos.len() >= MAX_KEPT && !kept.repos.contains_key(name) {
-            kept.repos.clear();
+        // The census refreshes what pages keep, without filling the cache with every repository.
+        if !with_links || kept.repos.contains_key(name) {
+            if kept.repos.len() >= MAX_KEPT && !kept.repos.contains_key(name) {
+                kept.repos.clear();
+            }
+            kept.repos.insert(name.clone(), (listed_at, facts.clone()));
         }
-        kept.repos.insert(name.clone(), (listed_at, facts.clone()));
+        drop(kept);
         Ok(Measured {
             facts,
             links: with_links.then_some(links),
