@@ -117,8 +117,10 @@ struct Inner {
     manifests: Arc<Manifests>,
     /// Blobs whose content this node has checked against their digest while serving them.
     verified: Mutex<HashSet<Digest>>,
-    /// Blob sizes, manifest facts and the census the web UI's summaries share (see [`summary`]).
+    /// Blob sizes and manifest facts the web UI's summaries share (see [`summary`]).
     summary: summary::SummaryState,
+    /// The last census of unique sizes (see [`census`]).
+    census: census::CensusState,
 }
 
 /// Where the storage is, as the daemon hands it over (`storage.driver` and its keys, resolved).
@@ -184,6 +186,7 @@ impl Storage {
                 manifests: Arc::new(Manifests::default()),
                 verified: Mutex::new(HashSet::new()),
                 summary: summary::SummaryState::default(),
+                census: census::CensusState::default(),
             }),
         }
     }
