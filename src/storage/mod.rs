@@ -14,6 +14,7 @@ pub mod blobs;
 mod driver;
 pub mod fill;
 mod fs;
+mod heartbeat;
 pub mod inventory;
 pub mod layout;
 pub mod manifests;
