@@ -78,3 +78,35 @@ deps_venv() {
   "$TEST_VENV/bin/python" -c 'import oras.client, cryptography, requests, h2' || return 1
   echo "$spec" >"$TEST_VENV/.spec"
 }
+
+# The browser test's npm packages (tests/system/ui/package.json, pinned by its package-lock.json):
+# playwright-core drives Debian's chromium, axe-core scans each page. Installed with `npm ci` into
+# UI_NODE_DIR, outside the work tree, so the test runs offline once run-all.sh's first stage made
+# it; the lockfile's hash in .spec says whether the folder is current. Node and npm: the machine's
+# own where it has them (this machine kind: nodejs 20 with npm bundled), else Debian's.
+UI_NODE_DIR=${UI_NODE_DIR:-/var/cache/registryd-tests/ui-node}
+_DEPS_UI_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../ui" && pwd)
+
+# deps_ui_node: makes $UI_NODE_DIR/node_modules unless it is there for this very lockfile.
+deps_ui_node() {
+  local spec
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    deps_apt nodejs npm || return 1
+  fi
+  spec="$(node --version) $(sha256sum <"$_DEPS_UI_SRC/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$UI_NODE_DIR/.spec" 2>/dev/null)" = "$spec" ] \
+    && [ -f "$UI_NODE_DIR/node_modules/playwright-core/package.json" ] \
+    && [ -f "$UI_NODE_DIR/node_modules/axe-core/axe.min.js" ]; then
+    return 0
+  fi
+  rm -rf "$UI_NODE_DIR"
+  mkdir -p "$UI_NODE_DIR" || return 1
+  cp "$_DEPS_UI_SRC/package.json" "$_DEPS_UI_SRC/package-lock.json" "$UI_NODE_DIR/" || return 1
+  deps_get "npm packages of the UI test (tests/system/ui/package-lock.json)" _deps_npm_ci_once || return 1
+  echo "$spec" >"$UI_NODE_DIR/.spec"
+}
+# --ignore-scripts: neither package needs an install script, and playwright-core's would only
+# look for browsers to download; the test uses Debian's chromium.
+_deps_npm_ci_once() {
+  (cd "$UI_NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+}
