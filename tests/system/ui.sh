@@ -149,7 +149,7 @@ jq -n \
 rm -rf "$SHOTS"
 mkdir -p "$SHOTS" "$WORK/tmp"
 T_BROWSER=$SECONDS
-TMPDIR=$WORK/tmp UI_NODE_DIR=$UI_NODE_DIR node "$UI_DIR/check.mjs" "$WORK/expect.json" \
+TMPDIR=$WORK/tmp UI_NODE_DIR=$UI_NODE_DIR "$UI_NODE" "$UI_DIR/check.mjs" "$WORK/expect.json" \
   || { tail -30 "$WORK/reg.log"; fail "the browser checks (above)"; }
 T_BROWSER=$((SECONDS - T_BROWSER))
 
