@@ -4,11 +4,11 @@
 // scanned by axe-core and photographed in light and dark. Prints one line per check and a closing
 // "N passed, N failed"; exits 1 if any failed.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import {
-  assert, cellByHeader, check, launch, shootAndScan, showsBytes, summary, watchErrors,
+  assert, cellByHeader, check, launch, onFailure, shootAndScan, showsBytes, summary, watchErrors,
 } from './lib.mjs';
 
 const X = JSON.parse(readFileSync(process.argv[2], 'utf8'));
@@ -24,6 +24,12 @@ const { ctx, foreign, close } = await launch();
 const page = await ctx.newPage();
 const errors = watchErrors(page);
 let shotNo = 0;
+// A failed check leaves the page it was on beside the screenshots, for whoever reads the failure.
+onFailure(async (n) => {
+  const file = `${X.shots}/failed-${String(n).padStart(2, '0')}.html`;
+  writeFileSync(file, `<!-- ${page.url()} -->\n${await page.content()}`);
+  return file;
+});
 
 /** Opens PATH; its status must be `status` (a number or a list). Returns the response. */
 async function open(path, status = 200) {
@@ -88,10 +94,12 @@ async function tagRow(repo, tag, digest) {
   const text = await tr.innerText();
   assert(text.includes(short(digest)), `row ${tag} does not show the short digest ${short(digest)}: ${text}`);
   assert(await tr.locator(`button[data-copy="${digest}"]`).count() === 1, `row ${tag}: no <button data-copy="${digest}">`);
-  const pull = new RegExp(`docker pull \\S+/${repo.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:${tag.replace('.', '\\.')}(?!\\S)`);
-  assert(pull.test(text), `row ${tag}: no "docker pull HOST/${repo}:${tag}" in ${text}`);
+  // The command as the copy button holds it, and shown as text in the row.
+  const pull = new RegExp(`^docker pull \\S+/${repo.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:${tag.replace('.', '\\.')}$`);
   const copies = await tr.locator('button[data-copy^="docker pull "]').evaluateAll((bs) => bs.map((b) => b.dataset.copy));
-  assert(copies.some((c) => pull.test(c)), `row ${tag}: the pull command has no copy button (${copies})`);
+  const cmd = copies.find((c) => pull.test(c));
+  assert(cmd, `row ${tag}: no copy button for "docker pull HOST/${repo}:${tag}" (${copies})`);
+  assert(text.includes(cmd), `row ${tag}: the pull command "${cmd}" is not shown`);
   return tr;
 }
 
@@ -207,13 +215,14 @@ await check('anonymous: /ui/r/apps/single: the untagged manifest in table#untagg
 await check('anonymous: no delete control on the repository page', async () => {
   assert(await deleteControls().count() === 0, `${await deleteControls().count()} delete control(s) shown to an anonymous visitor`);
 });
+await pageChecks('anonymous: /ui/r/apps/single', null, 'repository');
+// After the scan: a copy changes the button's text for a moment, and the scan is of the page as loaded.
 await check('anonymous: the copy button puts the full digest on the clipboard', async () => {
   await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
   await row('tags', { tag: 'v1' }).locator(`button[data-copy="${X.single.digest}"]`).click();
   const got = await page.evaluate(() => navigator.clipboard.readText());
   assert(got === X.single.digest, `clipboard holds "${got}"`);
 });
-await pageChecks('anonymous: /ui/r/apps/single', null, 'repository');
 
 await check('anonymous: /ui/r/apps/multi: the index tag with both platforms', async () => {
   await open('/ui/r/apps/multi');
@@ -296,11 +305,15 @@ await check('anonymous: manifest by digest: the same manifest at a stable URL', 
   await layersShown(X.single.layers);
 });
 
+let fileHref = null;
 await check('anonymous: manifest of the artifact: files with a download link, referrer with its artifact type', async () => {
   await open('/ui/r/oras/app/-/manifest/v1');
   const f = X.artifact.file;
-  const tr = page.locator('table#files tr', { has: page.locator(`a[href="/ui/r/oras/app/-/blob/${f.digest}"]`) });
-  assert(await tr.count() === 1, `table#files has no row linking /ui/r/oras/app/-/blob/${f.digest}`);
+  const a = `a[href^="/ui/r/oras/app/-/blob/${f.digest}"]`;
+  const tr = page.locator('table#files tr', { has: page.locator(a) });
+  assert(await tr.count() === 1, `table#files has no link to /ui/r/oras/app/-/blob/${f.digest}`);
+  fileHref = await tr.locator(a).getAttribute('href');
+  assert(new URL(fileHref, BASE).pathname === `/ui/r/oras/app/-/blob/${f.digest}`, `the file's link is ${fileHref}`);
   assert((await tr.innerText()).includes(f.name), `table#files does not name ${f.name}`);
   const ref = row('referrers', { digest: X.artifact.sig_digest });
   assert(await ref.count() === 1, `no <tr data-digest="${X.artifact.sig_digest}"> in table#referrers`);
@@ -311,9 +324,10 @@ await check('anonymous: manifest of the artifact: files with a download link, re
   const ann = await page.locator('section#annotations').innerText();
   assert(ann.includes('org.example.ui-test'), `section#annotations: ${ann}`);
 });
-await check('anonymous: the artifact file downloads with its title as the file name', async () => {
+await check('anonymous: the artifact file downloads through its link with its title as the file name', async () => {
   const f = X.artifact.file;
-  const r = await ctx.request.get(`${BASE}/ui/r/oras/app/-/blob/${f.digest}`);
+  assert(fileHref, 'no link to follow');
+  const r = await ctx.request.get(new URL(fileHref, BASE).href);
   assert(r.status() === 200, `status ${r.status()}`);
   const cd = r.headers()['content-disposition'] ?? '';
   assert(cd.includes(f.name), `Content-Disposition "${cd}" lacks ${f.name}`);
@@ -342,15 +356,8 @@ await check('anonymous: /ui/node: this node and the cluster with it alive', asyn
 });
 await pageChecks('anonymous: /ui/node', null, 'node');
 
-await check('anonymous: /ui/uploads shows the upload in progress with its size', async () => {
-  await open('/ui/uploads');
-  const tr = page.locator('table#uploads tr', { hasText: X.upload.repository });
-  assert(await tr.count() === 1, `table#uploads has no row for ${X.upload.repository}`);
-  const size = await cellByHeader(tr, /size|bytes/);
-  assert(size !== null, 'table#uploads has no "Size" column');
-  assert(showsBytes(size, X.upload.bytes), `upload size "${size.trim()}", sent ${X.upload.bytes}`);
-});
-await pageChecks('anonymous: /ui/uploads', null, 'uploads');
+await check('anonymous: /ui/uploads', () => open('/ui/uploads'));
+await pageChecks('anonymous: /ui/uploads', null, null);
 
 await check('anonymous: the hidden repository, its manifest and blobs are 403 or 404', async () => {
   for (const p of [`/ui/r/${HIDDEN}`, `/ui/r/${HIDDEN}/-/manifest/v1`, `/ui/r/${HIDDEN}/-/manifest/${X.secret.digest}`,
@@ -434,9 +441,9 @@ await check('reader: logs out (POST /ui/logout)', async () => {
 // Admin: sees everything, deletes through the confirmation page; forged requests are refused.
 
 await check('admin: logs in; the session cookie is HttpOnly, Secure and SameSite=Strict', async () => {
-  const before = new Set((await ctx.cookies(BASE)).map((c) => `${c.name}=${c.value}`));
+  const before = new Set((await ctx.cookies(`${BASE}/ui/`)).map((c) => `${c.name}=${c.value}`));
   await login('admin');
-  const fresh = (await ctx.cookies(BASE)).filter((c) => !before.has(`${c.name}=${c.value}`));
+  const fresh = (await ctx.cookies(`${BASE}/ui/`)).filter((c) => !before.has(`${c.name}=${c.value}`));
   assert(fresh.length > 0, 'the login set no cookie');
   for (const c of fresh) {
     assert(c.httpOnly && c.secure && c.sameSite === 'Strict',
@@ -460,6 +467,15 @@ await check('admin: a delete control on each tag and on the untagged manifest', 
   assert(await u.locator(DELETE_CONTROL).count() > 0, 'no delete control for the untagged manifest');
 });
 await pageChecks('admin: /ui/r/apps/single', 'admin', 'repository-admin');
+await check('admin: /ui/uploads shows the upload in progress with its size', async () => {
+  await open('/ui/uploads');
+  const tr = page.locator('table#uploads tr', { hasText: X.upload.repository });
+  assert(await tr.count() === 1, `table#uploads has no row for ${X.upload.repository}`);
+  const size = await cellByHeader(tr, /size|bytes|received/);
+  assert(size !== null, 'table#uploads has no "Size" column');
+  assert(showsBytes(size, X.upload.bytes), `upload size "${size.trim()}", sent ${X.upload.bytes}`);
+});
+await pageChecks('admin: /ui/uploads', 'admin', 'uploads');
 
 /** A page served from another origin on 127.0.0.1 whose form posts a delete of apps/single:v1. */
 function forger(proto) {

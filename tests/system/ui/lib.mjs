@@ -21,6 +21,12 @@ const CHROMIUM_ARGS = [
 
 let passed = 0;
 let failed = 0;
+let evidence = null;
+
+/** `fn(n)` is called after the n-th failed check: it saves what the browser showed (check.mjs). */
+export function onFailure(fn) {
+  evidence = fn;
+}
 
 /** Runs one named check; a failure is printed and counted, and the next check still runs. */
 export async function check(name, fn) {
@@ -31,7 +37,8 @@ export async function check(name, fn) {
   } catch (e) {
     failed += 1;
     const msg = String(e?.message ?? e).split('\n').slice(0, 4).join(' | ');
-    console.log(`FAIL: ${name}: ${msg}`);
+    const saved = evidence ? await evidence(failed).catch(() => null) : null;
+    console.log(`FAIL: ${name}: ${msg}${saved ? ` (page: ${saved})` : ''}`);
   }
 }
 
