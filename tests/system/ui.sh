@@ -131,6 +131,7 @@ done
 jq -n \
   --arg base "https://$R" --arg registry "$R" --arg shots "$SHOTS" --arg storage "$WORK/data" \
   --arg cert "$WORK/tls.crt" --arg key "$WORK/tls.key" \
+  --arg expires "$(date -u -d "$(openssl x509 -enddate -noout -in "$WORK/tls.crt" | cut -d= -f2)" +%F)" \
   --argjson multi "$(jq -n --arg d "$MULTI" --argjson ch "$children" --argjson cl "$child_layers" \
     --arg raw "$(blob "$WORK/multi" "$MULTI")" '{digest: $d, children: $ch, child_layers: $cl, raw: $raw}')" \
   --argjson single "$(image_json "$WORK/single")" \
@@ -139,7 +140,7 @@ jq -n \
   --argjson secret "$(image_json "$WORK/secret")" \
   --argjson cached "$(image_json "$WORK/hello")" \
   --argjson artifact "$(cat "$WORK/artifact.json")" \
-  '{base: $base, registry: $registry, shots: $shots, storage: $storage, tls: {cert: $cert, key: $key},
+  '{base: $base, registry: $registry, shots: $shots, storage: $storage, tls: {cert: $cert, key: $key, expires: $expires},
     users: {admin: "admin-pass", reader: "reader-pass"},
     multi: $multi, single: $single, older: $older, newer: $newer, secret: $secret, cached: $cached,
     artifact: $artifact, upload: {repository: "apps/uploading", bytes: 12345},

@@ -341,18 +341,25 @@ await check('anonymous: manifest of the cached image: its layers', async () => {
   await layersShown(X.cached.layers);
 });
 
-await check('anonymous: /ui/upstreams lists the upstream', async () => {
+await check('anonymous: /ui/upstreams: the upstream, reachable, with the one image cached from it', async () => {
   await open('/ui/upstreams');
-  assert(await row('upstreams', { upstream: X.upstream.name }).count() === 1, `no <tr data-upstream="${X.upstream.name}">`);
+  const tr = row('upstreams', { upstream: X.upstream.name });
+  assert(await tr.count() === 1, `no <tr data-upstream="${X.upstream.name}">`);
+  const state = await cellByHeader(tr, /state|reachable/);
+  assert(state !== null && /reachable/i.test(state) && !/unreachable/i.test(state), `state "${state?.trim()}"`);
+  const cached = await cellByHeader(tr, /cached images/);
+  assert(cached !== null && /(?<!\d)1(?!\d)/.test(cached), `cached images "${cached?.trim()}", want 1`);
 });
 await pageChecks('anonymous: /ui/upstreams', null, 'upstreams');
 
-await check('anonymous: /ui/node: this node and the cluster with it alive', async () => {
+await check('anonymous: /ui/node: storage root, certificate, and the cluster of this one node, alive', async () => {
   await open('/ui/node');
   const node = await page.locator('section#node').innerText();
   assert(node.includes(X.storage), `section#node does not show the storage root ${X.storage}`);
-  const alive = await page.locator('table#cluster tr[data-node][data-state="alive"]').count();
-  assert(alive >= 1, 'no <tr data-node data-state="alive"> in table#cluster');
+  assert(node.includes(X.tls.expires), `section#node does not show the certificate's expiry ${X.tls.expires}`);
+  assert(node.includes('127.0.0.1'), 'section#node does not show the certificate subject 127.0.0.1');
+  const rows = await page.locator('table#cluster tr[data-node]').evaluateAll((trs) => trs.map((tr) => tr.dataset.state));
+  assert(JSON.stringify(rows) === '["alive"]', `table#cluster rows' data-state: ${JSON.stringify(rows)}, want this node alive`);
 });
 await pageChecks('anonymous: /ui/node', null, 'node');
 
