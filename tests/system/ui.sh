@@ -147,8 +147,9 @@ jq -n \
     upstream: {name: "docker.io", repository: "docker.io/library/hello", tag: "1.0"}}' >"$WORK/expect.json"
 
 # --- The browser.
-rm -rf "$SHOTS"
+# Only what an earlier run left: the folder may be one the caller named, with other files in it.
 mkdir -p "$SHOTS" "$WORK/tmp"
+rm -f "$SHOTS"/[0-9][0-9]-*.png "$SHOTS"/failed-[0-9][0-9].html
 T_SETUP=$SECONDS
 rc=0
 TMPDIR=$WORK/tmp UI_NODE_DIR=$UI_NODE_DIR "$UI_NODE" "$UI_DIR/check.mjs" "$WORK/expect.json" || rc=$?
