@@ -81,6 +81,11 @@ const rowsOf = async (table, attr) => page.locator(`table#${table} tr[data-${att
 const DELETE_CONTROL = 'a[href*="/-/delete"], form[action*="/-/delete"]';
 const deleteControls = () => page.locator(`${DELETE_CONTROL}, button:text-matches("delete", "i")`);
 
+/** Clicks what leads to another page (a link, a form's button) and waits for that page. */
+async function clickAndLoad(locator) {
+  await Promise.all([page.waitForNavigation(), locator.click()]);
+}
+
 async function apiTags(repo) {
   const r = await ctx.request.get(`${BASE}/v2/${repo}/tags/list`);
   return r.ok() ? ((await r.json()).tags ?? []).sort() : [];
@@ -180,8 +185,7 @@ await check('anonymous: /ui/?n=2 pages through every repository by <a rel="next"
     seen.push(...names);
     const next = page.locator('a[rel="next"]');
     if (await next.count() === 0) break;
-    await next.first().click();
-    await page.waitForLoadState();
+    await clickAndLoad(next.first());
   }
   for (const n of REPOS_PUBLIC) assert(seen.includes(n), `${n} on no page: ${seen}`);
   assert(new Set(seen).size === seen.length, `a repository on two pages: ${seen}`);
@@ -405,8 +409,7 @@ await check('/ui/login: the form; a wrong password signs nobody in', async () =>
   }
   await page.fill('form#login input[name="username"]', 'admin');
   await page.fill('form#login input[name="password"]', 'Wr0ng-password');
-  await Promise.all([page.waitForLoadState(), page.locator('form#login [type="submit"]').click()]);
-  await page.waitForLoadState();
+  await clickAndLoad(page.locator('form#login [type="submit"]'));
   assert(await page.locator('span#user').count() === 0 || !/admin/.test(await page.locator('span#user').innerText()),
     'a wrong password signed admin in');
   await open('/ui/');
@@ -422,8 +425,7 @@ async function login(user) {
   await open('/ui/login');
   await page.fill('form#login input[name="username"]', user);
   await page.fill('form#login input[name="password"]', X.users[user]);
-  await Promise.all([page.waitForLoadState(), page.locator('form#login [type="submit"]').click()]);
-  await page.waitForLoadState();
+  await clickAndLoad(page.locator('form#login [type="submit"]'));
   const shown = (await page.locator('span#user').textContent())?.trim();
   assert(shown === user, `after the login, span#user shows "${shown}"`);
 }
@@ -449,8 +451,7 @@ await check('reader: no delete control, no confirmation page', async () => {
 });
 await check('reader: logs out (POST /ui/logout)', async () => {
   await open('/ui/');
-  await Promise.all([page.waitForLoadState(), page.locator('form[action="/ui/logout"] [type="submit"], form[action="/ui/logout"] button').first().click()]);
-  await page.waitForLoadState();
+  await clickAndLoad(page.locator('form[action="/ui/logout"] [type="submit"], form[action="/ui/logout"] button').first());
   await open('/ui/');
   assert(await page.locator('span#user').count() === 0 || !/reader/.test(await page.locator('span#user').innerText()),
     'still signed in as reader after the logout');
@@ -545,8 +546,7 @@ await check('admin: deletes apps/single:v2 through its control and the confirmat
   page.once('dialog', (d) => d.accept());
   const tr = row('tags', { tag: 'v2' });
   const control = tr.locator('a[href*="/-/delete"], form[action*="/-/delete"] [type="submit"], form[action*="/-/delete"] button').first();
-  await Promise.all([page.waitForLoadState(), control.click()]);
-  await page.waitForLoadState();
+  await clickAndLoad(control);
   const form = page.locator('form#confirm-delete');
   assert(await form.count() === 1, `the control led to ${page.url()}, which has no form#confirm-delete`);
   assert(new URL(await form.getAttribute('action'), BASE).pathname === '/ui/r/apps/single/-/delete', `form action ${await form.getAttribute('action')}`);
@@ -555,8 +555,7 @@ await check('admin: deletes apps/single:v2 through its control and the confirmat
   assert((await page.locator('main').innerText()).includes('v2'), 'the confirmation page does not name the tag');
   await pageChecks('admin: the confirmation page', 'admin', 'confirm-delete');
   page.once('dialog', (d) => d.accept());
-  await Promise.all([page.waitForLoadState(), form.locator('[type="submit"], button').first().click()]);
-  await page.waitForLoadState();
+  await clickAndLoad(form.locator('[type="submit"], button').first());
   assert((await apiTags('apps/single')).join() === 'v1,v3', `tags after the delete: ${await apiTags('apps/single')}`);
   await open('/ui/r/apps/single');
   assert(await row('tags', { tag: 'v2' }).count() === 0, 'the repository page still lists v2');
@@ -568,8 +567,7 @@ await check('admin: deletes the untagged manifest by digest (GET .../-/delete?di
   assert(await form.count() === 1, 'no form#confirm-delete');
   assert((await page.locator('main').innerText()).includes(short(X.older.digest)), 'the confirmation page does not name the digest');
   page.once('dialog', (d) => d.accept());
-  await Promise.all([page.waitForLoadState(), form.locator('[type="submit"], button').first().click()]);
-  await page.waitForLoadState();
+  await clickAndLoad(form.locator('[type="submit"], button').first());
   const r = await ctx.request.get(`${BASE}/v2/apps/single/manifests/${X.older.digest}`, {
     headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
   });
