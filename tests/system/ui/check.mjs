@@ -23,7 +23,6 @@ const NOT_VISIBLE = [403, 404];
 const { ctx, foreign, close } = await launch();
 const page = await ctx.newPage();
 const errors = watchErrors(page);
-let shotNo = 0;
 // A failed check leaves the page it was on beside the screenshots, for whoever reads the failure.
 onFailure(async (n) => {
   const file = `${X.shots}/failed-${String(n).padStart(2, '0')}.html`;
@@ -41,8 +40,8 @@ async function open(path, status = 200) {
 
 /**
  * What every page has (nav with links to the pages, main#main, the login or logout control and
- * the user's name), no script error, no serious or critical axe violation in either scheme; and
- * its screenshots, numbered in the order taken.
+ * the user's name), no script error; with a screenshot name SHOT, no serious or critical axe
+ * violation in either scheme, and SHOT-light.png and SHOT-dark.png.
  */
 async function pageChecks(what, user, shot) {
   await check(`${what}: nav, main#main, ${user ? `signed in as ${user}` : 'login control'}`, async () => {
@@ -61,10 +60,8 @@ async function pageChecks(what, user, shot) {
     }
   });
   if (shot) {
-    shotNo += 1;
-    const name = `${String(shotNo).padStart(2, '0')}-${shot}`;
-    await check(`${what}: axe-core finds no serious or critical violation (light and dark; ${name}-*.png)`, async () => {
-      const v = await shootAndScan(page, X.shots, name);
+    await check(`${what}: axe-core finds no serious or critical violation (light and dark; ${shot}-*.png)`, async () => {
+      const v = await shootAndScan(page, X.shots, shot);
       assert(v.length === 0, v.join('; '));
     });
   }
@@ -161,7 +158,7 @@ await check('anonymous: /ui/ the cached repository has the badge "cached from do
   const badges = await row('repositories', { repository: X.upstream.repository }).locator('span.badge').allInnerTexts();
   assert(badges.some((b) => /cached from docker\.io/i.test(b)), `badges: ${JSON.stringify(badges)}`);
 });
-await pageChecks('anonymous: /ui/', null, 'repositories');
+await pageChecks('anonymous: /ui/', null, null);
 
 await check('anonymous: /ui/?q= filters by substring, and never finds the hidden repository', async () => {
   await open('/ui/?q=sing');
@@ -215,7 +212,7 @@ await check('anonymous: /ui/r/apps/single: the untagged manifest in table#untagg
 await check('anonymous: no delete control on the repository page', async () => {
   assert(await deleteControls().count() === 0, `${await deleteControls().count()} delete control(s) shown to an anonymous visitor`);
 });
-await pageChecks('anonymous: /ui/r/apps/single', null, 'repository');
+await pageChecks('anonymous: /ui/r/apps/single', null, '02-repository');
 // After the scan: a copy changes the button's text for a moment, and the scan is of the page as loaded.
 await check('anonymous: the copy button puts the full digest on the clipboard', async () => {
   await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
@@ -231,7 +228,7 @@ await check('anonymous: /ui/r/apps/multi: the index tag with both platforms', as
   assert(platforms !== null, 'table#tags has no "Platforms" column');
   for (const c of X.multi.children) assert(platforms.includes(c.platform), `platforms "${platforms.trim()}" lack ${c.platform}`);
 });
-await pageChecks('anonymous: /ui/r/apps/multi', null, 'repository-index');
+await pageChecks('anonymous: /ui/r/apps/multi', null, '03-repository-index');
 
 await check('anonymous: /ui/r/oras/app: v1 counts one referrer', async () => {
   await open('/ui/r/oras/app');
@@ -241,13 +238,13 @@ await check('anonymous: /ui/r/oras/app: v1 counts one referrer', async () => {
   assert(/(?<!\d)1(?!\d)/.test(refs), `v1 referrers "${refs.trim()}", want 1`);
   await tagRow('oras/app', 'sig', X.artifact.sig_digest);
 });
-await pageChecks('anonymous: /ui/r/oras/app', null, null);
+await pageChecks('anonymous: /ui/r/oras/app', null, '04-repository-artifact');
 
 await check(`anonymous: /ui/r/${X.upstream.repository}: the image pulled through the cache`, async () => {
   await open(`/ui/r/${X.upstream.repository}`);
   await tagRow(X.upstream.repository, X.upstream.tag, X.cached.digest);
 });
-await pageChecks(`anonymous: /ui/r/${X.upstream.repository}`, null, null);
+await pageChecks(`anonymous: /ui/r/${X.upstream.repository}`, null, '05-repository-cached');
 
 await check('anonymous: manifest of the index: media type, digest, platforms, raw JSON', async () => {
   await open('/ui/r/apps/multi/-/manifest/v1');
@@ -262,7 +259,7 @@ await check('anonymous: manifest of the index: media type, digest, platforms, ra
   const raw = JSON.parse(await page.locator('pre#raw').textContent());
   assert(JSON.stringify(raw) === JSON.stringify(JSON.parse(X.multi.raw)), 'pre#raw is not the pushed index');
 });
-await pageChecks('anonymous: manifest of the index', null, 'manifest-index');
+await pageChecks('anonymous: manifest of the index', null, '06-manifest-index');
 
 await check('anonymous: a platform of the index, by digest: its layers with the pushed sizes', async () => {
   for (const c of X.multi.child_layers) {
@@ -297,7 +294,7 @@ await check('anonymous: manifest of the image: section#config summarises the con
   assert(missing.length === 0, `section#config lacks ${JSON.stringify(missing)}`);
   assert(!cfg.includes('never-shown'), 'section#config shows an environment value');
 });
-await pageChecks('anonymous: manifest of the image', null, 'manifest-image');
+await pageChecks('anonymous: manifest of the image', null, '07-manifest-image');
 
 await check('anonymous: manifest by digest: the same manifest at a stable URL', async () => {
   await open(`/ui/r/apps/single/-/manifest/${X.single.digest}`);
@@ -334,7 +331,7 @@ await check('anonymous: the artifact file downloads through its link with its ti
   const body = await r.body();
   assert(createHash('sha256').update(body).digest('hex') === f.sha256, 'the download is not the pushed file');
 });
-await pageChecks('anonymous: manifest of the artifact', null, 'manifest-artifact');
+await pageChecks('anonymous: manifest of the artifact', null, '08-manifest-artifact');
 
 await check('anonymous: manifest of the cached image: its layers', async () => {
   await open(`/ui/r/${X.upstream.repository}/-/manifest/${X.upstream.tag}`);
@@ -351,7 +348,7 @@ await check('anonymous: /ui/node: storage root, certificate, and the cluster of 
   const rows = await page.locator('table#cluster tr[data-node]').evaluateAll((trs) => trs.map((tr) => tr.dataset.state));
   assert(JSON.stringify(rows) === '["alive"]', `table#cluster rows' data-state: ${JSON.stringify(rows)}, want this node alive`);
 });
-await pageChecks('anonymous: /ui/node', null, 'node');
+await pageChecks('anonymous: /ui/node', null, '09-node');
 
 await check('anonymous: /ui/uploads', () => open('/ui/uploads'));
 await pageChecks('anonymous: /ui/uploads', null, null);
@@ -372,6 +369,8 @@ await check('anonymous: /ui/ the unshared size, once measured: 0 for apps/copy, 
   const size = await cellByHeader(row('repositories', { repository: 'apps/multi' }), /^\s*size/);
   assert(bytesShown(own).length > 0 && own.trim() === size.trim(), `apps/multi shares nothing: unshared "${own.trim()}", size "${size.trim()}"`);
 });
+// The list's screenshot is taken now, with the unshared sizes in it.
+await pageChecks('anonymous: /ui/ with the sizes measured', null, '01-repositories');
 await check('anonymous: the hidden repository, its manifest and blobs are 403 or 404', async () => {
   for (const p of [`/ui/r/${HIDDEN}`, `/ui/r/${HIDDEN}/-/manifest/v1`, `/ui/r/${HIDDEN}/-/manifest/${X.secret.digest}`,
     `/ui/r/${HIDDEN}/-/blob/${X.secret.layers[0].digest}`]) {
@@ -409,7 +408,7 @@ await check('anonymous: /ui/upstreams: the upstream, reachable, with the one ima
   const state = await cellByHeader(tr, /state|reachable/);
   assert(state !== null && /reachable/i.test(state) && !/unreachable/i.test(state), `state "${state?.trim()}"`);
 });
-await pageChecks('anonymous: /ui/upstreams', null, 'upstreams');
+await pageChecks('anonymous: /ui/upstreams', null, '10-upstreams');
 await check('/ui/login: the form; a wrong password signs nobody in', async () => {
   await open('/ui/login');
   for (const f of ['username', 'password']) {
@@ -426,7 +425,7 @@ await check('/ui/login: the form; a wrong password signs nobody in', async () =>
   errors.splice(0);
 });
 await open('/ui/login').catch(() => {});
-await pageChecks('/ui/login', null, 'login');
+await pageChecks('/ui/login', null, '11-login');
 
 /** Signs USER in through the login form; the page then names them. */
 async function login(user) {
@@ -494,7 +493,7 @@ await check('admin: a delete control on each tag and on the untagged manifest', 
   const u = row('untagged', { digest: X.older.digest });
   assert(await u.locator(DELETE_CONTROL).count() > 0, 'no delete control for the untagged manifest');
 });
-await pageChecks('admin: /ui/r/apps/single', 'admin', 'repository-admin');
+await pageChecks('admin: /ui/r/apps/single', 'admin', '12-repository-admin');
 await check('admin: /ui/uploads shows the upload in progress with its size', async () => {
   await open('/ui/uploads');
   const tr = page.locator('table#uploads tr', { hasText: X.upload.repository });
@@ -503,7 +502,7 @@ await check('admin: /ui/uploads shows the upload in progress with its size', asy
   assert(size !== null, 'table#uploads has no "Size" column');
   assert(showsBytes(size, X.upload.bytes), `upload size "${size.trim()}", sent ${X.upload.bytes}`);
 });
-await pageChecks('admin: /ui/uploads', 'admin', 'uploads');
+await pageChecks('admin: /ui/uploads', 'admin', '13-uploads');
 
 /** A page served from another origin on 127.0.0.1 whose form posts a delete of apps/single:v1. */
 function forger(proto) {
@@ -561,7 +560,7 @@ await check('admin: deletes apps/single:v2 through its control and the confirmat
   assert((await form.getAttribute('method'))?.toLowerCase() === 'post', 'the confirmation form does not POST');
   assert(await form.locator('input[name="csrf"]').count() === 1, 'the confirmation form has no csrf field');
   assert((await page.locator('main').innerText()).includes('v2'), 'the confirmation page does not name the tag');
-  await pageChecks('admin: the confirmation page', 'admin', 'confirm-delete');
+  await pageChecks('admin: the confirmation page', 'admin', '14-confirm-delete');
   page.once('dialog', (d) => d.accept());
   await clickAndLoad(form.locator('[type="submit"], button').first());
   assert((await apiTags('apps/single')).join() === 'v1,v3', `tags after the delete: ${await apiTags('apps/single')}`);
