@@ -83,6 +83,26 @@ async function clickAndLoad(locator) {
   await Promise.all([page.waitForNavigation(), locator.click()]);
 }
 
+/** The clipboard's text once `ok` accepts it (the copy is asynchronous), or as it is after 2 s. */
+async function clipboard(ok) {
+  let text = '';
+  for (let i = 0; i < 20; i += 1) {
+    text = await page.evaluate(() => navigator.clipboard.readText());
+    if (ok(text)) break;
+    await page.waitForTimeout(100);
+  }
+  return text;
+}
+
+/** Presses Tab (at most `max` times) until the focused element matches SELECTOR. */
+async function tabTo(selector, max = 80) {
+  for (let i = 0; i < max; i += 1) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate((sel) => document.activeElement?.matches(sel) ?? false, selector)) return true;
+  }
+  return false;
+}
+
 async function apiTags(repo) {
   const r = await ctx.request.get(`${BASE}/v2/${repo}/tags/list`);
   return r.ok() ? ((await r.json()).tags ?? []).sort() : [];
@@ -217,8 +237,17 @@ await pageChecks('anonymous: /ui/r/apps/single', null, '02-repository');
 await check('anonymous: the copy button puts the full digest on the clipboard', async () => {
   await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
   await row('tags', { tag: 'v1' }).locator(`button[data-copy="${X.single.digest}"]`).click();
-  const got = await page.evaluate(() => navigator.clipboard.readText());
+  const got = await clipboard((t) => t === X.single.digest);
   assert(got === X.single.digest, `clipboard holds "${got}"`);
+});
+await check('anonymous: the keyboard alone reaches the pull command\'s copy button of v2 and presses it', async () => {
+  await open('/ui/r/apps/single');
+  const button = `tr[data-tag="v2"] button[data-copy^="docker pull "]`;
+  assert(await tabTo(button), `${button} is not reached by Tab`);
+  await page.keyboard.press('Enter');
+  const want = /^docker pull \S+\/apps\/single:v2$/;
+  const got = await clipboard((t) => want.test(t));
+  assert(want.test(got), `clipboard holds "${got}"`);
 });
 
 await check('anonymous: /ui/r/apps/multi: the index tag with both platforms', async () => {
@@ -428,11 +457,19 @@ await open('/ui/login').catch(() => {});
 await pageChecks('/ui/login', null, '11-login');
 
 /** Signs USER in through the login form; the page then names them. */
-async function login(user) {
+async function login(user, { keyboard = false } = {}) {
   await open('/ui/login');
-  await page.fill('form#login input[name="username"]', user);
-  await page.fill('form#login input[name="password"]', X.users[user]);
-  await clickAndLoad(page.locator('form#login [type="submit"]'));
+  if (keyboard) {
+    assert(await tabTo('form#login input[name="username"]'), 'the username field is not reached by Tab');
+    await page.keyboard.type(user);
+    assert(await tabTo('form#login input[name="password"]', 1), 'Tab from the username does not go to the password');
+    await page.keyboard.type(X.users[user]);
+    await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+  } else {
+    await page.fill('form#login input[name="username"]', user);
+    await page.fill('form#login input[name="password"]', X.users[user]);
+    await clickAndLoad(page.locator('form#login [type="submit"]'));
+  }
   const shown = (await page.locator('span#user').textContent())?.trim();
   assert(shown === user, `after the login, span#user shows "${shown}"`);
 }
@@ -440,7 +477,7 @@ async function login(user) {
 // ----------------------------------------------------------------------------------------------
 // The reader: pulls what anonymous visitors pull, deletes nothing, does not see secret/.
 
-await check('reader: logs in through the form', () => login('reader'));
+await check('reader: logs in through the form with the keyboard alone (Tab, type, Enter)', () => login('reader', { keyboard: true }));
 await check('reader: the hidden repository stays hidden: list, search, page', async () => {
   await open('/ui/');
   assert(!(await rowsOf('repositories', 'repository')).includes(HIDDEN), `${HIDDEN} listed to the reader`);
