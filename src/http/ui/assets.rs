@@ -51,12 +51,18 @@ pub fn serve(version: &str, file: AssetFile) -> Option<Response<Body>> {
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::OK;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     h.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
-    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(body.len()));
+    h.insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(body.len()),
+    );
     Some(r)
 }
 
@@ -73,10 +79,12 @@ mod tests {
             };
             assert_eq!(f, file);
             let r = serve(&v, f).unwrap();
-            assert!(r.headers()[header::CACHE_CONTROL]
-                .to_str()
-                .unwrap()
-                .contains("max-age=31536000"));
+            assert!(
+                r.headers()[header::CACHE_CONTROL]
+                    .to_str()
+                    .unwrap()
+                    .contains("max-age=31536000")
+            );
         }
         assert!(serve("0000000000000000", AssetFile::Css).is_none());
         assert_ne!(css_url(), js_url());

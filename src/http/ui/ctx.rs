@@ -147,7 +147,13 @@ impl<'a> Ctx<'a> {
     /// The fields of a `POST`ed form (`application/x-www-form-urlencoded`), read under a small
     /// limit and the body timeout.
     pub async fn form(&mut self) -> Result<HashMap<String, String>, ApiError> {
-        let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, crate::http::error::Code::Unsupported, m);
+        let bad = |m: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                crate::http::error::Code::Unsupported,
+                m,
+            )
+        };
         let form_type = self
             .req
             .header(header::CONTENT_TYPE)
@@ -273,8 +279,9 @@ fn request_host(parts: &http::request::Parts, conn: Conn) -> String {
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .filter(|h| {
             !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
         })
         .map(str::to_string)
         .unwrap_or_else(|| conn.listener.to_string())

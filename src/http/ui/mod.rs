@@ -50,20 +50,20 @@ pub async fn handle(app: &App, req: Request<Incoming>, conn: Conn) -> Response<B
     let page = path::parse(req.uri().path());
     let method = req.method().clone();
     let read = matches!(method, Method::GET | Method::HEAD);
-    let mut resp = if (read && page.accepts_get()) || (method == Method::POST && page.accepts_post())
-    {
-        serve(app, req, conn, page, read).await
-    } else {
-        let allow = match (page.accepts_get(), page.accepts_post()) {
-            (true, true) => "GET, HEAD, POST",
-            (false, _) => "POST",
-            (true, false) => "GET, HEAD",
+    let mut resp =
+        if (read && page.accepts_get()) || (method == Method::POST && page.accepts_post()) {
+            serve(app, req, conn, page, read).await
+        } else {
+            let allow = match (page.accepts_get(), page.accepts_post()) {
+                (true, true) => "GET, HEAD, POST",
+                (false, _) => "POST",
+                (true, false) => "GET, HEAD",
+            };
+            let mut r = view::plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            r
         };
-        let mut r = view::plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-        r
-    };
     secure(&mut resp);
     resp
 }

@@ -40,7 +40,11 @@ impl Chrome {
 
     /// `aria-current="page"` for the navigation entry of this page.
     pub fn current(&self, entry: &str) -> &'static str {
-        if self.active == entry { "page" } else { "false" }
+        if self.active == entry {
+            "page"
+        } else {
+            "false"
+        }
     }
 }
 
@@ -99,6 +103,38 @@ pub fn redirect(to: &str) -> Response<Body> {
 /// A size in binary units ("1.5 MiB").
 pub fn size(bytes: u64) -> String {
     ByteSize(bytes).display().iec().to_string()
+}
+
+/// A byte count as tables show it: binary units, with the exact count for a tooltip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Size {
+    pub shown: String,
+    /// "2700 bytes"; empty when the count is not known.
+    pub exact: String,
+}
+
+impl Size {
+    pub fn of(bytes: u64) -> Size {
+        Size {
+            shown: size(bytes),
+            exact: format!("{bytes} bytes"),
+        }
+    }
+
+    /// A size not known, and why in a word or two ("—", "not computed yet").
+    pub fn unknown(why: &str) -> Size {
+        Size {
+            shown: why.to_string(),
+            exact: String::new(),
+        }
+    }
+
+    /// At least this much: part of it could not be counted.
+    pub fn at_least(mut self) -> Size {
+        self.shown.push('+');
+        self.exact = format!("at least {}", self.exact);
+        self
+    }
 }
 
 /// A moment as pages write it: UTC ISO-8601 and how long ago.

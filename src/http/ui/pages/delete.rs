@@ -47,17 +47,21 @@ fn target(fields: &HashMap<String, String>) -> Option<(&'static str, Reference)>
     Some(("digest", Reference::Digest(d.parse().ok()?)))
 }
 
-/// The access checks, the API's: a visitor who may not read the repository is told it does not
-/// exist; one who may read but not delete is told so.
-fn allowed(ctx: &mut Ctx<'_>, name: &RepoName, reference: &Reference) -> Result<(), Response<Body>> {
+/// The access checks, the API's: the refusal page for a visitor who may not delete (one who may
+/// not even read the repository is told it does not exist; one who may read is told why not).
+fn access_refused(
+    ctx: &mut Ctx<'_>,
+    name: &RepoName,
+    reference: &Reference,
+) -> Option<Response<Body>> {
     let route = Route::Manifest(name.clone(), reference.clone());
     if !ctx.may(&route, Method::GET) {
-        return Err(ctx.not_found(&format!("Repository {name}")));
+        return Some(ctx.not_found(&format!("Repository {name}")));
     }
     if ctx.may(&route, Method::DELETE) {
-        return Ok(());
+        return None;
     }
-    Err(match &ctx.req.who {
+    Some(match &ctx.req.who {
         Principal::Anonymous if ctx.app.auth.policy().has_accounts() => ctx.error_page(
             StatusCode::UNAUTHORIZED,
             "Log in".into(),
@@ -95,10 +99,16 @@ pub async fn confirm(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
             "Say what to delete: ?tag=<tag> or ?digest=<digest>.".into(),
         );
     };
-    if let Err(r) = allowed(ctx, name, &reference) {
+    if let Some(r) = access_refused(ctx, name, &reference) {
         return r;
     }
-    let digest = match ctx.app.proxy.repository(name, None).manifest(&reference).await {
+    let digest = match ctx
+        .app
+        .proxy
+        .repository(name, None)
+        .manifest(&reference)
+        .await
+    {
         Ok((d, _, _)) => d,
         Err(e) => {
             let e = ApiError::from(e);
@@ -158,7 +168,7 @@ pub async fn submit(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
             "The form named no valid tag or digest.".into(),
         );
     };
-    if let Err(r) = allowed(ctx, name, &reference) {
+    if let Some(r) = access_refused(ctx, name, &reference) {
         return r;
     }
     if let Some(r) = ctx.unavailable() {

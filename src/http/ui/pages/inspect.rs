@@ -88,7 +88,12 @@ fn strings(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
         .map(|o| {
             o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -257,7 +262,10 @@ mod tests {
         assert_eq!(m.kind, Kind::Image);
         assert_eq!(m.image_size(), 310);
         assert_eq!(m.layers[0].digest, Some(D2.parse().unwrap()));
-        assert_eq!(m.annotations["org.opencontainers.image.source"], "https://example.org/x");
+        assert_eq!(
+            m.annotations["org.opencontainers.image.source"],
+            "https://example.org/x"
+        );
     }
 
     #[test]
@@ -294,7 +302,11 @@ mod tests {
 
     #[test]
     fn broken_fields_are_left_out() {
-        let m = manifest("x", br#"{"layers":[{"digest":"nope","size":-1},7],"config":3}"#).unwrap();
+        let m = manifest(
+            "x",
+            br#"{"layers":[{"digest":"nope","size":-1},7],"config":3}"#,
+        )
+        .unwrap();
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.layers[0].digest, None);
         assert_eq!(m.config, None);

@@ -103,14 +103,23 @@ pub async fn submit(ctx: &mut Ctx<'_>, limits: Limits) -> Response<Body> {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     );
     let refused = |status, m: String| (status, Some(m));
-    let (status, error) = match ctx.app.auth.identify(Some(&basic), ctx.conn.client.ip()).await {
+    let (status, error) = match ctx
+        .app
+        .auth
+        .identify(Some(&basic), ctx.conn.client.ip())
+        .await
+    {
         Ok(Principal::User(u)) => match ctx.app.auth.account_tag(&u) {
             Some(account) => return begin(ctx, &u, account, limits, &next),
-            None => refused(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()),
+            None => refused(
+                StatusCode::UNAUTHORIZED,
+                "Wrong user name or password.".into(),
+            ),
         },
-        Ok(Principal::Anonymous) | Err(AuthError::BadCredentials) => {
-            refused(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into())
-        }
+        Ok(Principal::Anonymous) | Err(AuthError::BadCredentials) => refused(
+            StatusCode::UNAUTHORIZED,
+            "Wrong user name or password.".into(),
+        ),
         Err(AuthError::Throttled(wait)) => refused(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -119,7 +128,10 @@ pub async fn submit(ctx: &mut Ctx<'_>, limits: Limits) -> Response<Body> {
             ),
         ),
         Err(AuthError::Malformed(m)) => refused(StatusCode::BAD_REQUEST, m),
-        Err(_) => refused(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()),
+        Err(_) => refused(
+            StatusCode::UNAUTHORIZED,
+            "Wrong user name or password.".into(),
+        ),
     };
     render(ctx, status, next, user, error)
 }
@@ -176,7 +188,14 @@ mod tests {
         let n = |s: &str| next_page(Some(&s.to_string()));
         assert_eq!(n("/ui/r/a/b"), "/ui/r/a/b");
         assert_eq!(n("/ui/?q=x"), "/ui/?q=x");
-        for bad in ["https://evil.example/", "//evil.example/ui/", "/ui//evil", "/v2/", "/ui/\\x", "/ui/\n"] {
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/ui/",
+            "/ui//evil",
+            "/v2/",
+            "/ui/\\x",
+            "/ui/\n",
+        ] {
             assert_eq!(n(bad), "/ui/", "{bad:?}");
         }
         assert_eq!(next_page(None), "/ui/");

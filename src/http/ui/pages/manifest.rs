@@ -11,7 +11,7 @@ use http::{Method, Response, StatusCode, header};
 
 use super::super::ctx::Ctx;
 use super::super::path;
-use super::super::view::{self, Chrome};
+use super::super::view::{self, Chrome, Size};
 use super::inspect::{self, Config, Desc, Kind};
 use crate::auth::Action;
 use crate::http::Body;
@@ -28,7 +28,7 @@ struct Item {
     digest: String,
     short: String,
     media_type: String,
-    size: String,
+    size: Size,
     /// The page of the manifest it is (children, referrers) or the download (files).
     href: Option<String>,
     platform: String,
@@ -46,8 +46,8 @@ struct ManifestPage {
     digest: String,
     media_type: String,
     kind: &'static str,
-    size: String,
-    total: Option<String>,
+    size: Size,
+    total: Option<Size>,
     artifact_type: Option<String>,
     pull: String,
     children: Vec<Item>,
@@ -69,7 +69,7 @@ fn item(d: &Desc, href: impl Fn(&Digest) -> String) -> Item {
         short: view::short_digest(&d.digest_text),
         digest: d.digest_text.clone(),
         media_type: d.media_type.clone(),
-        size: view::size(d.size),
+        size: Size::of(d.size),
         href: d.digest.as_ref().map(href),
         platform: d.platform.clone().unwrap_or_default(),
         artifact_type: d.artifact_type.clone().unwrap_or_default(),
@@ -81,7 +81,10 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName, reference: &Reference) -> R
     if let Some(r) = ctx.unavailable() {
         return r;
     }
-    if !ctx.may(&Route::Manifest(name.clone(), reference.clone()), Method::GET) {
+    if !ctx.may(
+        &Route::Manifest(name.clone(), reference.clone()),
+        Method::GET,
+    ) {
         return ctx.not_found(&format!("Repository {name}"));
     }
     let repo = ctx.app.proxy.repository(name, None);
@@ -148,16 +151,24 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName, reference: &Reference) -> R
             Kind::Image => "Image",
             Kind::Artifact => "Artifact",
         },
-        size: view::size(stored.bytes.len() as u64),
-        total: (m.kind != Kind::Index).then(|| view::size(m.image_size())),
+        size: Size::of(stored.bytes.len() as u64),
+        total: (m.kind != Kind::Index).then(|| Size::of(m.image_size())),
         artifact_type: m.artifact_type.clone(),
         pull: format!("docker pull {}/{name}@{d}", ctx.host),
         children: items(&m.children, &manifest_href),
         config: m.config.as_ref().map(|c| item(c, |x| x.to_string())),
         summary,
         summary_error,
-        layers: if is_artifact { Vec::new() } else { items(&m.layers, &|x| x.to_string()) },
-        files: if is_artifact { items(&m.layers, &file_href) } else { Vec::new() },
+        layers: if is_artifact {
+            Vec::new()
+        } else {
+            items(&m.layers, &|x| x.to_string())
+        },
+        files: if is_artifact {
+            items(&m.layers, &file_href)
+        } else {
+            Vec::new()
+        },
         subject: m.subject.as_ref().map(|s| item(s, manifest_href)),
         annotations: m.annotations.into_iter().collect(),
         referrers,
@@ -182,16 +193,30 @@ fn desc_of(v: &serde_json::Value) -> Option<Desc> {
 /// The image's config blob, read as a pull reads it (stored, or through the upstream for a
 /// cached image) and checked against its digest.
 async fn read_config(ctx: &Ctx<'_>, name: &RepoName, c: &Desc) -> Result<Config, String> {
-    let digest = c.digest.as_ref().ok_or("the config's digest is not valid")?;
+    let digest = c
+        .digest
+        .as_ref()
+        .ok_or("the config's digest is not valid")?;
     if c.size > MAX_CONFIG_BYTES {
-        return Err(format!("the config is {} (not summarised above {})", view::size(c.size), view::size(MAX_CONFIG_BYTES)));
+        return Err(format!(
+            "the config is {} (not summarised above {})",
+            view::size(c.size),
+            view::size(MAX_CONFIG_BYTES)
+        ));
     }
     let storage = &ctx.app.storage;
     let repo = ctx.app.proxy.repository(name, None);
     let unreadable = |e: String| format!("the config blob could not be read: {e}");
-    let stream = match repo.blob(digest).await.map_err(|e| unreadable(ApiError::from(e).message))? {
+    let stream = match repo
+        .blob(digest)
+        .await
+        .map_err(|e| unreadable(ApiError::from(e).message))?
+    {
         Blob::Stored(size) if size > MAX_CONFIG_BYTES => {
-            return Err(format!("the config is {} (not summarised)", view::size(size)));
+            return Err(format!(
+                "the config is {} (not summarised)",
+                view::size(size)
+            ));
         }
         Blob::Stored(size) => {
             let s = storage
@@ -200,15 +225,21 @@ async fn read_config(ctx: &Ctx<'_>, name: &RepoName, c: &Desc) -> Result<Config,
                 .map_err(|e| unreadable(ApiError::from(e).message))?;
             storage.verifying(digest, s)
         }
-        Blob::Upstream(remote) => remote
-            .fetch()
-            .await
-            .map_err(|e| unreadable(ApiError::from(e).message))?
-            .1,
+        Blob::Upstream(remote) => {
+            remote
+                .fetch()
+                .await
+                .map_err(|e| unreadable(ApiError::from(e).message))?
+                .1
+        }
     };
     let mut bytes = Vec::new();
     let mut stream = stream;
-    while let Some(chunk) = stream.try_next().await.map_err(|e| unreadable(e.to_string()))? {
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| unreadable(e.to_string()))?
+    {
         if bytes.len() as u64 + chunk.len() as u64 > MAX_CONFIG_BYTES {
             return Err("the config is larger than its descriptor says".into());
         }
@@ -231,7 +262,8 @@ pub async fn blob(ctx: &mut Ctx<'_>, name: &RepoName, digest: &Digest) -> Respon
         return ctx.not_found(&format!("Blob {digest} of {name}"));
     }
     let title = title_in(ctx, name, digest).await;
-    let mut resp = match crate::http::handlers::blobs::handle(ctx.app, name, digest, &ctx.req).await {
+    let mut resp = match crate::http::handlers::blobs::handle(ctx.app, name, digest, &ctx.req).await
+    {
         Ok(r) => r,
         Err(e) if e.status == StatusCode::NOT_FOUND => {
             return ctx.not_found(&format!("Blob {digest} of {name}"));
@@ -261,10 +293,20 @@ async fn title_in(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Option<Str
 /// `filename` (anything else replaced), the whole name in `filename*` (RFC 6266, RFC 8187).
 pub fn disposition(file: &str) -> String {
     let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
-    let base = if base.is_empty() || base == "." || base == ".." { "download" } else { base };
+    let base = if base.is_empty() || base == "." || base == ".." {
+        "download"
+    } else {
+        base
+    };
     let ascii: String = base
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let encoded = percent_encoding::utf8_percent_encode(base, percent_encoding::NON_ALPHANUMERIC);
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")

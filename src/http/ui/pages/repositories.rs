@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 
 use super::super::ctx::Ctx;
 use super::super::path;
-use super::super::view::{self, Chrome, When};
+use super::super::view::{self, Chrome, Size, When};
 use crate::auth::Action;
 use crate::http::Body;
 use crate::http::error::ApiError;
@@ -28,8 +28,8 @@ struct Row {
     href: String,
     tags: String,
     last_push: Option<When>,
-    size: String,
-    unique_size: String,
+    size: Size,
+    unique_size: Size,
     badges: Vec<String>,
     /// Why the summary could not be read.
     error: Option<String>,
@@ -136,8 +136,8 @@ async fn row(ctx: &Ctx<'_>, name: &str) -> Row {
         href: String::new(),
         tags: "—".into(),
         last_push: None,
-        size: "—".into(),
-        unique_size: "—".into(),
+        size: Size::unknown("—"),
+        unique_size: Size::unknown("—"),
         badges: Vec::new(),
         error: None,
     };
@@ -155,8 +155,10 @@ async fn row(ctx: &Ctx<'_>, name: &str) -> Row {
         Ok(s) => {
             r.tags = s.tags.to_string();
             r.last_push = When::maybe(s.last_push, ctx.now);
-            r.size = view::size(s.size);
-            r.unique_size = s.unique_size.map_or_else(|| "not computed yet".into(), view::size);
+            r.size = Size::of(s.size);
+            r.unique_size = s
+                .unique_size
+                .map_or_else(|| Size::unknown("not computed yet"), Size::of);
         }
         Err(e) => {
             tracing::warn!(repository = %repo, error = %e, "UI: repository summary unreadable");

@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode};
 
 use super::super::ctx::Ctx;
 use super::super::path;
-use super::super::view::{self, Chrome, When};
+use super::super::view::{self, Chrome, Size, When};
 use super::inspect::{self, Kind};
 use crate::auth::Action;
 use crate::http::Body;
@@ -31,7 +31,7 @@ struct TagRow {
     short: String,
     href: String,
     pushed: Option<When>,
-    size: String,
+    size: Size,
     platforms: Vec<String>,
     referrers: String,
     pull: String,
@@ -94,7 +94,11 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
         .map_or(0, |l| all.partition_point(|t| t.tag.as_str() <= l.as_str()));
     let shown: Vec<&TagInfo> = all.iter().skip(start).take(n).collect();
     let next = (start + shown.len() < all.len())
-        .then(|| shown.last().map(|t| next_link(name, &t.tag, ctx.query.get("n"))))
+        .then(|| {
+            shown
+                .last()
+                .map(|t| next_link(name, &t.tag, ctx.query.get("n")))
+        })
         .flatten();
     let deletes = delete_state(ctx, name);
     let may_delete = deletes.is_ok();
@@ -106,8 +110,8 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
         .collect();
     let tags = futures::stream::iter(reads)
         .buffered(CONCURRENT)
-    .collect::<Vec<_>>()
-    .await;
+        .collect::<Vec<_>>()
+        .await;
     let untagged_all = match ctx.app.storage.untagged_manifests(name).await {
         Ok(u) => u,
         Err(e) => return ctx.error(e.into()),
@@ -182,7 +186,7 @@ async fn tag_row(
         short: "—".into(),
         href: path::manifest(name, &t.tag),
         pushed: When::maybe(t.pushed, ctx.now),
-        size: "—".into(),
+        size: Size::unknown("—"),
         platforms: Vec::new(),
         referrers: "—".into(),
         pull: format!("docker pull {host}/{name}:{}", t.tag),
@@ -202,20 +206,22 @@ async fn tag_row(
                 row.platforms = m.platforms();
                 row.size = index_size(ctx, name, &m).await;
             }
-            Ok(m) => row.size = view::size(m.image_size()),
+            Ok(m) => row.size = Size::of(m.image_size()),
             Err(e) => row.error = Some(format!("manifest unreadable: {e}")),
         },
         Err(e) => row.error = Some(ApiError::from(e).message),
     }
     match repo.referrers(digest).await {
         Ok(r) => row.referrers = r.len().to_string(),
-        Err(e) => tracing::warn!(repository = %name, digest = %digest, error = %e, "UI: referrers unreadable"),
+        Err(e) => {
+            tracing::warn!(repository = %name, digest = %digest, error = %e, "UI: referrers unreadable")
+        }
     }
     row
 }
 
 /// The sum of the images an index lists that are stored here ("+" when some are not).
-async fn index_size(ctx: &Ctx<'_>, name: &RepoName, index: &inspect::Manifest) -> String {
+async fn index_size(ctx: &Ctx<'_>, name: &RepoName, index: &inspect::Manifest) -> Size {
     let mut total = 0u64;
     let mut missing = false;
     for child in &index.children {
@@ -231,9 +237,9 @@ async fn index_size(ctx: &Ctx<'_>, name: &RepoName, index: &inspect::Manifest) -
         }
     }
     if missing {
-        format!("{}+", view::size(total))
+        Size::of(total).at_least()
     } else {
-        view::size(total)
+        Size::of(total)
     }
 }
 
@@ -249,7 +255,11 @@ fn next_link(name: &RepoName, last: &str, n: Option<&String>) -> String {
 /// What a delete that sent the browser here removed, from the query it added; only a valid tag
 /// or digest is repeated, so a crafted link cannot put words on the page.
 fn deleted(ctx: &Ctx<'_>) -> Option<String> {
-    if let Some(t) = ctx.query.get("deleted_tag").filter(|t| t.parse::<Tag>().is_ok()) {
+    if let Some(t) = ctx
+        .query
+        .get("deleted_tag")
+        .filter(|t| t.parse::<Tag>().is_ok())
+    {
         return Some(format!("Deleted tag {t}."));
     }
     let d = ctx.query.get("deleted_digest")?.parse::<Digest>().ok()?;

@@ -114,7 +114,11 @@ pub fn node(ctx: &Ctx<'_>) -> Response<Body> {
         .cluster()
         .into_iter()
         .map(|b| ClusterRow {
-            state: if is_stale(b.seen, now) { "stale" } else { "alive" },
+            state: if is_stale(b.seen, now) {
+                "stale"
+            } else {
+                "alive"
+            },
             seen: When::maybe(b.seen, now),
             cert: When::maybe(b.certificate_not_after, now),
             this: !n.name.is_empty() && b.node == n.name,

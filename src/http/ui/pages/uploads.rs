@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 
 use super::super::ctx::Ctx;
 use super::super::path;
-use super::super::view::{self, Chrome, When};
+use super::super::view::{self, Chrome, Size, When};
 use crate::auth::Action;
 use crate::http::Body;
 
@@ -16,7 +16,7 @@ struct Row {
     href: String,
     id: String,
     last_write: When,
-    bytes: String,
+    bytes: Size,
 }
 
 #[derive(Template)]
@@ -45,7 +45,7 @@ pub async fn get(ctx: &Ctx<'_>) -> Response<Body> {
             repository: u.repository.to_string(),
             id: u.id.to_string(),
             last_write: When::of(u.last_write, ctx.now),
-            bytes: u.bytes.map_or_else(|| "not known".into(), view::size),
+            bytes: u.bytes.map_or_else(|| Size::unknown("not known"), Size::of),
         })
         .collect();
     view::html(
