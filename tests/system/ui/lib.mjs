@@ -185,7 +185,12 @@ export function bytesShown(text) {
   return found;
 }
 
-/** Whether `text` shows a byte count that may be `low` to `high` (`n` alone: exactly `n`). */
+/** Whether `text` shows a byte count that may be `low` to `high` (`n` alone: may be `n`). */
 export function showsBytes(text, low, high = low) {
   return bytesShown(text).some(([a, b]) => a <= high && b >= low);
+}
+
+/** Whether `text` shows the byte count `n` to the byte (in a `title` for one, as the UI does). */
+export function showsExactBytes(text, n) {
+  return bytesShown(text).some(([a, b]) => a === n && b === n && Number.isInteger(a));
 }
