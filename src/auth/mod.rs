@@ -217,6 +217,21 @@ impl Auth {
         self.users.load().len()
     }
 
+    /// A value that changes whenever `user`'s htpasswd entry does (removed and re-added, new
+    /// password), `None` when there is no such user: a web UI session remembers it at login and
+    /// ends when it changes, as tokens do. Salted per process, so it says nothing of the hash.
+    pub fn account_tag(&self, user: &str) -> Option<[u8; 32]> {
+        let users = self.users.load();
+        let hash = users.hash_of(user)?;
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(b"account\0");
+        h.update(user.as_bytes());
+        h.update([0u8]);
+        h.update(hash.as_bytes());
+        Some(h.finalize().into())
+    }
+
     /// Applies a reloaded configuration: the policy at once, the users when the file changed path.
     pub fn apply(&self, s: &AuthSettings) -> Result<(), String> {
         self.policy.store(Arc::new(s.policy.clone()));

@@ -15,6 +15,7 @@ pub mod census;
 mod driver;
 pub mod fill;
 mod fs;
+mod heartbeat;
 pub mod inventory;
 pub mod layout;
 pub mod manifests;

@@ -219,15 +219,18 @@ impl Storage {
             Driver::S3(s3) => s3.manifest_links(name).await?,
         };
         let tagged: HashSet<Digest> = tags.into_iter().filter_map(|t| t.digest).collect();
-        let facts: HashMap<Digest, Arc<ManifestFacts>> = futures_util::stream::iter(
-            revisions
-                .iter()
-                .map(|(d, _)| async move { (d.clone(), self.manifest_facts(name, d).await) }),
-        )
-        .buffer_unordered(MANIFEST_READS_IN_FLIGHT)
-        .filter_map(|(d, f)| async move { f.map(|f| (d, f)) })
-        .collect()
-        .await;
+        // Owned digests, collected first: a stream over closures on borrowed ones is `Send` only
+        // for one lifetime, and the server needs this future `Send` for all.
+        let digests: Vec<Digest> = revisions.iter().map(|(d, _)| d.clone()).collect();
+        let facts: HashMap<Digest, Arc<ManifestFacts>> = futures_util::stream::iter(digests)
+            .map(|d| async move {
+                let facts = self.manifest_facts(name, &d).await;
+                (d, facts)
+            })
+            .buffer_unordered(MANIFEST_READS_IN_FLIGHT)
+            .filter_map(|(d, f)| async move { f.map(|f| (d, f)) })
+            .collect()
+            .await;
         let mut out: Vec<UntaggedManifest> = revisions
             .iter()
             .filter(|(d, _)| !tagged.contains(d))

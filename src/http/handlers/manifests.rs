@@ -160,6 +160,19 @@ async fn check_references(app: &App, name: &RepoName, m: &Manifest) -> Result<()
 }
 
 async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerResult {
+    remove(app, name, reference).await?;
+    Ok(response(
+        StatusCode::ACCEPTED,
+        &[(header::CONTENT_LENGTH, "0".into())],
+        crate::http::empty(),
+    ))
+}
+
+/// Deletes a tag, or a manifest with the tags that name it and its referrer entry: what the
+/// API's `DELETE` does, and the web UI's delete (one code path, so both refuse and remove alike).
+/// The caller has checked the storage's health and the read-only refusal, as the dispatch does
+/// for every write.
+pub async fn remove(app: &App, name: &RepoName, reference: &Reference) -> Result<(), ApiError> {
     if !app.settings().delete_enabled {
         return Err(deletes_disabled());
     }
@@ -175,11 +188,8 @@ async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerRes
             app.storage.delete_manifest(name, d, subject).await?;
         }
     }
-    Ok(response(
-        StatusCode::ACCEPTED,
-        &[(header::CONTENT_LENGTH, "0".into())],
-        crate::http::empty(),
-    ))
+    tracing::debug!(repository = %name, reference = %reference, "deleted");
+    Ok(())
 }
 
 /// The answer to `/v2/<name>/manifests/<reference>` when the reference is neither a tag nor a

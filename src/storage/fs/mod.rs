@@ -8,14 +8,15 @@
 //! root without a mount guard).
 //!
 //! Blobs ([`blobs`]), manifests and tags ([`manifests`]), listings ([`repos`], with the cached
-//! directory trees of [`catalog`] and [`listing`]), uploads ([`uploads`]), cache fills ([`fill`]) and
-//! what maintenance passes read and remove ([`lifecycle`]).
+//! directory trees of [`catalog`] and [`listing`]), uploads ([`uploads`]), cache fills ([`fill`]),
+//! what maintenance passes read and remove ([`lifecycle`]) and the nodes' heartbeats (`heartbeat`).
 
 pub mod atomic;
 mod blobs;
 mod cached;
 mod catalog;
 mod fill;
+mod heartbeat;
 mod lifecycle;
 mod listing;
 mod manifests;

@@ -8,10 +8,12 @@
 //! last object a manifest push writes, as on the filesystem.
 //!
 //! Uploads live in the bucket ([`uploads`]), cache fills too ([`fill`]); the leases that stand in
-//! for `flock` and what maintenance passes read are in [`lifecycle`].
+//! for `flock` and what maintenance passes read are in [`lifecycle`], the nodes' heartbeats in
+//! `heartbeat`.
 
 pub mod client;
 pub mod fill;
+mod heartbeat;
 pub mod lifecycle;
 mod summary;
 mod uploads;

@@ -1,0 +1,196 @@
+//! `GET /ui/`: the repositories, a page at a time in the catalog's order, filtered by a substring
+//! (`q`), from `last` on, `n` to a page. Only the rows shown get their summaries read, so the
+//! first page costs what the catalog's first page costs plus a hundred summaries, however many
+//! repositories there are. Names the visitor may not pull are never listed, nor matched.
+
+use askama::Template;
+use futures::StreamExt;
+use http::{Response, StatusCode};
+
+use super::super::ctx::Ctx;
+use super::super::path;
+use super::super::view::{self, Chrome, Size, When};
+use crate::auth::Action;
+use crate::http::Body;
+use crate::http::error::ApiError;
+use crate::registry::RepoName;
+
+/// Rows per page unless `n` says otherwise, and the most `n` may ask for.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Names read from storage per listing call while filtering.
+const BATCH: usize = 1000;
+/// Summaries read at once.
+const CONCURRENT: usize = 8;
+
+struct Row {
+    name: String,
+    href: String,
+    tags: String,
+    last_push: Option<When>,
+    size: Size,
+    unique_size: Size,
+    badges: Vec<String>,
+    /// Why the summary could not be read.
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "repositories.html")]
+struct RepositoriesPage {
+    chrome: Chrome,
+    q: String,
+    rows: Vec<Row>,
+    next: Option<String>,
+    first: bool,
+}
+
+/// `n` from the query: absent is the default, more than the maximum is the maximum.
+fn page_size(ctx: &Ctx<'_>) -> Result<usize, String> {
+    match ctx.query.get("n") {
+        None => Ok(DEFAULT_PAGE),
+        Some(v) => match v.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!("n={v:?} is not a page size from 1 to {MAX_PAGE}")),
+            Ok(n) => Ok(n.min(MAX_PAGE)),
+        },
+    }
+}
+
+pub async fn get(ctx: &mut Ctx<'_>) -> Response<Body> {
+    if let Some(r) = ctx.unavailable() {
+        return r;
+    }
+    if !ctx.may_look() {
+        return ctx.login_required();
+    }
+    let n = match page_size(ctx) {
+        Ok(n) => n,
+        Err(m) => return ctx.error_page(StatusCode::BAD_REQUEST, "Bad request".into(), m),
+    };
+    let q = ctx
+        .query
+        .get("q")
+        .map(|q| q.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let last = ctx.query.get("last").filter(|l| !l.is_empty()).cloned();
+    let (names, more) = match visible(ctx, &q, last.clone(), n).await {
+        Ok(page) => page,
+        Err(e) => return ctx.error(e),
+    };
+    // The futures are made first: a stream over a closure that borrows would not be `Send`.
+    let reads: Vec<_> = names.iter().map(|n| row(ctx, n)).collect();
+    let rows = futures::stream::iter(reads)
+        .buffered(CONCURRENT)
+        .collect::<Vec<_>>()
+        .await;
+    let next = match (more, names.last()) {
+        (true, Some(last)) => Some(next_link(last, ctx.query.get("n"), &q)),
+        _ => None,
+    };
+    view::html(
+        StatusCode::OK,
+        &RepositoriesPage {
+            chrome: ctx.chrome("repositories"),
+            q,
+            rows,
+            next,
+            first: last.is_none(),
+        },
+    )
+}
+
+/// One page of the names the visitor may pull that contain `q`, after `last`, and whether more
+/// follow. Without access rules or a filter, every name is shown: one listing call, the catalog's.
+async fn visible(
+    ctx: &Ctx<'_>,
+    q: &str,
+    mut last: Option<String>,
+    n: usize,
+) -> Result<(Vec<String>, bool), ApiError> {
+    let storage = &ctx.app.storage;
+    if q.is_empty() && !ctx.app.auth.policy().has_rules() {
+        return Ok(storage.list_repositories(last, Some(n)).await?);
+    }
+    let mut out = Vec::new();
+    loop {
+        let (batch, more) = storage.list_repositories(last.clone(), Some(BATCH)).await?;
+        last = batch.last().cloned();
+        for name in batch {
+            if !name.contains(q) || !ctx.may_on(&name, Action::Pull) {
+                continue;
+            }
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            out.push(name);
+        }
+        if !more {
+            return Ok((out, false));
+        }
+    }
+}
+
+async fn row(ctx: &Ctx<'_>, name: &str) -> Row {
+    let mut r = Row {
+        name: name.to_string(),
+        href: String::new(),
+        tags: "—".into(),
+        last_push: None,
+        size: Size::unknown("—"),
+        unique_size: Size::unknown("—"),
+        badges: Vec::new(),
+        error: None,
+    };
+    let Ok(repo) = name.parse::<RepoName>() else {
+        r.error = Some("not a valid repository name".into());
+        return r;
+    };
+    r.href = path::repository(&repo);
+    if ctx.app.proxy.is_cached_repo(&repo)
+        && let Some(t) = ctx.app.proxy.target(&repo, None)
+    {
+        r.badges.push(format!("cached from {}", t.upstream.name));
+    }
+    match ctx.app.storage.repository_summary(&repo).await {
+        Ok(s) => {
+            r.tags = s.tags.to_string();
+            r.last_push = When::maybe(s.last_push, ctx.now);
+            r.size = Size::of(s.size);
+            r.unique_size = s
+                .unique_size
+                .map_or_else(|| Size::unknown("not computed yet"), Size::of);
+        }
+        Err(e) => {
+            tracing::warn!(repository = %repo, error = %e, "UI: repository summary unreadable");
+            r.error = Some(ApiError::from(e).message);
+        }
+    }
+    r
+}
+
+/// The next page's URL: after `last`, keeping the page size and filter the visitor chose.
+fn next_link(last: &str, n: Option<&String>, q: &str) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    s.append_pair("last", last);
+    if let Some(n) = n {
+        s.append_pair("n", n);
+    }
+    if !q.is_empty() {
+        s.append_pair("q", q);
+    }
+    format!("/ui/?{}", s.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_keep_the_choices() {
+        assert_eq!(next_link("a/b", None, ""), "/ui/?last=a%2Fb");
+        assert_eq!(
+            next_link("a", Some(&"5".to_string()), "web"),
+            "/ui/?last=a&n=5&q=web"
+        );
+    }
+}
