@@ -12,7 +12,8 @@
 #
 # Two measurements per size:
 # 1. Storage calls (bench/summary_bench.rs, on the same root): the catalog's first 100 names;
-#    those names with their summaries (the repositories page's facts); a repository page's facts
+#    those names with their summaries in one call (the repositories page's facts), and one call a
+#    row, eight at a time ("by row", median only); a repository page's facts
 #    (tags with digests and push times, untagged manifests classified); a census (unique sizes).
 # 2. Time to first byte over HTTP (curl, new connection each, registryd serve --dev on
 #    127.0.0.1): `/v2/_catalog?n=100`, `/ui/` and `/ui/r/a/svc0000`, once the daemon's census
@@ -157,12 +158,12 @@ echo
 echo "Storage calls, ms (first call on empty caches / median of $RUNS; ratio = median / catalog median)"
 python3 - "${STORE_ROWS[@]}" <<'PY'
 import json, sys
-print(f"{'repos':>7} {'catalog n=100':>15} {'+ 100 summaries':>17} {'ratio':>6} {'repo page facts':>17} {'ratio':>6} {'census':>9}")
+print(f"{'repos':>7} {'catalog n=100':>15} {'+ 100 summaries':>17} {'ratio':>6} {'by row':>7} {'repo page facts':>17} {'ratio':>6} {'census':>9}")
 for row in sys.argv[1:]:
     n, j = row.split(" ", 1); j = json.loads(j)
     c = j["catalog"]
     print(f"{int(n):>7} {j['catalog_cold']:>7.2f}/{c:<7.2f} {j['summaries_cold']:>8.2f}/{j['summaries']:<8.2f} "
-          f"{j['summaries'] / c:>6.1f} {j['repo_cold']:>8.2f}/{j['repo']:<8.2f} {j['repo'] / c:>6.1f} {j['census']:>8.0f}ms")
+          f"{j['summaries'] / c:>6.1f} {j['by_row']:>7.2f} {j['repo_cold']:>8.2f}/{j['repo']:<8.2f} {j['repo'] / c:>6.1f} {j['census']:>8.0f}ms")
 PY
 echo
 echo "HTTP time to first byte, ms (first request after start / median of $RUNS; ratio = median / _catalog median)"
