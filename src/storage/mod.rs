@@ -120,7 +120,7 @@ struct Inner {
     verified: Mutex<HashSet<Digest>>,
     /// Blob sizes and manifest facts the web UI's summaries share (see [`summary`]).
     summary: summary::SummaryState,
-    /// The last census of unique sizes (see [`census`]).
+    /// The last census of the summaries' unique sizes (see [`census`]).
     census: census::CensusState,
 }
 
