@@ -48,9 +48,18 @@ expires=$(openssl x509 -enddate -noout -in "$WORK/tls.crt" | cut -d= -f2)
 [ "$(beat a certificate_not_after)" = "\"$(date -u -d "$expires" +%Y-%m-%dT%H:%M:%SZ)\"" ] \
   || fail "a's beat says its certificate expires $(beat a certificate_not_after), openssl says $expires"
 [ "$(beat b certificate_not_after)" = null ] || fail "b (no TLS) reports a certificate"
+# The web UI's node page lists both, alive, on either node (read whole, then searched: a grep
+# that stops early would cut curl off, and pipefail would count that against the page).
+node_page() { curl -fsk "$1/ui/node"; }
+for url in "https://127.0.0.1:$PA" "http://127.0.0.1:$PB"; do
+  page=$(node_page "$url") || fail "$url/ui/node"
+  for n in a b; do
+    grep -q "<tr data-node=\"$n\" data-state=\"alive\">" <<<"$page" || fail "$url/ui/node does not list $n alive"
+  done
+done
 s1=$(beat b seen); sleep 1.5; s2=$(beat b seen)
 [ "$s1" != "$s2" ] || fail "b's beat is not rewritten every second ($s1)"
-pass "two nodes beat on one storage and list each other (version, addresses, certificate expiry, period)"
+pass "two nodes beat on one storage and list each other, in the log and on /ui/node (version, addresses, certificate expiry, period)"
 
 # --- kill -9: b goes stale in a's view (3 periods), and beats again when restarted.
 kill -9 "$B"; wait "$B" 2>/dev/null || true
@@ -58,6 +67,8 @@ last=$(beat b seen)
 wait_log "$WORK/a.log" "cluster node stopped beating \(stale\) node=b" 8 \
   || { tail -5 "$WORK/a.log"; fail "a does not flag the killed b as stale"; }
 [ "$(beat b seen)" = "$last" ] || fail "a killed node's beat changed"
+page=$(node_page "https://127.0.0.1:$PA") || fail "a's /ui/node"
+grep -q '<tr data-node="b" data-state="stale">' <<<"$page" || fail "a's node page does not show the killed b stale"
 # How long after b's last beat a flagged it: three periods, and not much more.
 flagged=$(grep -m1 'cluster node stopped beating (stale) node=b' "$WORK/a.log" | cut -d' ' -f1)
 age=$(python3 -c 'import datetime as d,json,re,sys
