@@ -11,7 +11,7 @@
 # size are `gen/rNNNNNN`, one manifest revision each (cheap to make, and never on the first page).
 #
 # Two measurements per size:
-# 1. Storage calls (examples/summary_bench.rs, on the same root): the catalog's first 100 names;
+# 1. Storage calls (bench/summary_bench.rs, on the same root): the catalog's first 100 names;
 #    those names with their summaries (the repositories page's facts); a repository page's facts
 #    (tags with digests and push times, untagged manifests classified); a census (unique sizes).
 # 2. Time to first byte over HTTP (curl, new connection each, registryd serve --dev on

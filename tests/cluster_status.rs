@@ -1,6 +1,7 @@
 //! What the status pages read from the shared storage, on either driver (tests/system/s3.sh runs
-//! this file against Garage): the heartbeats two nodes write and list, and what the
-//! pull-through cache holds per upstream, counted by a walk and by the eviction pass alike.
+//! this file against Garage): the heartbeats two nodes write and list, what the pull-through
+//! cache holds per upstream (counted by a walk and by the eviction pass alike), and what the cache
+//! reports of an upstream from the requests it sends it.
 
 // Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
 #![allow(
@@ -16,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use common::{OCI_INDEX, OCI_MANIFEST, TestRegistry, image_manifest, open_storage};
 use registryd::proxy::totals::{self, CacheTotals};
-use registryd::proxy::{Proxy, ProxySettings, Repositories, UpstreamSettings};
-use registryd::registry::Digest;
+use registryd::proxy::{Freshness, Proxy, ProxySettings, Repositories, UpstreamSettings};
+use registryd::registry::{Digest, Reference, RepoName};
 use registryd::status::{Board, Heartbeat, NodeName};
 
 fn beat(node: &str, ready: bool) -> Heartbeat {
@@ -204,4 +205,67 @@ async fn the_cache_is_counted_per_upstream_by_a_walk_and_by_the_eviction_pass() 
     );
     assert_eq!(report.totals[0].images, 0);
     reg.stop().await;
+}
+
+#[tokio::test]
+async fn upstreams_are_reported_from_the_requests_the_cache_sends() {
+    // The upstream: a registry of our own on 127.0.0.1, stopped halfway.
+    let up_dir = tempfile::tempdir().unwrap();
+    let up = TestRegistry::start(up_dir.path(), true).await;
+    let (digest, _) = up.push_image("lib/app", "v1", "upstream").await;
+    let board = Board::new();
+    let mut u = upstream("up");
+    u.url = up.base.clone();
+    let settings = ProxySettings {
+        upstreams: vec![u],
+        default_upstream: String::new(),
+        default_patterns: Vec::new(),
+        // Every tag is checked with the upstream again at once.
+        tag_ttl: Duration::ZERO,
+        timeout: Duration::from_secs(5),
+        max_manifest_bytes: 4 << 20,
+        max_blob_bytes: 0,
+        fetch_deadline: Duration::from_secs(60),
+        min_rate: 0,
+    };
+    let cache_dir = tempfile::tempdir().unwrap();
+    let repos = Repositories::new(
+        open_storage(cache_dir.path()),
+        Proxy::from_settings(&settings, board.clone()).unwrap(),
+    );
+    let name: RepoName = "up/lib/app".parse().unwrap();
+    let repo = repos.repository(&name, None);
+    let report = || board.upstreams().into_iter().next().unwrap();
+    assert_eq!(report().reachable, None);
+
+    // Fetched (a miss), then current by a HEAD (a hit), then by digest from storage (a hit).
+    let tag: Reference = "v1".parse().unwrap();
+    assert_eq!(
+        repo.manifest(&tag).await.unwrap().2,
+        Some(Freshness::Fetched)
+    );
+    assert_eq!(repo.manifest(&tag).await.unwrap().2, Some(Freshness::Hit));
+    let by_digest = Reference::Digest(digest);
+    assert_eq!(
+        repo.manifest(&by_digest).await.unwrap().2,
+        Some(Freshness::Hit)
+    );
+    // A tag the upstream does not have: its answer, not a failure.
+    assert!(repo.manifest(&"nope".parse().unwrap()).await.is_err());
+    let r = report();
+    assert_eq!(
+        (r.reachable, r.misses, r.hits, r.stale_served),
+        (Some(true), 1, 2, 0)
+    );
+    assert!(r.last_check.is_some());
+    assert_eq!(r.last_error, None);
+
+    // The upstream goes away: the tag is served stale, and the upstream reported unreachable.
+    up.stop().await;
+    assert_eq!(repo.manifest(&tag).await.unwrap().2, Some(Freshness::Stale));
+    let r = report();
+    assert_eq!((r.reachable, r.stale_served), (Some(false), 1));
+    let error = r.last_error.unwrap();
+    assert!(error.contains("unreachable"), "{error}");
+    assert_eq!(r.last_error_at, r.last_check);
 }

@@ -45,7 +45,7 @@ pub async fn evict(
     storage: &Storage,
     limit: u64,
 ) -> Result<Option<EvictReport>, StorageError> {
-    let Some(_lock) = storage.try_lock("proxy-evict").await? else {
+    let Some(lock) = storage.try_lock("proxy-evict").await? else {
         return Ok(None);
     };
     let repos = storage.all_repositories().await?;
@@ -170,6 +170,9 @@ pub async fn evict(
     report.cache_bytes_after = cache_bytes;
     report.totals = totals(proxy, storage, &revisions, &linked_in, &size_of).await?;
     proxy.post_totals(&report.totals);
+    // Released before returning, not in the background as a drop would (a bucket's lease): the
+    // next pass, on any node, finds it free.
+    lock.release().await;
     Ok(Some(report))
 }
 

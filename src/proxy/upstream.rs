@@ -185,7 +185,9 @@ impl Upstream {
 
     /// Posts how a request went: reachable unless it got no answer at all (an answer refusing
     /// the credentials, or a 5xx, came from a reachable upstream: its error says the rest).
-    fn report(&self, error: Option<&UpstreamError>) {
+    /// [`send`](Self::send) posts each request; its callers post what failed after it (a body
+    /// that stopped, a head that never came).
+    pub(super) fn report(&self, error: Option<&UpstreamError>) {
         let now = std::time::SystemTime::now();
         self.board.update_upstream(&self.name, |u| {
             u.last_check = Some(now);

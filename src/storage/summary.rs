@@ -221,20 +221,14 @@ impl Storage {
             Driver::S3(s3) => s3.manifest_links(name).await?,
         };
         let tagged: HashSet<Digest> = tags.into_iter().filter_map(|t| t.digest).collect();
-        // Futures that own their digest, gathered first: a stream that maps borrowed items through
-        // an async closure is not provably Send for every lifetime (rustc's higher-ranked check),
-        // and the web UI awaits this inside a request future that must be Send.
-        let reads: Vec<_> = revisions
-            .iter()
-            .map(|(d, _)| {
-                let d = d.clone();
-                async move {
-                    let f = self.manifest_facts(name, &d).await;
-                    (d, f)
-                }
+        // Owned digests, collected first: a stream over closures on borrowed ones is `Send` only
+        // for one lifetime, and the server needs this future `Send` for all.
+        let digests: Vec<Digest> = revisions.iter().map(|(d, _)| d.clone()).collect();
+        let facts: HashMap<Digest, Arc<ManifestFacts>> = futures_util::stream::iter(digests)
+            .map(|d| async move {
+                let facts = self.manifest_facts(name, &d).await;
+                (d, facts)
             })
-            .collect();
-        let facts: HashMap<Digest, Arc<ManifestFacts>> = futures_util::stream::iter(reads)
             .buffer_unordered(MANIFEST_READS_IN_FLIGHT)
             .filter_map(|(d, f)| async move { f.map(|f| (d, f)) })
             .collect()
