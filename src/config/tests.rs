@@ -191,3 +191,26 @@ fn cidr() {
     assert!(parse_cidr("fe80::1/64").is_some());
     assert!(parse_cidr("x/1").is_none());
 }
+
+#[test]
+fn ui_sessions_are_bounded_in_time() {
+    let c = load(
+        "[ui]\nsession_idle_secs = 600\nsession_max_secs = 3600\n",
+        &[],
+        &Overrides::default(),
+    )
+    .unwrap();
+    let ui = c.http_settings().ui;
+    assert_eq!(ui.session_idle, std::time::Duration::from_secs(600));
+    assert_eq!(ui.session_max, std::time::Duration::from_secs(3600));
+    for bad in [
+        "[ui]\nsession_idle_secs = 0\n",
+        "[ui]\nsession_idle_secs = 7200\nsession_max_secs = 3600\n",
+    ] {
+        let errs = load(bad, &[], &Overrides::default()).unwrap_err().0;
+        assert!(
+            errs.iter().any(|e| e.key == "ui.session_idle_secs"),
+            "{bad}: {errs:?}"
+        );
+    }
+}
