@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::node::mount::MountGuard;
 use crate::storage::Storage;
@@ -16,6 +16,9 @@ pub struct Health {
     failures: AtomicU64,
     /// Why writes are refused for lack of space (free space under `storage.min_free_bytes`).
     low_space: Mutex<Option<String>>,
+    /// When the last check ran and why it failed, if it did (a failure may leave the storage
+    /// ready until `threshold` of them come in a row).
+    last_check: Mutex<Option<(SystemTime, Option<String>)>>,
 }
 
 impl Health {
@@ -28,6 +31,7 @@ impl Health {
             guard,
             failures: AtomicU64::new(0),
             low_space: Mutex::new(None),
+            last_check: Mutex::new(None),
         };
         if let Some(g) = &h.guard {
             h.set_unready(format!("{} not checked yet", g.mount().display()));
@@ -74,6 +78,17 @@ impl Health {
         changed
     }
 
+    /// When the last check ran, and why it failed if it did.
+    pub fn last_check(&self) -> Option<(SystemTime, Option<String>)> {
+        self.last_check.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn record_check(&self, error: Option<String>) {
+        if let Ok(mut g) = self.last_check.lock() {
+            *g = Some((SystemTime::now(), error));
+        }
+    }
+
     /// `/readyz`: the last verdict, without touching storage.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
@@ -117,6 +132,7 @@ impl Health {
                 )),
             };
             if let Some(reason) = reason {
+                self.record_check(Some(reason.clone()));
                 self.set_unready(reason);
                 let m = crate::metrics::get();
                 m.storage_check(false);
@@ -133,6 +149,7 @@ impl Health {
             )),
         };
         crate::metrics::get().storage_check(result.is_ok());
+        self.record_check(result.as_ref().err().cloned());
         match result {
             Ok(()) => self.set_ready(),
             Err(reason) => {

@@ -347,7 +347,9 @@ fn pull(config: &Config, platforms: &[String], refs: &[String]) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let proxy = match Proxy::from_settings(&config.proxy_settings()) {
+        // `pull` reports to no page: the board is its own, and dropped with it.
+        let board = registryd::status::Board::new();
+        let proxy = match Proxy::from_settings(&config.proxy_settings(), board) {
             Ok(p) if !p.is_empty() => p,
             Ok(_) => {
                 eprintln!("registryd pull: no [[upstream]] is configured; add one to the config file");

@@ -15,7 +15,8 @@ stage() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 stage "installing test dependencies"
 # Everything the run fetches, fetched here before any test: apt packages, the Rust toolchain and
-# crates, cargo-deb, the Python packages, the VM's tools and rootfs, Garage's sources and crates.
+# crates, cargo-deb, the Python packages, the UI test's npm packages, the VM's tools and rootfs,
+# Garage's sources and crates.
 # Each with deps.sh's retries (ten minutes: this machine kind loses name resolution for minutes at
 # times); one that still cannot be had ends the run here, with one line naming it.
 # shellcheck source=system/lib/deps.sh
@@ -47,6 +48,7 @@ fi
 need "registryd's crates" cargo fetch --locked --quiet
 need "cargo-deb" ./packaging/build-deb.sh --install-tools
 took "the tests' Python venv" deps_venv
+took "the UI test's npm packages (playwright-core, axe-core)" deps_ui_node
 need "the VM's tools (user-mode-linux, QEMU)" logged /tmp/registryd-vm-tools.log bash tests/vm/vm.sh tools
 need "the VM's rootfs (debootstrap)" logged /tmp/registryd-vm-rootfs.log bash tests/vm/vm.sh rootfs
 took "garage's sources and crates" garage_fetch

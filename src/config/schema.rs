@@ -82,6 +82,10 @@ pub struct Node {
     pub remove_interface_on_stop: bool,
     pub hostnames: Vec<String>,
     pub hosts_file: PathBuf,
+    /// This node's name in the cluster (its heartbeat file's name); empty: the hostname.
+    pub name: String,
+    /// Seconds between heartbeats on the shared storage; 0: none.
+    pub heartbeat_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -270,6 +270,6 @@ mod tests {
         assert_eq!(prefixes, [vec!["docker.io".to_string()], vec!["gh".into()]]);
         assert_eq!(p.timeout, Duration::from_secs(3));
         assert_eq!(p.max_manifest_bytes, 4 << 20);
-        assert!(crate::proxy::Proxy::from_settings(&p).is_ok());
+        assert!(crate::proxy::Proxy::from_settings(&p, crate::status::Board::new()).is_ok());
     }
 }

@@ -214,3 +214,21 @@ fn ui_sessions_are_bounded_in_time() {
         );
     }
 }
+
+#[test]
+fn node_names_are_checked_where_they_are_set() {
+    let c = load(
+        "[node]\nname = \"node-1\"\nheartbeat_secs = 2\n",
+        &[],
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!((c.node.name.as_str(), c.node.heartbeat_secs), ("node-1", 2));
+    // Empty: the hostname, at start.
+    assert_eq!(Config::defaults().node.name, "");
+    let errs = load("[node]\nname = \"../etc\"\n", &[], &Overrides::default())
+        .unwrap_err()
+        .0;
+    assert_eq!(errs[0].key, "node.name");
+    assert_eq!(errs[0].origin, "test.toml line 2");
+}

@@ -65,6 +65,11 @@ impl Config {
                 p.push(("node.hostnames", format!("{h:?} is not a valid hostname")));
             }
         }
+        if !self.node.name.is_empty()
+            && let Err(e) = crate::status::NodeName::parse(&self.node.name)
+        {
+            p.push(("node.name", e));
+        }
         if self.limits.max_manifest_bytes == 0 {
             p.push((
                 "limits.max_manifest_bytes",

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use super::board;
 use super::status::Status;
 use crate::config::Config;
+use crate::http::handlers::App;
 use crate::node::systemd;
 use crate::node::tls::{Reload, Tls};
 use crate::shutdown::Shutdown;
@@ -64,15 +66,17 @@ fn log_certificate(tls: &Tls, config: &Config) {
 }
 
 /// Background task: reloads the certificate whenever its files change, until `shutdown`, and
-/// puts the outcome in the log and the status line. Without a watch (inotify refused), SIGHUP
-/// still reloads.
-pub(super) fn watch(tls: &Arc<Tls>, status: Status, shutdown: Shutdown) {
+/// puts the outcome in the log, the status line and the status board. Without a watch (inotify
+/// refused), SIGHUP still reloads.
+pub(super) fn watch(tls: &Arc<Tls>, app: &Arc<App>, status: Status, shutdown: Shutdown) {
+    let (me, app) = (tls.clone(), app.clone());
     let watched = tls.watch(shutdown, move |outcome| {
         match outcome {
             Ok(Reload::Replaced(info)) => tracing::info!(names = ?info.names, expires = %info.expiry_date(), "certificate reloaded"),
             Ok(Reload::Unchanged) => {}
             Err(e) => tracing::error!(error = %e, "new certificate refused, previous one stays in service"),
         }
+        board::post_certificate(&app.status, &me);
         systemd::status(&status());
     });
     if let Err(e) = watched {

@@ -1,6 +1,7 @@
 //! The daemon's background jobs, each started once after `READY=1` and each stopped by the
-//! [`Shutdown`] it is given: the storage health check, the cache size limit, garbage collection,
-//! the systemd watchdog and the htpasswd watch. (The certificate watch is in `certificate`.)
+//! [`Shutdown`] it is given: the storage health check, the cache size limit and the cache's
+//! totals, garbage collection, the systemd watchdog and the htpasswd watch. (The certificate
+//! watch is in `certificate`, the heartbeat in `heartbeat`.)
 //!
 //! A periodic job that is mid-pass when shutdown comes finishes that pass on its own time; the
 //! daemon does not wait for it, only for the listeners' drain.
@@ -8,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::board::{self, StorageFacts};
 use super::status::Status;
 use crate::config::Config;
 use crate::http::handlers::App;
@@ -38,21 +40,27 @@ pub(super) fn health_checks(
     app: &Arc<App>,
     storage: &Storage,
     status: &Status,
+    facts: &StorageFacts,
     shutdown: Shutdown,
 ) {
     let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
+    let facts = facts.clone();
     let check_every = Duration::from_secs(config.storage.check_interval_secs);
     // A check may take as long as any storage call: a loaded shared mount is slow, not broken.
     let check_timeout = Duration::from_secs(config.storage.operation_timeout_secs);
     let threshold = config.storage.check_failures;
     every(check_every, shutdown, move || {
         let (app, storage, status) = (app.clone(), storage.clone(), status.clone());
-        async move { super::storage::check(&app, &storage, &status, check_timeout, threshold).await }
+        let facts = facts.clone();
+        async move {
+            super::storage::check(&app, &storage, &status, &facts, check_timeout, threshold).await
+        }
     });
 }
 
 /// Cache size limit: one eviction pass per interval, by whichever node takes the lock. Only with
-/// `proxy.max_cache_bytes` set and an upstream configured.
+/// `proxy.max_cache_bytes` set and an upstream configured. The pass posts the cache's totals;
+/// a node whose turn another node took counts them itself.
 pub(super) fn cache_eviction(
     config: &Config,
     app: &Arc<App>,
@@ -81,11 +89,57 @@ pub(super) fn cache_eviction(
                     freed = r.bytes_freed,
                     "cache eviction pass"
                 ),
-                Ok(_) => {}
+                Ok(Some(_)) => {}
+                Ok(None) => count_cache(&app, &storage).await,
                 Err(e) => tracing::warn!(error = %e, "cache eviction pass failed"),
             }
         }
     });
+}
+
+/// How soon after start the cache is first counted: long enough for the start's own storage
+/// traffic to settle, short enough that the upstreams page fills in the first minute.
+const FIRST_COUNT_AFTER: Duration = Duration::from_secs(15);
+
+/// What the cache holds, per upstream, for the upstreams page: counted soon after start, then per
+/// `proxy.evict_interval_secs` on a node that runs no eviction pass (which counts as it goes).
+pub(super) fn cache_totals(config: &Config, app: &Arc<App>, storage: &Storage, shutdown: Shutdown) {
+    if app.proxy.is_empty() {
+        return;
+    }
+    let evicting = config.proxy.max_cache_bytes != 0;
+    let interval = Duration::from_secs(config.proxy.evict_interval_secs);
+    let (app, storage) = (app.clone(), storage.clone());
+    tokio::spawn(async move {
+        let mut wait = FIRST_COUNT_AFTER;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.recv() => return,
+            }
+            count_cache(&app, &storage).await;
+            if evicting {
+                return;
+            }
+            wait = interval;
+        }
+    });
+}
+
+/// One count of the cache's totals (posted on the board by the count itself).
+async fn count_cache(app: &App, storage: &Storage) {
+    if !app.health.is_ready() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match crate::proxy::totals::count(&app.proxy, storage).await {
+        Ok(totals) => tracing::debug!(
+            upstreams = totals.len(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "cache counted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot count what the cache holds"),
+    }
 }
 
 /// Garbage collection: one pass per `gc.interval_secs`, by whichever node takes the cluster lock;
@@ -112,9 +166,15 @@ pub(super) fn garbage_collection(
             let result = crate::lifecycle::gc::collect(&storage, &opts, &|_, _, _| {}).await;
             let m = crate::metrics::get();
             match &result {
-                Ok(Some(r)) => m.gc_run("done", r.bytes_freed),
+                Ok(Some(r)) => {
+                    m.gc_run("done", r.bytes_freed);
+                    board::post_gc(&app.status, Ok(r));
+                }
                 Ok(None) => m.gc_run("skipped", 0),
-                Err(_) => m.gc_run("failed", 0),
+                Err(e) => {
+                    m.gc_run("failed", 0);
+                    board::post_gc(&app.status, Err(e.to_string()));
+                }
             }
             match result {
                 Ok(Some(r)) => tracing::info!(

@@ -7,12 +7,18 @@
 //! 3. the storage (`storage`): opened behind its mount guard and verified; an unusable storage
 //!    does not stop start-up, requests get 503 with the reason until it heals;
 //! 4. the app (storage, upstreams, logins), then the listeners, bound and serving;
-//! 5. `READY=1`, and the background jobs (`jobs`);
+//! 5. `READY=1`, and the background jobs (`jobs`, and the heartbeat: `heartbeat`);
 //! 6. serving until SIGTERM or SIGINT, SIGHUP re-reading the config (`reload`);
 //! 7. the drain: `STOPPING=1`, every task told through one [`Shutdown`](crate::shutdown::Shutdown),
-//!    in-flight requests given `server.shutdown_grace_secs`, then the link removed if asked.
+//!    in-flight requests given `server.shutdown_grace_secs` (and the last heartbeat its storage
+//!    timeout), then the link removed if asked.
+//!
+//! Along the way this node's report on the status board (the web UI's node page) is posted by
+//! the phase or job that learns each fact (`board`).
 
+mod board;
 mod certificate;
+mod heartbeat;
 mod jobs;
 mod node;
 mod reload;
@@ -70,9 +76,19 @@ pub async fn run(
 
     let tls = certificate::load(&config)?;
     let created_link = node::prepare(&config, node).await?;
-    let (storage, guard) = storage::open(&config).await?;
+    let (storage, guard, gluster) = storage::open(&config).await?;
+    let facts = board::StorageFacts {
+        guard: guard.clone(),
+        fstype: config.storage.require_fstype.clone(),
+    };
     let app = build_app(&config, &storage, guard)?;
-    storage::verify(&app, &storage, &config).await;
+    let node_name = board::node_name(&config);
+    board::post_start(&app.status, &config, &node_name, &listen, &facts);
+    board::post_gluster(&app.status, gluster);
+    if let Some(t) = &tls {
+        board::post_certificate(&app.status, t);
+    }
+    storage::verify(&app, &storage, &config, &facts).await;
     let listeners = bind(&listen, tls.as_deref()).await?;
 
     // From here on every task hears the same shutdown; the watchdog alone hears the end of the
@@ -86,12 +102,28 @@ pub async fn run(
     systemd::ready(&status());
     jobs::watchdog(stopped.subscribe());
     if let Some(t) = &tls {
-        certificate::watch(t, status.clone(), shutdown.subscribe());
+        certificate::watch(t, &app, status.clone(), shutdown.subscribe());
     }
     jobs::htpasswd_watch(&app, shutdown.subscribe());
-    jobs::health_checks(&config, &app, &storage, &status, shutdown.subscribe());
+    jobs::health_checks(
+        &config,
+        &app,
+        &storage,
+        &status,
+        &facts,
+        shutdown.subscribe(),
+    );
     jobs::cache_eviction(&config, &app, &storage, shutdown.subscribe());
+    jobs::cache_totals(&config, &app, &storage, shutdown.subscribe());
     jobs::garbage_collection(&config, &app, &storage, shutdown.subscribe());
+    let beats = heartbeat::start(
+        &app,
+        &storage,
+        facts.clone(),
+        node_name,
+        config.node.heartbeat_secs,
+        shutdown.subscribe(),
+    );
 
     let reloader = reload::Reloader {
         loader: &reload_config,
@@ -100,10 +132,12 @@ pub async fn run(
         tls: tls.as_deref(),
         hosts_ip: manage_node.then_some(ip),
         status: &status,
+        facts: &facts,
     };
     let current = reload::until_stopped(config, reloader).await?;
 
     drain(&shutdown, servers, grace).await;
+    heartbeat::finish(beats, storage.timeout() + Duration::from_secs(1)).await;
     stopped.notify();
     node::remove_link(created_link, &current).await;
     tracing::info!("stopped");
@@ -117,7 +151,9 @@ fn build_app(
     storage: &Storage,
     guard: Option<MountGuard>,
 ) -> anyhow::Result<Arc<App>> {
-    let proxy = crate::proxy::Proxy::from_settings(&config.proxy_settings())?;
+    // One board per daemon: the upstreams report on it from here, the rest once the app is built.
+    let board = crate::status::Board::new();
+    let proxy = crate::proxy::Proxy::from_settings(&config.proxy_settings(), board)?;
     if !proxy.is_empty() {
         tracing::info!(
             upstreams = %proxy.upstream_names().join(","),

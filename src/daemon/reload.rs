@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::board::{self, StorageFacts};
 use super::status::Status;
 use super::{ConfigLoader, LevelSetter, certificate, node};
 use crate::config::Config;
@@ -25,6 +26,8 @@ pub(super) struct Reloader<'a> {
     /// The address the hosts entries point at, when this daemon keeps them.
     pub hosts_ip: Option<IpAddr>,
     pub status: &'a Status,
+    /// For the status board's storage facts (read-only mode may change).
+    pub facts: &'a StorageFacts,
 }
 
 /// Reloads on every SIGHUP until SIGTERM or SIGINT, and returns the configuration then in force
@@ -41,6 +44,10 @@ pub(super) async fn until_stopped(config: Config, r: Reloader<'_>) -> anyhow::Re
             _ = hup.recv() => {
                 systemd::reloading();
                 current = reload(current, &r);
+                board::post_health(&r.app.status, r.app, r.facts);
+                if let Some(t) = r.tls {
+                    board::post_certificate(&r.app.status, t);
+                }
                 systemd::ready(&(r.status)());
             }
         }

@@ -87,6 +87,8 @@ impl App {
         auth: Auth,
         limits: ConnLimits,
     ) -> Arc<App> {
+        // The board the upstreams already report on is the app's: one board per daemon.
+        let status = proxy.board();
         let proxy = Repositories::new(storage.clone(), proxy);
         Arc::new(App {
             storage,
@@ -95,7 +97,7 @@ impl App {
             proxy,
             auth,
             limits,
-            status: Board::new(),
+            status,
             uploads_running: AtomicU64::new(0),
             token_key_read: tokio::sync::Mutex::new(None),
         })

@@ -26,6 +26,8 @@ use crate::shutdown::Shutdown;
 /// What an operator wants to know about the certificate in service.
 #[derive(Debug, Clone)]
 pub struct CertInfo {
+    /// The subject's distinguished name, as OpenSSL prints it (`CN=registry.home`).
+    pub subject: String,
     /// Subject alternative names (DNS names and IP addresses), or the CN when there are none.
     pub names: Vec<String>,
     pub not_before: i64,
@@ -161,6 +163,7 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> 
         );
     }
     let info = CertInfo {
+        subject: parsed.subject().to_string(),
         names,
         not_before: parsed.validity().not_before.timestamp(),
         not_after: parsed.validity().not_after.timestamp(),
@@ -324,6 +327,7 @@ mod tests {
 
     fn info(names: &[&str]) -> CertInfo {
         CertInfo {
+            subject: String::new(),
             names: names.iter().map(|s| s.to_string()).collect(),
             not_before: 0,
             not_after: 0,
@@ -344,6 +348,7 @@ mod tests {
     #[test]
     fn expiry_date() {
         let i = CertInfo {
+            subject: String::new(),
             names: vec![],
             not_before: 0,
             not_after: 1_798_761_600,

@@ -142,10 +142,12 @@ impl Proxy {
             )
             .await
             .map_err(|_| {
-                UpstreamError::Unreachable(
+                let e = UpstreamError::Unreachable(
                     t.upstream.name.clone(),
                     format!("no answer to GET of {digest} within {:?}", self.timeout),
-                )
+                );
+                t.upstream.report(Some(&e));
+                e
             })??;
             let size = upstream::declared_length(resp.headers());
             if let Some(size) = size

@@ -6,10 +6,11 @@
 //! a manifest that a stored index lists (the index goes first). One pass at a time across the
 //! cluster (a lock on the shared storage); a pass that finds the lock held skips its turn.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use super::Repositories;
+use super::totals::{CacheTotals, Tally};
 use crate::registry::{Digest, Reference, RepoName, manifest};
 use crate::storage::{Storage, StorageError};
 
@@ -21,6 +22,8 @@ pub struct EvictReport {
     pub manifests_removed: usize,
     pub blobs_removed: usize,
     pub bytes_freed: u64,
+    /// What the cache holds per upstream after the pass (also posted on the board).
+    pub totals: Vec<CacheTotals>,
 }
 
 struct Revision {
@@ -35,13 +38,14 @@ struct Revision {
 }
 
 /// Runs one eviction pass against `limit` bytes; `None` when another node's pass holds the lock.
-/// `proxy` (the facade the handlers read through) says which repositories are the cache's.
+/// `proxy` (the facade the handlers read through) says which repositories are the cache's. What
+/// the cache holds afterwards is counted from the same walk and posted on the board.
 pub async fn evict(
     proxy: &Repositories,
     storage: &Storage,
     limit: u64,
 ) -> Result<Option<EvictReport>, StorageError> {
-    let Some(_lock) = storage.try_lock("proxy-evict").await? else {
+    let Some(lock) = storage.try_lock("proxy-evict").await? else {
         return Ok(None);
     };
     let repos = storage.all_repositories().await?;
@@ -164,7 +168,44 @@ pub async fn evict(
         }
     }
     report.cache_bytes_after = cache_bytes;
+    report.totals = totals(proxy, storage, &revisions, &linked_in, &size_of).await?;
+    proxy.post_totals(&report.totals);
+    // Released before returning, not in the background as a drop would (a bucket's lease): the
+    // next pass, on any node, finds it free.
+    lock.release().await;
     Ok(Some(report))
+}
+
+/// The cache's totals after a pass, from what it walked: the revisions still there and the links
+/// still held, with the sizes it already read.
+async fn totals(
+    proxy: &Repositories,
+    storage: &Storage,
+    revisions: &[Revision],
+    linked_in: &HashMap<Digest, Vec<RepoName>>,
+    size_of: &HashMap<Digest, u64>,
+) -> Result<Vec<CacheTotals>, StorageError> {
+    let mut manifests: BTreeMap<&RepoName, Vec<(&Digest, &[Digest])>> = BTreeMap::new();
+    for r in revisions.iter().filter(|r| !r.gone) {
+        manifests
+            .entry(&r.repo)
+            .or_default()
+            .push((&r.digest, r.refs.as_slice()));
+    }
+    let mut linked: BTreeMap<&RepoName, Vec<&Digest>> = BTreeMap::new();
+    for (d, repos) in linked_in {
+        for repo in repos {
+            linked.entry(repo).or_default().push(d);
+        }
+    }
+    let mut tally = Tally::default();
+    for (repo, blobs) in &linked {
+        if let Some(upstream) = proxy.cache_owner(repo) {
+            let listed = manifests.get(repo).map(Vec::as_slice).unwrap_or_default();
+            tally.repository(&upstream, listed, blobs.iter().copied());
+        }
+    }
+    tally.finish(proxy, storage, size_of).await
 }
 
 fn drop_link(linked_in: &mut HashMap<Digest, Vec<RepoName>>, d: &Digest, repo: &RepoName) {

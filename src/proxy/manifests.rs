@@ -211,11 +211,14 @@ impl Proxy {
         let bytes = upstream::read_capped(resp, self.max_manifest_bytes)
             .await
             .map_err(|e| match e {
-                upstream::Capped::Read(e) => UpstreamError::Unreachable(
-                    t.upstream.name.clone(),
-                    format!("reading a manifest: {e}"),
-                )
-                .into(),
+                upstream::Capped::Read(e) => {
+                    let e = UpstreamError::Unreachable(
+                        t.upstream.name.clone(),
+                        format!("reading a manifest: {e}"),
+                    );
+                    t.upstream.report(Some(&e));
+                    e.into()
+                }
                 upstream::Capped::TooBig(n) => {
                     bad(format!("more than {n} bytes (limits.max_manifest_bytes)"))
                 }

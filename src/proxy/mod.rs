@@ -27,6 +27,7 @@ mod fill;
 mod manifests;
 pub mod prewarm;
 mod repository;
+pub mod totals;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::registry::{Digest, RepoName};
+use crate::status::Board;
 use crate::storage::StorageError;
 use fill::FillWatch;
 pub use repository::{Blob, Repositories, Repository, UpstreamBlob};
@@ -124,6 +126,8 @@ pub struct Proxy {
     manifest_fetches: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When this node last recorded a pull of each cached manifest.
     pulled: Mutex<HashMap<String, std::time::Instant>>,
+    /// Where each upstream's reachability, answers and cache totals are posted for the web UI.
+    board: Arc<Board>,
 }
 
 impl Proxy {
@@ -142,16 +146,18 @@ impl Proxy {
             fills: Mutex::new(HashMap::new()),
             manifest_fetches: Mutex::new(HashMap::new()),
             pulled: Mutex::new(HashMap::new()),
+            board: Board::new(),
         }
     }
 
-    /// The proxy `settings` describe; reads the upstreams' password and CA files.
-    pub fn from_settings(settings: &ProxySettings) -> anyhow::Result<Proxy> {
+    /// The proxy `settings` describe; reads the upstreams' password and CA files. Each upstream
+    /// is listed on `board` at once and reports there from then on.
+    pub fn from_settings(settings: &ProxySettings, board: Arc<Board>) -> anyhow::Result<Proxy> {
         let timeout = settings.timeout;
         let upstreams = settings
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u, timeout).map(Arc::new))
+            .map(|u| Upstream::new(u, timeout, board.clone()).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let default_upstream = upstreams
             .iter()
@@ -170,7 +176,13 @@ impl Proxy {
             fills: Mutex::new(HashMap::new()),
             manifest_fetches: Mutex::new(HashMap::new()),
             pulled: Mutex::new(HashMap::new()),
+            board,
         })
+    }
+
+    /// The board this proxy's upstreams report on (the app's: the UI reads it there).
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,13 +247,25 @@ impl Proxy {
 
     /// Whether `name` is a repository of the cache (under an upstream's prefix).
     pub fn is_cached_repo(&self, name: &RepoName) -> bool {
-        self.upstreams.iter().any(|u| {
-            u.prefixes.iter().any(|p| {
-                name.as_str()
+        self.cache_owner(name).is_some()
+    }
+
+    /// The upstream whose cache `name` is in (under its prefix; the longest prefix wins, as a
+    /// request's name is led).
+    pub fn cache_owner(&self, name: &RepoName) -> Option<&Arc<Upstream>> {
+        let mut best: Option<(&Arc<Upstream>, usize)> = None;
+        for u in &self.upstreams {
+            for p in &u.prefixes {
+                let under = name
+                    .as_str()
                     .strip_prefix(p.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-            })
-        })
+                    .is_some_and(|r| r.starts_with('/'));
+                if under && best.is_none_or(|(_, len)| p.len() > len) {
+                    best = Some((u, p.len()));
+                }
+            }
+        }
+        best.map(|(u, _)| u)
     }
 
     /// The upstream whose namespace `name` is in, when pushes there are refused.
@@ -317,7 +341,7 @@ mod tests {
             fetch_deadline: Duration::from_secs(3600),
             min_rate: 16384,
         };
-        Proxy::from_settings(&settings).unwrap_or_else(|e| panic!("{e}"))
+        Proxy::from_settings(&settings, Board::new()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn t(p: &Proxy, name: &str, ns: Option<&str>) -> Option<(String, String, bool)> {
@@ -363,5 +387,41 @@ mod tests {
         assert_eq!(p.refuses_push(&name), None);
         let none = proxy("");
         assert_eq!(t(&none, "library/alpine", None), None);
+        let owner = |n: &str| {
+            let n: RepoName = n.parse().unwrap_or_else(|e| panic!("{e}"));
+            p.cache_owner(&n).map(|u| u.name.clone())
+        };
+        assert_eq!(owner("gh/o/r").as_deref(), Some("ghcr.io"));
+        assert_eq!(
+            owner("docker.io/library/alpine").as_deref(),
+            Some("docker.io")
+        );
+        assert_eq!(owner("team/app"), None);
+        assert_eq!(owner("ghcr.ioo/x"), None);
+    }
+
+    #[test]
+    fn upstreams_are_listed_on_the_board_without_credentials() {
+        let board = Board::new();
+        let mut u = upstream("q", "https://user:secret@quay.example/", &["q"], false);
+        u.username = "user".into();
+        let settings = ProxySettings {
+            upstreams: vec![u],
+            default_upstream: String::new(),
+            default_patterns: Vec::new(),
+            tag_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+            max_manifest_bytes: 4 << 20,
+            max_blob_bytes: 0,
+            fetch_deadline: Duration::from_secs(3600),
+            min_rate: 0,
+        };
+        let p = Proxy::from_settings(&settings, board.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let listed = board.upstreams();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "q");
+        assert_eq!(listed[0].url, "https://quay.example/");
+        assert_eq!(listed[0].reachable, None);
+        assert!(Arc::ptr_eq(&p.board(), &board));
     }
 }

@@ -25,6 +25,11 @@ impl Repositories {
         Repositories { storage, proxy }
     }
 
+    /// The upstreams behind the facade.
+    pub(super) fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
     /// Whether no upstream is configured (every name is local).
     pub fn is_empty(&self) -> bool {
         self.proxy.is_empty()
@@ -176,7 +181,14 @@ impl UpstreamBlob<'_> {
 }
 
 /// Counts one answer of the pull-through cache: the one place manifests and blobs alike are
-/// counted (`result`: hit, miss or stale).
+/// counted (`result`: hit, miss or stale), for the metrics and the status board.
 fn count(t: &Target, kind: &'static str, result: &'static str) {
-    crate::metrics::get().cache(&t.upstream.name, kind, result);
+    let u = &t.upstream;
+    crate::metrics::get().cache(&u.name, kind, result);
+    u.board.update_upstream(&u.name, |r| match result {
+        "hit" => r.hits += 1,
+        "miss" => r.misses += 1,
+        // Only a tag can be stale: a digest's stored copy is current forever.
+        _ => r.stale_served += 1,
+    });
 }

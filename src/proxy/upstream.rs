@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, header};
+
+use crate::status::Board;
 
 /// One `[[upstream]]`, as the daemon hands it over.
 #[derive(Clone)]
@@ -74,10 +76,18 @@ pub struct Upstream {
     http: reqwest::Client,
     timeout: Duration,
     grants: Mutex<HashMap<String, Grant>>,
+    /// Where what it answers (or not) is posted for the web UI.
+    pub(super) board: Arc<Board>,
 }
 
 impl Upstream {
-    pub fn new(c: &UpstreamSettings, timeout: Duration) -> anyhow::Result<Upstream> {
+    /// The upstream `c` describes, listed on `board` (by name, and its URL without any
+    /// credentials written into it).
+    pub fn new(
+        c: &UpstreamSettings,
+        timeout: Duration,
+        board: Arc<Board>,
+    ) -> anyhow::Result<Upstream> {
         let password = if !c.password_file.as_os_str().is_empty() {
             let p = std::fs::read_to_string(&c.password_file).map_err(|e| {
                 anyhow::anyhow!(
@@ -115,6 +125,7 @@ impl Upstream {
         let http = builder
             .build()
             .map_err(|e| anyhow::anyhow!("upstream {}: cannot set up its client: {e}", c.name))?;
+        board.update_upstream(&c.name, |r| r.url = shown_url(&c.url));
         Ok(Upstream {
             name: c.name.clone(),
             base: c.url.trim_end_matches('/').to_string(),
@@ -129,6 +140,7 @@ impl Upstream {
             http,
             timeout,
             grants: Mutex::new(HashMap::new()),
+            board,
         })
     }
 
@@ -157,6 +169,7 @@ impl Upstream {
         whole: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
         let r = self.send_once(method, repo, path, accept, whole).await;
+        self.report(r.as_ref().err());
         if let Err(e) = &r {
             let kind = match e {
                 UpstreamError::Unreachable(..) => "unreachable",
@@ -168,6 +181,22 @@ impl Upstream {
             crate::metrics::get().upstream_error(&self.name, kind);
         }
         r
+    }
+
+    /// Posts how a request went: reachable unless it got no answer at all (an answer refusing
+    /// the credentials, or a 5xx, came from a reachable upstream: its error says the rest).
+    /// [`send`](Self::send) posts each request; its callers post what failed after it (a body
+    /// that stopped, a head that never came).
+    pub(super) fn report(&self, error: Option<&UpstreamError>) {
+        let now = std::time::SystemTime::now();
+        self.board.update_upstream(&self.name, |u| {
+            u.last_check = Some(now);
+            u.reachable = Some(!matches!(error, Some(UpstreamError::Unreachable(..))));
+            if let Some(e) = error.filter(|e| !e.is_not_found()) {
+                u.last_error = Some(e.to_string());
+                u.last_error_at = Some(now);
+            }
+        });
     }
 
     async fn send_once(
@@ -388,6 +417,19 @@ fn realm_allowed(base: &str, realm: &str, extra_hosts: &[String]) -> bool {
         None => host.clone(),
     };
     extra_hosts.iter().any(|h| *h == host || *h == with_port)
+}
+
+/// `url` as the status page shows it: without a `user:password@` an operator may have written
+/// into it (anything that does not parse is shown as it is: it has no such part to hide).
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Largest token-service reply read: tokens are a few KiB.

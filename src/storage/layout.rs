@@ -33,6 +33,8 @@
 //!                                                                   one descriptor per referrer
 //!   auth/token.key                                                  the key signing Bearer tokens
 //!   auth/.token.key.<uuid>                                          the key being made, then linked
+//!   nodes/<node>.json                                               a node's heartbeat (status::
+//!                                                                   Heartbeat), rewritten each beat
 //!   quarantine/<hex>/data                                           a blob that failed its digest
 //!   locks/<name>.lock                                               cluster-wide locks (flock; a
 //!                                                                   lease object in a bucket):
@@ -55,9 +57,13 @@ use uuid::Uuid;
 use sha2::Digest as _;
 
 use crate::registry::{Algorithm, Digest, RepoName, Tag};
+use crate::status::NodeName;
 
 /// What every storage check's probe is named from (see [`Layout::probe`]).
 const PROBE_PREFIX: &str = ".registryd-probe-";
+
+/// How a heartbeat file's name ends.
+const HEARTBEAT_SUFFIX: &str = ".json";
 
 /// What marks an atomic write's temp file (see [`Layout::temp_beside`]).
 const TEMP_INFIX: &str = ".tmp-";
@@ -90,6 +96,23 @@ impl Layout {
     /// (Self::token_key): beside it, so the link stays on one filesystem.
     pub fn token_key_temp(&self, id: &Uuid) -> PathBuf {
         self.registryd().join(format!("auth/.token.key.{id}"))
+    }
+
+    /// Where every node's heartbeat lives, one file each.
+    pub fn heartbeats_dir(&self) -> PathBuf {
+        self.registryd().join("nodes")
+    }
+
+    /// The heartbeat of `node` (a [`NodeName`] is one safe path component).
+    pub fn heartbeat(&self, node: &NodeName) -> PathBuf {
+        self.heartbeats_dir()
+            .join(format!("{node}{HEARTBEAT_SUFFIX}"))
+    }
+
+    /// The node a file named `file_name` in [`heartbeats_dir`](Self::heartbeats_dir) is the
+    /// heartbeat of; `None` for anything else there (an atomic write's temp file).
+    pub fn heartbeat_node(file_name: &str) -> Option<NodeName> {
+        NodeName::parse(file_name.strip_suffix(HEARTBEAT_SUFFIX)?).ok()
     }
 
     /// Where a storage check writes its probe: the root itself (nodes that start together and each
@@ -402,6 +425,16 @@ mod tests {
         assert!(Layout::is_probe(
             &l.probe("x").file_name().unwrap().to_string_lossy()
         ));
+        let node = NodeName::parse("node-1").unwrap();
+        assert_eq!(
+            l.heartbeat(&node),
+            PathBuf::from("/r/registryd/nodes/node-1.json")
+        );
+        assert_eq!(Layout::heartbeat_node("node-1.json"), Some(node));
+        let temp = Layout::temp_beside(&l.heartbeat(&NodeName::parse("a").unwrap()), &id).unwrap();
+        let temp = temp.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(Layout::heartbeat_node(&temp), None);
+        assert_eq!(Layout::heartbeat_node("a.json.x"), None);
         let stamp = l.stamp("pulled", "a@b");
         assert!(stamp.starts_with("/r/registryd/proxy/pulled/"));
         assert_eq!(stamp.components().count(), 7);

@@ -11,9 +11,11 @@
 //! HTTP; request bodies arrive as streams of bytes.
 
 pub mod blobs;
+pub mod census;
 mod driver;
 pub mod fill;
 mod fs;
+mod heartbeat;
 pub mod inventory;
 pub mod layout;
 pub mod manifests;
@@ -116,6 +118,8 @@ struct Inner {
     manifests: Arc<Manifests>,
     /// Blobs whose content this node has checked against their digest while serving them.
     verified: Mutex<HashSet<Digest>>,
+    /// Blob sizes, manifest facts and the census the web UI's summaries share (see [`summary`]).
+    summary: summary::SummaryState,
 }
 
 /// Where the storage is, as the daemon hands it over (`storage.driver` and its keys, resolved).
@@ -180,6 +184,7 @@ impl Storage {
                 upload_locks: Mutex::new(HashMap::new()),
                 manifests: Arc::new(Manifests::default()),
                 verified: Mutex::new(HashSet::new()),
+                summary: summary::SummaryState::default(),
             }),
         }
     }

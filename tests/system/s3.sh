@@ -6,6 +6,7 @@
 # move between nodes and survive a kill -9 of registryd; a wrong digest leaves nothing visible;
 # Distribution 2.8.2's S3 driver and registryd read each other's data in the same bucket; pushes
 # and pulls go on with one Garage node killed; with the whole store down requests get a clear 503.
+# The nodes' heartbeats are objects in the bucket, and each node lists the others.
 source "$(dirname "$0")/lib/common.sh"
 source "$SYS_DIR/lib/garage.sh"
 
@@ -35,12 +36,12 @@ s3_keys() {
   printf '%s' "$out" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' || true
 }
 
-# --- 1. The conformance tests, on the bucket.
+# --- 1. The conformance, GC and summary tests, on the bucket.
 export REGISTRYD_TEST_S3_ENDPOINT=$GARAGE_ENDPOINT REGISTRYD_TEST_S3_BUCKET=$GARAGE_BUCKET \
   REGISTRYD_TEST_S3_KEY_ID=$GARAGE_KEY_ID REGISTRYD_TEST_S3_SECRET=$GARAGE_SECRET
 # The S3 client's own tests are ignored without a store; here they run.
-(cd "$REPO_DIR" && cargo test --profile quick --quiet --test conformance --test lifecycle \
-  && cargo test --profile quick --quiet --test s3_client -- --include-ignored) >"$WORK/conformance.log" 2>&1 \
+(cd "$REPO_DIR" && cargo test --profile quick --quiet --test conformance --test lifecycle --test summary \
+  --test cluster_status && cargo test --profile quick --quiet --test s3_client -- --include-ignored) >"$WORK/conformance.log" 2>&1 \
   || { tail -40 "$WORK/conformance.log"; fail "conformance and GC tests on the S3 driver"; }
 unset REGISTRYD_TEST_S3_ENDPOINT
 [ -n "$(s3_keys tmp- | head -1)" ] || fail "the conformance tests wrote nothing to the bucket"
@@ -61,19 +62,30 @@ on_garage() {
 }
 start_node() { # NAME PORT GARAGE_NODE [VARIABLE=VALUE...]: a node on the prefix "shared", ready
   local name=$1 port=$2 g=$3; shift 3
-  on_garage "$g" shared "$@" start_registryd "$name" "$port" "$WORK/not-used"
+  on_garage "$g" shared REGISTRYD_NODE_NAME="$name" "$@" start_registryd "$name" "$port" "$WORK/not-used"
   eval "PID_$name=$REG_PID"
   wait_http "http://127.0.0.1:$port/readyz" || { cat "$WORK/$name.log"; fail "registryd $name did not start"; }
 }
 PA=$(free_port); PB=$(free_port)
 A=127.0.0.1:$PA; B=127.0.0.1:$PB
-start_node a "$PA" 1
+# a and b beat every second (the others every 30 s, the default): each soon lists the other.
+start_node a "$PA" 1 REGISTRYD_NODE_HEARTBEAT_SECS=1
 # b takes its credentials from the AWS_* variables, c (below) from an AWS credentials file.
-start_node b "$PB" 2 REGISTRYD_S3_ACCESS_KEY_ID= REGISTRYD_S3_SECRET_ACCESS_KEY= \
+start_node b "$PB" 2 REGISTRYD_NODE_HEARTBEAT_SECS=1 REGISTRYD_S3_ACCESS_KEY_ID= REGISTRYD_S3_SECRET_ACCESS_KEY= \
   AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET"
 grep -q "storage=s3 bucket registry/shared at ${GARAGE_ENDPOINTS[1]}" "$WORK/a.log" \
   || { head -5 "$WORK/a.log"; fail "node a does not log its bucket"; }
 [ -d "$WORK/not-used" ] && fail "the S3 driver wrote to the filesystem root"
+# Each node's heartbeat is an object of its own under registryd/nodes/, and each lists the other.
+for n in a b; do
+  other=$([ $n = a ] && echo b || echo a)
+  for _ in $(seq 1 50); do grep -q "cluster node beating node=$other" "$WORK/$n.log" && break; sleep 0.1; done
+  grep -q "cluster node beating node=$other" "$WORK/$n.log" || { tail -5 "$WORK/$n.log"; fail "node $n does not list $other"; }
+done
+[ "$(s3_keys shared/registryd/nodes/ | paste -sd' ')" = "shared/registryd/nodes/a.json shared/registryd/nodes/b.json" ] \
+  || fail "heartbeat objects: $(s3_keys shared/registryd/nodes/)"
+s3 GET shared/registryd/nodes/b.json | grep -q "\"127.0.0.1:$PB\"" || fail "b's heartbeat object does not hold its address"
+pass "each node's heartbeat is an object in the bucket; a and b list each other"
 
 # --- 2. skopeo: multi-arch push through a, pull through b.
 python3 "$SYS_DIR/lib/mkimage.py" "$WORK/multi" v1 --arch amd64 --arch arm64 --layer-bytes 300000 --seed s3multi >/dev/null

