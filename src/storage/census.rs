@@ -69,7 +69,7 @@ impl CensusState {
 
 impl Storage {
     fn census_state(&self) -> &CensusState {
-        &self.inner.summary.census
+        &self.inner.census
     }
 
     /// `facts` of `name` with the unique size the last census measured (at most its size now).

@@ -120,6 +120,8 @@ struct Inner {
     verified: Mutex<HashSet<Digest>>,
     /// Blob sizes, manifest facts and the census the web UI's summaries share (see [`summary`]).
     summary: summary::SummaryState,
+    /// The last census of the summaries' unique sizes (see [`census`]).
+    census: census::CensusState,
 }
 
 /// Where the storage is, as the daemon hands it over (`storage.driver` and its keys, resolved).
@@ -185,6 +187,7 @@ impl Storage {
                 manifests: Arc::new(Manifests::default()),
                 verified: Mutex::new(HashSet::new()),
                 summary: summary::SummaryState::default(),
+                census: census::CensusState::default(),
             }),
         }
     }

@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use super::census::CensusState;
 use super::{Driver, Result, Storage};
 use crate::registry::manifest::{self, Kind};
 use crate::registry::{Digest, Reference, RepoName};
@@ -166,7 +165,6 @@ struct ManifestFacts {
 pub struct SummaryState {
     pub(super) blob_sizes: Arc<BlobSizes>,
     manifest_facts: Mutex<HashMap<BlobKey, Arc<ManifestFacts>>>,
-    pub(super) census: CensusState,
 }
 
 impl Storage {
