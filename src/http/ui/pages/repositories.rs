@@ -19,8 +19,9 @@ use crate::registry::RepoName;
 /// Rows per page unless `n` says otherwise, and the most `n` may ask for.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-/// Names read from storage per listing call while filtering.
-const BATCH: usize = 1000;
+/// Names read from storage per listing call while filtering by name (a rare substring may take
+/// the whole catalog; large calls make that fewer round trips).
+const FILTER_BATCH: usize = 1000;
 
 struct Row {
     name: String,
@@ -115,7 +116,13 @@ async fn visible(
     }
     let mut out = Vec::new();
     loop {
-        let (batch, more) = storage.list_repositories(last.clone(), Some(BATCH)).await?;
+        // Only access rules to apply: listed a page at a time, as the catalog does.
+        let size = if q.is_empty() {
+            n.max(100)
+        } else {
+            FILTER_BATCH
+        };
+        let (batch, more) = storage.list_repositories(last.clone(), Some(size)).await?;
         last = batch.last().cloned();
         for name in batch {
             if !name.contains(q) || !ctx.may_on(&name, Action::Pull) {
