@@ -3,26 +3,23 @@
 //! doing the work; these pages render whatever is there and say "not reported yet" for what is
 //! not. They read no storage, so they answer while the storage is down, when they matter most.
 
-use std::time::{Duration, SystemTime};
-
 use askama::Template;
 use http::{Response, StatusCode};
 
 use super::super::ctx::Ctx;
-use super::super::view::{self, Chrome, When};
+use super::super::view::{self, Chrome, Size, When};
 use crate::http::Body;
-use crate::status::{GcReport, Heartbeat, NodeReport, UpstreamReport};
-
-/// A node whose last heartbeat is older than this is flagged stale. Heartbeats are written every
-/// few tens of seconds; three minutes of silence is a node that stopped, not one that is late.
-const STALE_AFTER: Duration = Duration::from_secs(180);
+use crate::status::{GcReport, Heartbeat, NodeReport, STALE_AFTER_PERIODS, UpstreamReport};
 
 struct UpstreamRow {
     r: UpstreamReport,
     state: &'static str,
     state_class: &'static str,
     last_check: Option<When>,
-    cached_bytes: String,
+    last_error_at: Option<When>,
+    cached_bytes: Size,
+    /// When the cached images and bytes were counted (`None`: not yet).
+    totals_at: Option<When>,
 }
 
 #[derive(Template)]
@@ -51,7 +48,12 @@ pub fn upstreams(ctx: &Ctx<'_>) -> Response<Body> {
                 state,
                 state_class,
                 last_check: When::maybe(r.last_check, ctx.now),
-                cached_bytes: view::size(r.cached_bytes),
+                last_error_at: When::maybe(r.last_error_at, ctx.now),
+                cached_bytes: match r.totals_at {
+                    Some(_) => Size::of(r.cached_bytes),
+                    None => Size::unknown("not counted yet"),
+                },
+                totals_at: When::maybe(r.totals_at, ctx.now),
                 r,
             }
         })
@@ -67,16 +69,18 @@ pub fn upstreams(ctx: &Ctx<'_>) -> Response<Body> {
 
 struct ClusterRow {
     b: Heartbeat,
-    /// `alive` or `stale`.
+    /// `alive` or `stale`, as `Heartbeat::state` judges it.
     state: &'static str,
     seen: Option<When>,
     cert: Option<When>,
+    /// Seconds between its beats.
+    period: u64,
     this: bool,
 }
 
 struct Gc {
     finished: Option<When>,
-    freed: String,
+    freed: Size,
     r: GcReport,
 }
 
@@ -87,19 +91,11 @@ struct NodePage {
     reported: bool,
     n: NodeReport,
     cert_expiry: Option<When>,
-    free: Option<String>,
+    free: Option<Size>,
     last_check: Option<When>,
     gc: Option<Gc>,
     cluster: Vec<ClusterRow>,
-    stale_after: String,
-}
-
-/// Whether a node last seen at `seen` has stopped beating by `now`.
-pub fn is_stale(seen: Option<SystemTime>, now: SystemTime) -> bool {
-    match seen {
-        None => true,
-        Some(t) => now.duration_since(t).is_ok_and(|age| age > STALE_AFTER),
-    }
+    stale_after: u32,
 }
 
 pub fn node(ctx: &Ctx<'_>) -> Response<Body> {
@@ -114,13 +110,10 @@ pub fn node(ctx: &Ctx<'_>) -> Response<Body> {
         .cluster()
         .into_iter()
         .map(|b| ClusterRow {
-            state: if is_stale(b.seen, now) {
-                "stale"
-            } else {
-                "alive"
-            },
+            state: b.state(now),
             seen: When::maybe(b.seen, now),
             cert: When::maybe(b.certificate_not_after, now),
+            period: b.period().as_secs(),
             this: !n.name.is_empty() && b.node == n.name,
             b,
         })
@@ -133,32 +126,16 @@ pub fn node(ctx: &Ctx<'_>) -> Response<Body> {
             .certificate
             .as_ref()
             .and_then(|c| When::maybe(c.not_after, now)),
-        free: n.storage.free_bytes.map(view::size),
+        free: n.storage.free_bytes.map(Size::of),
         last_check: When::maybe(n.storage.last_check, now),
         gc: n.last_gc.clone().map(|r| Gc {
             finished: When::maybe(r.finished, now),
-            freed: view::size(r.bytes_freed),
+            freed: Size::of(r.bytes_freed),
             r,
         }),
         cluster,
-        stale_after: format!("{} min", STALE_AFTER.as_secs() / 60),
+        stale_after: STALE_AFTER_PERIODS,
         n,
     };
     view::html(StatusCode::OK, &page)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn silent_nodes_are_stale() {
-        let now = SystemTime::now();
-        assert!(!is_stale(Some(now), now));
-        assert!(!is_stale(Some(now - Duration::from_secs(60)), now));
-        assert!(is_stale(Some(now - Duration::from_secs(600)), now));
-        assert!(is_stale(None, now));
-        // A clock a little ahead of ours is alive.
-        assert!(!is_stale(Some(now + Duration::from_secs(5)), now));
-    }
 }
