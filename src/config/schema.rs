@@ -157,6 +157,10 @@ pub struct UiConfig {
     pub enabled: bool,
     /// Which listeners serve it, in `metrics.listeners`' grammar.
     pub listeners: Vec<String>,
+    /// A login session unused this long is over.
+    pub session_idle_secs: u64,
+    /// A login session this old is over, however busy.
+    pub session_max_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -84,6 +84,8 @@ impl Config {
                     .iter()
                     .filter_map(|l| l.parse().ok())
                     .collect(),
+                session_idle: Duration::from_secs(self.ui.session_idle_secs),
+                session_max: Duration::from_secs(self.ui.session_max_secs),
             },
         }
     }

@@ -193,6 +193,29 @@ fn cidr() {
 }
 
 #[test]
+fn ui_sessions_are_bounded_in_time() {
+    let c = load(
+        "[ui]\nsession_idle_secs = 600\nsession_max_secs = 3600\n",
+        &[],
+        &Overrides::default(),
+    )
+    .unwrap();
+    let ui = c.http_settings().ui;
+    assert_eq!(ui.session_idle, std::time::Duration::from_secs(600));
+    assert_eq!(ui.session_max, std::time::Duration::from_secs(3600));
+    for bad in [
+        "[ui]\nsession_idle_secs = 0\n",
+        "[ui]\nsession_idle_secs = 7200\nsession_max_secs = 3600\n",
+    ] {
+        let errs = load(bad, &[], &Overrides::default()).unwrap_err().0;
+        assert!(
+            errs.iter().any(|e| e.key == "ui.session_idle_secs"),
+            "{bad}: {errs:?}"
+        );
+    }
+}
+
+#[test]
 fn node_names_are_checked_where_they_are_set() {
     let c = load(
         "[node]\nname = \"node-1\"\nheartbeat_secs = 2\n",

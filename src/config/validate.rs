@@ -299,6 +299,15 @@ impl Config {
                 )),
             }
         }
+        if self.ui.session_idle_secs == 0 || self.ui.session_idle_secs > self.ui.session_max_secs {
+            p.push((
+                "ui.session_idle_secs",
+                format!(
+                    "{} must be greater than 0 and at most ui.session_max_secs ({})",
+                    self.ui.session_idle_secs, self.ui.session_max_secs
+                ),
+            ));
+        }
         if !m.users.is_empty() && self.auth.htpasswd.as_os_str().is_empty() {
             p.push((
                 "metrics.users",

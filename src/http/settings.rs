@@ -121,14 +121,20 @@ pub struct UiSettings {
     pub enabled: bool,
     /// Which listeners serve it (`metrics.listeners`' grammar).
     pub listeners: Vec<MetricsListener>,
+    /// A login session unused this long is over (`ui.session_idle_secs`).
+    pub session_idle: Duration,
+    /// A login session this old is over (`ui.session_max_secs`).
+    pub session_max: Duration,
 }
 
 impl UiSettings {
-    /// The shipped defaults: on, on every listener.
+    /// The shipped defaults: on, on every listener, sessions of an hour idle and 12 h in all.
     pub fn basic() -> UiSettings {
         UiSettings {
             enabled: true,
             listeners: vec![MetricsListener::All],
+            session_idle: Duration::from_secs(3600),
+            session_max: Duration::from_secs(12 * 3600),
         }
     }
 }

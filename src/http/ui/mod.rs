@@ -83,7 +83,7 @@ async fn serve(
         }
         _ => {}
     }
-    let limits = Limits::DEFAULT;
+    let limits = Limits::from_settings(&app.settings().ui);
     let (parts, body) = req.into_parts();
     let mut ctx = Ctx::new(app, conn, parts, body, limits);
     let mut resp = match (&page, read) {

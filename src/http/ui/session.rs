@@ -26,14 +26,19 @@ pub struct Limits {
     pub absolute: Duration,
 }
 
+/// Sessions kept at most: a few MB of memory, more than the operators of any cluster this daemon
+/// serves, and a bound on what logging in over and over can take.
+pub const MAX_SESSIONS: usize = 10_000;
+
 impl Limits {
-    /// Ten thousand sessions (a few MB at most), an hour idle, twelve hours in all: a working
-    /// day's login for an operator, short enough that a forgotten browser does not stay logged in.
-    pub const DEFAULT: Limits = Limits {
-        max: 10_000,
-        idle: Duration::from_secs(3600),
-        absolute: Duration::from_secs(12 * 3600),
-    };
+    /// The limits of `[ui]` (`session_idle_secs`, `session_max_secs`), with [`MAX_SESSIONS`].
+    pub fn from_settings(ui: &crate::http::settings::UiSettings) -> Limits {
+        Limits {
+            max: MAX_SESSIONS,
+            idle: ui.session_idle,
+            absolute: ui.session_max,
+        }
+    }
 }
 
 /// A live session, as the pages use it.
@@ -199,8 +204,8 @@ mod tests {
         let s = Sessions::default();
         let t0 = Instant::now();
         let (id, _) = s.open("a", [0; 32], L, t0).unwrap();
-        // Used every 30 s up to 270 s: never idle, and still inside the 300 s absolute limit.
         for k in 1..=9u64 {
+            // Used every 30 s up to 270 s: never idle.
             assert!(s.find(&id, L, t0 + Duration::from_secs(30 * k)).is_some());
         }
         assert_eq!(s.find(&id, L, t0 + Duration::from_secs(300)), None);

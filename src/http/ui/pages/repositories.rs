@@ -3,8 +3,9 @@
 //! first page costs what the catalog's first page costs plus a hundred summaries, however many
 //! repositories there are. Names the visitor may not pull are never listed, nor matched.
 
+use std::time::SystemTime;
+
 use askama::Template;
-use futures::StreamExt;
 use http::{Response, StatusCode};
 
 use super::super::ctx::Ctx;
@@ -18,10 +19,9 @@ use crate::registry::RepoName;
 /// Rows per page unless `n` says otherwise, and the most `n` may ask for.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-/// Names read from storage per listing call while filtering.
-const BATCH: usize = 1000;
-/// Summaries read at once.
-const CONCURRENT: usize = 8;
+/// Names read from storage per listing call while filtering by name (a rare substring may take
+/// the whole catalog; large calls make that fewer round trips).
+const FILTER_BATCH: usize = 1000;
 
 struct Row {
     name: String,
@@ -33,6 +33,8 @@ struct Row {
     badges: Vec<String>,
     /// Why the summary could not be read.
     error: Option<String>,
+    /// When the census that measured the unshared size began.
+    measured: Option<SystemTime>,
 }
 
 #[derive(Template)]
@@ -43,6 +45,8 @@ struct RepositoriesPage {
     rows: Vec<Row>,
     next: Option<String>,
     first: bool,
+    /// When the unshared sizes shown were measured (the oldest figure's census).
+    measured: Option<When>,
 }
 
 /// `n` from the query: absent is the default, more than the maximum is the maximum.
@@ -77,12 +81,10 @@ pub async fn get(ctx: &mut Ctx<'_>) -> Response<Body> {
         Ok(page) => page,
         Err(e) => return ctx.error(e),
     };
-    // The futures are made first: a stream over a closure that borrows would not be `Send`.
-    let reads: Vec<_> = names.iter().map(|n| row(ctx, n)).collect();
-    let rows = futures::stream::iter(reads)
-        .buffered(CONCURRENT)
-        .collect::<Vec<_>>()
-        .await;
+    let rows = match rows(ctx, &names).await {
+        Ok(rows) => rows,
+        Err(e) => return ctx.error(e),
+    };
     let next = match (more, names.last()) {
         (true, Some(last)) => Some(next_link(last, ctx.query.get("n"), &q)),
         _ => None,
@@ -92,6 +94,7 @@ pub async fn get(ctx: &mut Ctx<'_>) -> Response<Body> {
         &RepositoriesPage {
             chrome: ctx.chrome("repositories"),
             q,
+            measured: When::maybe(rows.iter().filter_map(|r| r.measured).min(), ctx.now),
             rows,
             next,
             first: last.is_none(),
@@ -113,7 +116,13 @@ async fn visible(
     }
     let mut out = Vec::new();
     loop {
-        let (batch, more) = storage.list_repositories(last.clone(), Some(BATCH)).await?;
+        // Only access rules to apply: listed a page at a time, as the catalog does.
+        let size = if q.is_empty() {
+            n.max(100)
+        } else {
+            FILTER_BATCH
+        };
+        let (batch, more) = storage.list_repositories(last.clone(), Some(size)).await?;
         last = batch.last().cloned();
         for name in batch {
             if !name.contains(q) || !ctx.may_on(&name, Action::Pull) {
@@ -130,42 +139,59 @@ async fn visible(
     }
 }
 
-async fn row(ctx: &Ctx<'_>, name: &str) -> Row {
-    let mut r = Row {
-        name: name.to_string(),
-        href: String::new(),
-        tags: "—".into(),
-        last_push: None,
-        size: Size::unknown("—"),
-        unique_size: Size::unknown("—"),
-        badges: Vec::new(),
-        error: None,
-    };
-    let Ok(repo) = name.parse::<RepoName>() else {
-        r.error = Some("not a valid repository name".into());
-        return r;
-    };
-    r.href = path::repository(&repo);
-    if ctx.app.proxy.is_cached_repo(&repo)
-        && let Some(t) = ctx.app.proxy.target(&repo, None)
-    {
-        r.badges.push(format!("cached from {}", t.upstream.name));
-    }
-    match ctx.app.storage.repository_summary(&repo).await {
-        Ok(s) => {
-            r.tags = s.tags.to_string();
-            r.last_push = When::maybe(s.last_push, ctx.now);
-            r.size = Size::of(s.size);
-            r.unique_size = s
-                .unique_size
-                .map_or_else(|| Size::unknown("not computed yet"), Size::of);
+/// The rows of `names`, their summaries read in one storage call (an error of one repository is
+/// that row's; the storage failing is the page's).
+async fn rows(ctx: &Ctx<'_>, names: &[String]) -> Result<Vec<Row>, ApiError> {
+    let parsed: Vec<RepoName> = names.iter().filter_map(|n| n.parse().ok()).collect();
+    let mut summaries = ctx
+        .app
+        .storage
+        .repository_summaries(&parsed)
+        .await?
+        .into_iter();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let mut r = Row {
+            name: name.clone(),
+            href: String::new(),
+            tags: "—".into(),
+            last_push: None,
+            size: Size::unknown("—"),
+            unique_size: Size::unknown("—"),
+            badges: Vec::new(),
+            error: None,
+            measured: None,
+        };
+        let Ok(repo) = name.parse::<RepoName>() else {
+            r.error = Some("not a valid repository name".into());
+            out.push(r);
+            continue;
+        };
+        r.href = path::repository(&repo);
+        if ctx.app.proxy.is_cached_repo(&repo)
+            && let Some(t) = ctx.app.proxy.target(&repo, None)
+        {
+            r.badges.push(format!("cached from {}", t.upstream.name));
         }
-        Err(e) => {
-            tracing::warn!(repository = %repo, error = %e, "UI: repository summary unreadable");
-            r.error = Some(ApiError::from(e).message);
+        match summaries.next() {
+            Some(Ok(s)) => {
+                r.tags = s.tags.to_string();
+                r.last_push = When::maybe(s.last_push, ctx.now);
+                r.size = Size::of(s.size);
+                r.unique_size = s
+                    .unique_size
+                    .map_or_else(|| Size::unknown("not measured yet"), Size::of);
+                r.measured = s.unique_as_of;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(repository = %repo, error = %e, "UI: repository summary unreadable");
+                r.error = Some(ApiError::from(e).message);
+            }
+            None => r.error = Some("no summary was read".into()),
         }
+        out.push(r);
     }
-    r
+    Ok(out)
 }
 
 /// The next page's URL: after `last`, keeping the page size and filter the visitor chose.

@@ -17,7 +17,7 @@ use crate::http::Body;
 use crate::http::error::ApiError;
 use crate::http::route::Route;
 use crate::registry::{Digest, Reference, RepoName, Tag};
-use crate::storage::summary::TagInfo;
+use crate::storage::summary::{ManifestRole, TagInfo};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -45,6 +45,9 @@ struct UntaggedRow {
     href: String,
     pushed: When,
     delete_href: Option<String>,
+    /// What still points at it, in words, and the page of that.
+    role: String,
+    role_href: Option<String>,
 }
 
 #[derive(Template)]
@@ -122,11 +125,16 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
         .take(MAX_UNTAGGED)
         .map(|m| {
             let d = m.digest.to_string();
+            let (role, role_href, in_use) = role(name, &m.role);
             UntaggedRow {
                 short: view::short_digest(&d),
                 href: path::manifest(name, &d),
                 pushed: When::of(m.pushed, ctx.now),
-                delete_href: may_delete.then(|| delete_link(name, "digest", &d)),
+                // A platform of a tagged index is deleted with the index, not on its own (the
+                // index would name a manifest that is gone).
+                delete_href: (may_delete && !in_use).then(|| delete_link(name, "digest", &d)),
+                role,
+                role_href,
                 digest: d,
             }
         })
@@ -164,6 +172,42 @@ fn delete_state(ctx: &Ctx<'_>, name: &RepoName) -> Result<(), Option<String>> {
         return Err(Some(e.message));
     }
     Ok(())
+}
+
+/// What points at an untagged manifest, the page of that, and whether a tagged index needs it.
+fn role(name: &RepoName, r: &ManifestRole) -> (String, Option<String>, bool) {
+    match r {
+        ManifestRole::Unreferenced => (
+            "nothing (pushed by digest, or its tag moved on)".into(),
+            None,
+            false,
+        ),
+        ManifestRole::Child { index, tagged } => {
+            let d = index.to_string();
+            let what = if *tagged {
+                "a platform of index"
+            } else {
+                "a platform of untagged index"
+            };
+            (
+                format!("{what} {}", view::short_digest(&d)),
+                Some(path::manifest(name, &d)),
+                *tagged,
+            )
+        }
+        ManifestRole::Referrer {
+            subject,
+            artifact_type,
+        } => {
+            let d = subject.to_string();
+            let kind = artifact_type.as_deref().unwrap_or("an artifact");
+            (
+                format!("{kind}, refers to {}", view::short_digest(&d)),
+                Some(path::manifest(name, &d)),
+                false,
+            )
+        }
+    }
 }
 
 fn delete_link(name: &RepoName, field: &str, value: &str) -> String {

@@ -7,7 +7,7 @@ use askama::Template;
 use http::{Response, StatusCode};
 
 use super::super::ctx::Ctx;
-use super::super::view::{self, Chrome, When};
+use super::super::view::{self, Chrome, Size, When};
 use crate::http::Body;
 use crate::status::{GcReport, Heartbeat, NodeReport, STALE_AFTER_PERIODS, UpstreamReport};
 
@@ -16,7 +16,10 @@ struct UpstreamRow {
     state: &'static str,
     state_class: &'static str,
     last_check: Option<When>,
-    cached_bytes: String,
+    last_error_at: Option<When>,
+    cached_bytes: Size,
+    /// When the cached images and bytes were counted (`None`: not yet).
+    totals_at: Option<When>,
 }
 
 #[derive(Template)]
@@ -45,7 +48,12 @@ pub fn upstreams(ctx: &Ctx<'_>) -> Response<Body> {
                 state,
                 state_class,
                 last_check: When::maybe(r.last_check, ctx.now),
-                cached_bytes: view::size(r.cached_bytes),
+                last_error_at: When::maybe(r.last_error_at, ctx.now),
+                cached_bytes: match r.totals_at {
+                    Some(_) => Size::of(r.cached_bytes),
+                    None => Size::unknown("not counted yet"),
+                },
+                totals_at: When::maybe(r.totals_at, ctx.now),
                 r,
             }
         })
@@ -61,16 +69,18 @@ pub fn upstreams(ctx: &Ctx<'_>) -> Response<Body> {
 
 struct ClusterRow {
     b: Heartbeat,
-    /// `alive` or `stale`.
+    /// `alive` or `stale`, as `Heartbeat::state` judges it.
     state: &'static str,
     seen: Option<When>,
     cert: Option<When>,
+    /// Seconds between its beats.
+    period: u64,
     this: bool,
 }
 
 struct Gc {
     finished: Option<When>,
-    freed: String,
+    freed: Size,
     r: GcReport,
 }
 
@@ -81,11 +91,11 @@ struct NodePage {
     reported: bool,
     n: NodeReport,
     cert_expiry: Option<When>,
-    free: Option<String>,
+    free: Option<Size>,
     last_check: Option<When>,
     gc: Option<Gc>,
     cluster: Vec<ClusterRow>,
-    stale_after: String,
+    stale_after: u32,
 }
 
 pub fn node(ctx: &Ctx<'_>) -> Response<Body> {
@@ -100,10 +110,10 @@ pub fn node(ctx: &Ctx<'_>) -> Response<Body> {
         .cluster()
         .into_iter()
         .map(|b| ClusterRow {
-            // Judged by the period the node beats at, which its beat carries.
             state: b.state(now),
             seen: When::maybe(b.seen, now),
             cert: When::maybe(b.certificate_not_after, now),
+            period: b.period().as_secs(),
             this: !n.name.is_empty() && b.node == n.name,
             b,
         })
@@ -116,15 +126,15 @@ pub fn node(ctx: &Ctx<'_>) -> Response<Body> {
             .certificate
             .as_ref()
             .and_then(|c| When::maybe(c.not_after, now)),
-        free: n.storage.free_bytes.map(view::size),
+        free: n.storage.free_bytes.map(Size::of),
         last_check: When::maybe(n.storage.last_check, now),
         gc: n.last_gc.clone().map(|r| Gc {
             finished: When::maybe(r.finished, now),
-            freed: view::size(r.bytes_freed),
+            freed: Size::of(r.bytes_freed),
             r,
         }),
         cluster,
-        stale_after: format!("{STALE_AFTER_PERIODS} of its heartbeat periods"),
+        stale_after: STALE_AFTER_PERIODS,
         n,
     };
     view::html(StatusCode::OK, &page)

@@ -15,6 +15,7 @@ struct Row {
     repository: String,
     href: String,
     id: String,
+    started: Option<When>,
     last_write: When,
     bytes: Size,
 }
@@ -44,8 +45,11 @@ pub async fn get(ctx: &Ctx<'_>) -> Response<Body> {
             href: path::repository(&u.repository),
             repository: u.repository.to_string(),
             id: u.id.to_string(),
+            started: When::maybe(u.started, ctx.now),
             last_write: When::of(u.last_write, ctx.now),
-            bytes: u.bytes.map_or_else(|| Size::unknown("not known"), Size::of),
+            bytes: u
+                .bytes
+                .map_or_else(|| Size::unknown("unreadable"), Size::of),
         })
         .collect();
     view::html(

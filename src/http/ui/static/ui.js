@@ -16,7 +16,7 @@
     var area = document.createElement("textarea");
     area.value = text;
     area.setAttribute("readonly", "");
-    area.className = "skip";
+    area.className = "vh";
     document.body.appendChild(area);
     area.select();
     var ok = false;
