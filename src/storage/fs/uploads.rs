@@ -88,7 +88,7 @@ impl Cursors {
 }
 
 /// An upload's data file being appended to, through the pool, one write in flight at a time: a
-/// batch is written and hashed on a blocking thread while the request receives the next one.
+/// batch is hashed while it is written, and the next one received meanwhile.
 ///
 /// Each write holds the upload's one-writer lock until it returns. A write already running when
 /// its request is dropped (the client went away) so still ends before the upload's next request
@@ -97,53 +97,45 @@ struct Appender {
     pool: Arc<Pool>,
     file: Arc<File>,
     lock: Arc<UploadWriter>,
-    /// Offset of the next write (the cursor's offset once every write is done).
+    /// Offset of the next write, and the hash of everything before it.
     at: u64,
-    /// The hash over everything before `at`: here between writes, with the write while one runs.
-    sha: Option<Sha256>,
-    in_flight: Option<Started<Sha256>>,
+    sha: Sha256,
+    in_flight: Option<Started<()>>,
 }
 
 impl Appender {
     /// Waits for the write in flight, if any.
     async fn wait(&mut self) -> Result<()> {
-        if let Some(w) = self.in_flight.take() {
-            self.sha = Some(w.finish().await?);
+        match self.in_flight.take() {
+            Some(w) => w.finish().await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Starts writing `bytes` after what was written before, once the previous write is done.
+    /// Starts writing `bytes` after what was written before, once the previous write is done, and
+    /// hashes them while they are written.
     async fn write(&mut self, bytes: Bytes) -> Result<()> {
         self.wait().await?;
-        let mut sha = self
-            .sha
-            .take()
-            .ok_or_else(|| io::Error::other("an earlier write of this upload failed"))?;
         let (file, at, lock) = (self.file.clone(), self.at, self.lock.clone());
-        self.at += bytes.len() as u64;
+        let data = bytes.clone();
         let write = self.pool.start(move || {
             let _one_writer = lock;
-            file.write_all_at(&bytes, at)?;
-            sha.update(&bytes);
-            Ok(sha)
+            Ok(file.write_all_at(&data, at)?)
         });
         self.in_flight = Some(write.await?);
+        self.at += bytes.len() as u64;
+        self.sha.update(&bytes);
         Ok(())
     }
 
     /// Makes everything written so far durable and says where the upload stands.
     async fn sync(&mut self) -> Result<Cursor> {
         self.wait().await?;
-        let sha = self
-            .sha
-            .clone()
-            .ok_or_else(|| io::Error::other("an earlier write of this upload failed"))?;
         let file = self.file.clone();
         self.pool.blocking(move || Ok(file.sync_data()?)).await?;
         Ok(Cursor {
             offset: self.at,
-            sha,
+            sha: self.sha.clone(),
         })
     }
 }
@@ -287,7 +279,7 @@ impl FsDriver {
             file,
             lock: lock.clone(),
             at: acked,
-            sha: Some(cursor.sha),
+            sha: cursor.sha,
             in_flight: None,
         };
         let result = self.append_body(name, id, acked, body, &mut out).await;
