@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod node;
 pub mod proxy;
 pub mod registry;
+pub mod retention;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

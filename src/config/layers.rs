@@ -37,6 +37,31 @@ const TABLE_ARRAYS: &[(&str, &[KeyType], &[&str], &str)] = &[
         "one per repository prefix",
     ),
     ("group", GROUP_KEYS, &["name"], "one per group of users"),
+    (
+        "retention",
+        RETENTION_KEYS,
+        &["repositories"],
+        "one per retention rule",
+    ),
+    (
+        "immutable",
+        IMMUTABLE_KEYS,
+        &["repositories", "tags"],
+        "one per immutable-tags rule",
+    ),
+];
+const RETENTION_KEYS: &[KeyType] = &[
+    ("repositories", || Value::String(String::new())),
+    ("keep_tags", || Value::Array(Vec::new())),
+    ("keep_last", || Value::Integer(0)),
+    ("keep_pushed_within_days", || Value::Integer(0)),
+    ("keep_pulled_within_days", || Value::Integer(0)),
+    ("untagged_after_days", || Value::Integer(0)),
+    ("allow_empty", || Value::Boolean(false)),
+];
+const IMMUTABLE_KEYS: &[KeyType] = &[
+    ("repositories", || Value::String(String::new())),
+    ("tags", || Value::Array(Vec::new())),
 ];
 const UPSTREAM_KEYS: &[KeyType] = &[
     ("name", || Value::String(String::new())),

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub use super::closed::{AnonymousPolicy, LogFormat, StorageDriver};
 /// `[[access]]` and `[[group]]` are the access policy's own vocabulary: the policy defines them.
 pub use crate::auth::policy::{AccessRule, Group};
+/// `[[retention]]` and `[[immutable]]` are the retention rules' own vocabulary.
+pub use crate::retention::{ImmutableRule, RetentionRule};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,12 @@ pub struct Config {
     /// Named groups of users for the access rules (`[[group]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group: Vec<Group>,
+    /// Which tags of pushed repositories GC untags (`[[retention]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<RetentionRule>,
+    /// Tags that may never move or be deleted (`[[immutable]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub immutable: Vec<ImmutableRule>,
     /// Things worth telling the operator that do not stop start-up (printed once logging starts).
     #[serde(skip)]
     pub warnings: Vec<String>,

@@ -87,7 +87,14 @@ impl Config {
                 session_idle: Duration::from_secs(self.ui.session_idle_secs),
                 session_max: Duration::from_secs(self.ui.session_max_secs),
             },
+            rules: std::sync::Arc::new(self.rules()),
         }
+    }
+
+    /// `[[retention]]` and `[[immutable]]`, compiled (validation has reported any that do not
+    /// compile; none of those reach here).
+    pub fn rules(&self) -> crate::retention::Rules {
+        crate::retention::Rules::compile(&self.retention, &self.immutable).unwrap_or_default()
     }
 
     /// `server.headers` and `[cors]`, parsed.

@@ -114,6 +114,9 @@ impl Config {
         self.validate_access(&mut p);
         self.validate_metrics(&mut p);
         self.validate_http(&mut p);
+        if let Err(problems) = crate::retention::Rules::compile(&self.retention, &self.immutable) {
+            p.extend(problems);
+        }
         if !self.storage.require_fstype.is_empty() && self.storage.require_mount.is_empty() {
             p.push((
                 "storage.require_fstype",
