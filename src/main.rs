@@ -82,6 +82,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove one tag on this node's storage (the manifest stays, addressable by digest). A tag an
+    /// [[immutable]] rule covers needs --force; every removal is logged.
+    Untag {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Also remove a tag an immutable rule protects.
+        #[arg(long)]
+        force: bool,
+        #[arg(value_name = "REPO:TAG")]
+        reference: String,
+    },
     /// Verify every blob against its digest and every link, manifest and tag. Exit 4: problems
     /// found. --repair quarantines corrupt blobs and drops dangling links.
     Fsck {
@@ -610,60 +621,22 @@ fn main() -> ExitCode {
             };
             registryd::archive::cli::export(&config, &refs, &output)
         }
-        Command::Doctor { config, json, ca } => {
-            let config = match config_or_exit(&config) {
-                Ok(c) => c,
-                Err(_) => {
-                    println!("FAIL  config       the configuration has errors (above)");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let Ok(rt) = registryd::lifecycle::cli::runtime() else {
-                return ExitCode::FAILURE;
-            };
-            let findings = rt.block_on(registryd::doctor::run(&config, ca.as_deref()));
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&findings).unwrap_or_default()
-                );
-            } else {
-                print!("{}", registryd::doctor::render(&findings));
-            }
-            if findings
-                .iter()
-                .any(|f| f.verdict == registryd::doctor::Verdict::Fail)
-            {
+        Command::Doctor { config, json, ca } => match config_or_exit(&config) {
+            Ok(c) => registryd::doctor::cli(&c, ca.as_deref(), json),
+            Err(_) => {
+                println!("FAIL  config       the configuration has errors (above)");
                 ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
             }
-        }
-        Command::ImportConfig { file } => {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!(
-                        "registryd import-config: cannot read {}: {e}",
-                        file.display()
-                    );
-                    return ExitCode::from(2);
-                }
-            };
-            match registryd::migrate::convert(&text) {
-                Ok(m) => {
-                    print!("{}", m.toml);
-                    for w in &m.warnings {
-                        eprintln!("registryd import-config: warning: {w}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("registryd import-config: {}: {e}", file.display());
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        },
+        Command::ImportConfig { file } => registryd::migrate::cli(&file),
+        Command::Untag {
+            config,
+            force,
+            reference,
+        } => match config_or_exit(&config) {
+            Ok(c) => registryd::lifecycle::cli::untag(&c, &reference, force),
+            Err(code) => code,
+        },
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             match clap_mangen::Man::new(cmd)

@@ -23,12 +23,13 @@ pub fn import(config: &Config, repo: Option<&str>, files: &[PathBuf]) -> ExitCod
     let Ok(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
+    let rules = config.rules();
     let mut failed = false;
     for f in files {
         let mut progress = |label: &str, done: u64, total: u64| {
             progress_line(label, done as usize, total as usize)
         };
-        match super::import::import(&rt, &storage, f, repo.as_ref(), &mut progress) {
+        match super::import::import(&rt, &storage, f, repo.as_ref(), &rules, &mut progress) {
             Ok(r) => {
                 for w in &r.warnings {
                     eprintln!("registryd import: warning: {}: {w}", f.display());

@@ -21,9 +21,10 @@ use tokio::runtime::Runtime;
 use super::scan::{Scan, Source};
 use super::split_reference;
 use crate::registry::manifest::{self, OCI_MANIFEST};
-use crate::registry::{Digest, RepoName, Tag};
-use crate::storage::Storage;
+use crate::registry::{Digest, Reference, RepoName, Tag};
+use crate::retention::Rules;
 use crate::storage::manifests::ReferrerEntry;
+use crate::storage::{Storage, StorageError};
 
 /// What an import stored.
 #[derive(Debug, Default)]
@@ -332,6 +333,7 @@ pub fn import(
     storage: &Storage,
     path: &Path,
     repo_override: Option<&RepoName>,
+    rules: &Rules,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> anyhow::Result<Imported> {
     let source = Source::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -360,6 +362,23 @@ pub fn import(
     };
     // Only the plan is needed from here on: what the scan held goes.
     drop(scan);
+    // An immutable tag is never moved, by an import either: refused before anything is stored.
+    for m in &plan.manifests {
+        for t in &m.tags {
+            let Some(rule) = rules.immutable(m.repo.as_str(), t.as_str()) else {
+                continue;
+            };
+            match rt.block_on(storage.resolve_manifest(&m.repo, &Reference::Tag(t.clone()))) {
+                Ok((current, _)) if current != m.digest => bail!(
+                    "tag {}:{t} is immutable ({rule}): it names {current}, and the archive would move it to {}; nothing was imported",
+                    m.repo,
+                    m.digest
+                ),
+                Ok(_) | Err(StorageError::ManifestUnknown) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let mut out = Imported {
         warnings: plan.warnings,
         layout,

@@ -128,3 +128,24 @@ pub fn render(findings: &[Finding]) -> String {
     }
     out
 }
+
+/// `registryd doctor`: the findings as text or JSON; exit 1 when any check failed.
+pub fn cli(config: &Config, extra_ca: Option<&Path>, json: bool) -> std::process::ExitCode {
+    let Ok(rt) = crate::lifecycle::cli::runtime() else {
+        return std::process::ExitCode::FAILURE;
+    };
+    let findings = rt.block_on(run(config, extra_ca));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&findings).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render(&findings));
+    }
+    if findings.iter().any(|f| f.verdict == Verdict::Fail) {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}

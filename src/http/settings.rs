@@ -28,6 +28,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// `[ui]`: whether and where the web UI answers.
     pub ui: UiSettings,
+    /// `[[retention]]` and `[[immutable]]`: which tags may never move, and what GC keeps.
+    pub rules: std::sync::Arc<crate::retention::Rules>,
 }
 
 impl Settings {
@@ -46,6 +48,7 @@ impl Settings {
             min_free_bytes: 0,
             metrics: MetricsSettings::basic(),
             ui: UiSettings::basic(),
+            rules: std::sync::Arc::default(),
         }
     }
 }

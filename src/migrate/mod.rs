@@ -100,6 +100,34 @@ impl Migration {
     }
 }
 
+/// `registryd import-config FILE`: the TOML on stdout, warnings on stderr; exit 2 when the file
+/// cannot be read, 1 when it cannot be converted.
+pub fn cli(file: &std::path::Path) -> std::process::ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "registryd import-config: cannot read {}: {e}",
+                file.display()
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match convert(&text) {
+        Ok(m) => {
+            print!("{}", m.toml);
+            for w in &m.warnings {
+                eprintln!("registryd import-config: warning: {w}");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("registryd import-config: {}: {e}", file.display());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::yaml::duration_secs;

@@ -14,7 +14,8 @@ use crate::http::error::{ApiError, Code};
 use crate::proxy::Freshness;
 use crate::registry::manifest::{self, Manifest};
 use crate::registry::reference::ReferenceError;
-use crate::registry::{Algorithm, Digest, Reference, RepoName};
+use crate::registry::{Algorithm, Digest, Reference, RepoName, Tag};
+use crate::storage::StorageError;
 use crate::storage::manifests::ReferrerEntry;
 
 pub async fn handle(app: &App, name: RepoName, reference: Reference, req: Req) -> HandlerResult {
@@ -98,6 +99,9 @@ async fn put(app: &App, name: RepoName, reference: Reference, req: Req) -> Handl
     // Checking the references and linking the manifest must not interleave with a GC sweep.
     let _sweep = app.storage.push_guard().await?;
     check_references(app, &name, &parsed).await?;
+    if let Reference::Tag(t) = &reference {
+        check_tag_may_move(app, &name, t, &digest).await?;
+    }
     let referrer = ReferrerEntry::of(&parsed, &digest, bytes.len());
     let tag = match &reference {
         Reference::Tag(t) => Some(t),
@@ -159,6 +163,70 @@ async fn check_references(app: &App, name: &RepoName, m: &Manifest) -> Result<()
     Ok(())
 }
 
+/// A tag an immutable rule covers may be pushed once, and again with the same manifest (a CI
+/// retry), never moved to another one.
+async fn check_tag_may_move(
+    app: &App,
+    name: &RepoName,
+    tag: &Tag,
+    digest: &Digest,
+) -> Result<(), ApiError> {
+    let rules = app.settings().rules.clone();
+    let Some(rule) = rules.immutable(name.as_str(), tag.as_str()) else {
+        return Ok(());
+    };
+    match app
+        .storage
+        .resolve_manifest(name, &Reference::Tag(tag.clone()))
+        .await
+    {
+        Ok((current, _)) if current != *digest => Err(immutable(format!(
+            "tag {name}:{tag} is immutable ({rule}): it names {current} and cannot be moved to {digest}"
+        ))),
+        Ok(_) | Err(StorageError::ManifestUnknown) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The answer to a change an immutable rule forbids: 409, `DENIED`, naming the tag and the rule.
+fn immutable(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, Code::Denied, message)
+}
+
+/// Refuses deleting an immutable tag, or a manifest an immutable tag names.
+async fn check_delete_allowed(
+    app: &App,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<(), ApiError> {
+    let rules = app.settings().rules.clone();
+    if !rules.has_immutable(name.as_str()) {
+        return Ok(());
+    }
+    match reference {
+        Reference::Tag(t) => match rules.immutable(name.as_str(), t.as_str()) {
+            Some(rule) => Err(immutable(format!(
+                "tag {name}:{t} is immutable ({rule}) and cannot be deleted; an operator can remove it with `registryd untag --force {name}:{t}` on a node"
+            ))),
+            None => Ok(()),
+        },
+        Reference::Digest(d) => {
+            for t in app.storage.tag_details(name).await? {
+                if t.digest.as_ref() != Some(d) {
+                    continue;
+                }
+                if let Some(rule) = rules.immutable(name.as_str(), &t.tag) {
+                    return Err(immutable(format!(
+                        "manifest {d} is named by immutable tag {name}:{} ({rule}) and cannot be deleted",
+                        t.tag
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn delete(app: &App, name: &RepoName, reference: &Reference) -> HandlerResult {
     remove(app, name, reference).await?;
     Ok(response(
@@ -176,6 +244,7 @@ pub async fn remove(app: &App, name: &RepoName, reference: &Reference) -> Result
     if !app.settings().delete_enabled {
         return Err(deletes_disabled());
     }
+    check_delete_allowed(app, name, reference).await?;
     match reference {
         Reference::Tag(t) => app.storage.delete_tag(name, t).await?,
         Reference::Digest(d) => {
