@@ -53,6 +53,12 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The rule's place in the config file, from 1.
+    pub rule: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -74,6 +80,8 @@ pub struct Metrics {
     pub gc_runs: Family<ResultLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_last_run: Gauge<f64, AtomicU64>,
+    pub gc_manifests_removed: Counter,
+    pub retention_untagged: Family<RuleLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -99,6 +107,8 @@ impl Metrics {
             gc_runs: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_last_run: Gauge::default(),
+            gc_manifests_removed: Counter::default(),
+            retention_untagged: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,6 +181,16 @@ impl Metrics {
             "When the last garbage collection pass finished (Unix time)",
             m.gc_last_run.clone(),
         );
+        registry.register(
+            "gc_manifests_removed",
+            "Untagged manifests the garbage collector removed",
+            m.gc_manifests_removed.clone(),
+        );
+        registry.register(
+            "retention_tags_removed",
+            "Tags a [[retention]] rule untagged, by the rule's place in the config file",
+            m.retention_untagged.clone(),
+        );
         let build: Family<Vec<(String, String)>, Gauge> = Family::default();
         build
             .get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())])
@@ -221,10 +241,18 @@ impl Metrics {
             .inc();
     }
 
-    pub fn gc_run(&self, result: &'static str, freed_bytes: u64) {
+    pub fn gc_run(&self, result: &'static str, freed_bytes: u64, manifests_removed: u64) {
         self.gc_runs.get_or_create(&ResultLabels { result }).inc();
         self.gc_freed_bytes.inc_by(freed_bytes);
+        self.gc_manifests_removed.inc_by(manifests_removed);
         self.gc_last_run.set(unix_now());
+    }
+
+    /// A tag untagged by retention rule `rule` (its place in the file).
+    pub fn retention_untagged(&self, rule: usize) {
+        self.retention_untagged
+            .get_or_create(&RuleLabels { rule: rule as u64 })
+            .inc();
     }
 
     /// The whole registry in the OpenMetrics text format.

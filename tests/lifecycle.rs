@@ -25,6 +25,7 @@ fn opts(dry_run: bool, delete_untagged: bool, grace_secs: u64) -> GcOptions {
         grace: Duration::from_secs(grace_secs),
         upload_max_age: Duration::from_secs(86400),
         lock_wait: Duration::from_secs(5),
+        retention: Default::default(),
     }
 }
 

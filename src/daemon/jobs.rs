@@ -157,22 +157,24 @@ pub(super) fn garbage_collection(
     let opts = crate::lifecycle::cli::gc_options(config, false, false);
     let interval = Duration::from_secs(config.gc.interval_secs);
     every(interval, shutdown, move || {
-        let (app, storage, opts) = (app.clone(), storage.clone(), opts.clone());
+        let (app, storage, mut opts) = (app.clone(), storage.clone(), opts.clone());
         async move {
             if !app.health.is_ready() || app.settings().read_only {
                 return;
             }
+            // The rules in force now: a reload may have changed them.
+            opts.retention.rules = app.settings().rules.clone();
             let started = std::time::Instant::now();
             let result = crate::lifecycle::gc::collect(&storage, &opts, &|_, _, _| {}).await;
             let m = crate::metrics::get();
             match &result {
                 Ok(Some(r)) => {
-                    m.gc_run("done", r.bytes_freed);
+                    m.gc_run("done", r.bytes_freed, r.manifests_removed as u64);
                     board::post_gc(&app.status, Ok(r));
                 }
-                Ok(None) => m.gc_run("skipped", 0),
+                Ok(None) => m.gc_run("skipped", 0, 0),
                 Err(e) => {
-                    m.gc_run("failed", 0);
+                    m.gc_run("failed", 0, 0);
                     board::post_gc(&app.status, Err(e.to_string()));
                 }
             }
@@ -186,6 +188,7 @@ pub(super) fn garbage_collection(
                     manifests_removed = r.manifests_removed,
                     uploads_removed = r.uploads_removed,
                     fills_removed = r.fills_removed,
+                    tags_removed = r.tags_removed,
                     young_kept = r.blobs_young_kept,
                     duration_ms = started.elapsed().as_millis() as u64,
                     "garbage collection pass"

@@ -7,8 +7,10 @@ use std::time::Duration;
 use super::fsck::{self, FsckOptions};
 use super::gc::{self, GcOptions, Phase};
 use super::progress_line;
+use super::retention::RetentionOptions;
 use crate::config::Config;
-use crate::storage::Storage;
+use crate::registry::{Digest, Reference, RepoName, Tag};
+use crate::storage::{Storage, StorageError};
 
 /// Opens the configured storage for a command, checking the mount guard first (a command must not
 /// write under an unmounted directory either).
@@ -51,6 +53,10 @@ pub fn gc_options(config: &Config, dry_run: bool, delete_untagged: bool) -> GcOp
         grace: Duration::from_secs(config.gc.grace_secs),
         upload_max_age: Duration::from_secs(config.gc.upload_max_age_secs),
         lock_wait: Duration::from_secs(config.storage.operation_timeout_secs),
+        retention: RetentionOptions {
+            rules: std::sync::Arc::new(config.rules()),
+            cache_prefixes: config.upstream.iter().flat_map(|u| u.prefixes()).collect(),
+        },
     }
 }
 
@@ -82,12 +88,14 @@ pub fn gc(config: &Config, dry_run: bool, delete_untagged: bool, json: bool) -> 
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
                 let verb = if r.dry_run { "would remove" } else { "removed" };
+                print_retention(&r.retention, r.dry_run);
                 println!(
                     "{} repositories, {} manifests, {} blobs checked",
                     r.repositories, r.manifests, r.blobs
                 );
                 println!(
-                    "{verb}: {} blobs ({}), {} untagged manifests, {} layer links, {} abandoned uploads, {} abandoned cache fills",
+                    "{verb}: {} tags by retention rules, {} blobs ({}), {} untagged manifests, {} layer links, {} abandoned uploads, {} abandoned cache fills",
+                    r.tags_removed,
                     r.blobs_removed,
                     mib(r.bytes_freed),
                     r.manifests_removed,
@@ -115,6 +123,40 @@ pub fn gc(config: &Config, dry_run: bool, delete_untagged: bool, json: bool) -> 
             ExitCode::FAILURE
         }
     }
+}
+
+/// Per repository a retention rule covers: each tag that goes (or would) and why, then each tag
+/// kept and the rules that keep it.
+fn print_retention(repos: &[super::retention::RepoRetention], dry_run: bool) {
+    let untag = if dry_run { "would untag" } else { "untagged" };
+    for r in repos {
+        println!("{} ({})", r.repository, r.rule);
+        for t in &r.removed {
+            println!(
+                "  {untag:<11} {}  {}  {}",
+                t.tag,
+                short(&t.digest),
+                t.reasons.join("; ")
+            );
+        }
+        for t in &r.moved_meanwhile {
+            println!("  {:<11} {t}  moved while the pass ran: left alone", "kept");
+        }
+        for t in &r.kept {
+            println!(
+                "  {:<11} {}  {}  {}",
+                "kept",
+                t.tag,
+                short(&t.digest),
+                t.reasons.join("; ")
+            );
+        }
+    }
+}
+
+/// `sha256:` and the first 12 hex digits: enough to tell manifests apart on a terminal.
+fn short(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
 }
 
 /// `registryd fsck`: exit 0 when everything checks out, 4 when problems were found (repaired or
@@ -165,4 +207,83 @@ pub fn fsck(config: &Config, repair: bool, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `registryd untag REPO:TAG`: removes one tag on the node; a tag an immutable rule covers only
+/// with `--force`. Exit 2: not a `REPO:TAG`; 1: refused or failed.
+pub fn untag(config: &Config, reference: &str, force: bool) -> ExitCode {
+    let parsed = reference
+        .rsplit_once(':')
+        .and_then(|(r, t)| Some((r.parse::<RepoName>().ok()?, t.parse::<Tag>().ok()?)));
+    let Some((repo, tag)) = parsed else {
+        eprintln!(
+            "registryd untag: {reference:?} is not REPO:TAG (a repository name and a tag, as in ci/app:v1.2)"
+        );
+        return ExitCode::from(2);
+    };
+    let rules = config.rules();
+    let immutable = rules.immutable(repo.as_str(), tag.as_str());
+    if let (Some(rule), false) = (immutable, force) {
+        eprintln!(
+            "registryd untag: {repo}:{tag} is immutable ({rule}); add --force to remove it anyway"
+        );
+        return ExitCode::FAILURE;
+    }
+    let storage = match open_storage(config, "untag") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        let (digest, _) = storage
+            .resolve_manifest(&repo, &Reference::Tag(tag.clone()))
+            .await?;
+        storage.delete_tag(&repo, &tag).await?;
+        Ok::<_, StorageError>(digest)
+    });
+    match result {
+        Ok(digest) => {
+            let how = match immutable {
+                Some(rule) => format!(" despite {rule} (--force)"),
+                None => String::new(),
+            };
+            let line = format!(
+                "untagged {repo}:{tag}{how}; it named {digest}, which stays until GC removes it untagged"
+            );
+            println!("{line}");
+            audit(&line, &repo, &tag, &digest, immutable.is_some());
+            ExitCode::SUCCESS
+        }
+        Err(StorageError::ManifestUnknown) => {
+            eprintln!("registryd untag: {repo}:{tag}: no such tag");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("registryd untag: {repo}:{tag}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Records a removal by hand in the journal (when there is one) with the fields the daemon's
+/// own log lines carry, so it can be found beside retention's.
+fn audit(line: &str, repo: &RepoName, tag: &Tag, digest: &Digest, forced: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let Ok(journal) = tracing_journald::layer() else {
+        return;
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(journal.with_syslog_identifier("registryd".to_string()));
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(
+            repository = %repo,
+            tag = %tag,
+            digest = %digest,
+            forced,
+            "{line}"
+        );
+    });
 }

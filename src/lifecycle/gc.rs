@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::retention::{self, RepoRetention, RetentionOptions};
 use crate::registry::{Digest, Reference, RepoName, manifest};
 use crate::storage::{Storage, StorageError};
 
@@ -35,6 +36,8 @@ pub struct GcOptions {
     pub upload_max_age: Duration,
     /// How long the sweep waits for pushes holding the sweep lock.
     pub lock_wait: Duration,
+    /// `[[retention]]`: what the pass untags first, and when untagged manifests go.
+    pub retention: RetentionOptions,
 }
 
 /// What a pass found and did (with `dry_run`, what it would do).
@@ -53,6 +56,11 @@ pub struct GcReport {
     pub uploads_removed: usize,
     /// Cache fills whose fetcher died, removed (files or chunk objects).
     pub fills_removed: usize,
+    /// Tags the retention rules untagged.
+    pub tags_removed: usize,
+    /// Per repository a retention rule covers: each tag kept and why, each tag untagged and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<RepoRetention>,
 }
 
 /// The phase a pass is in, for progress display.
@@ -126,6 +134,22 @@ async fn collect_as_the_collector(
         ..Default::default()
     };
 
+    // --- Retention first, so what it untags is collected in this pass. A dry run untags
+    // nothing: the mark below counts its tags as gone, so it reports what the real pass removes.
+    let plans = retention::plan_all(storage, &opts.retention, opts.grace, started).await?;
+    report.retention =
+        retention::apply(storage, plans, opts.dry_run, opts.lock_wait, started).await?;
+    report.tags_removed = report.retention.iter().map(|r| r.removed.len()).sum();
+    let untagged_now: HashSet<(String, String)> = report
+        .retention
+        .iter()
+        .flat_map(|r| {
+            r.removed
+                .iter()
+                .map(|t| (r.repository.clone(), t.tag.clone()))
+        })
+        .collect();
+
     // --- Mark.
     let repos = storage.all_repositories().await?;
     report.repositories = repos.len();
@@ -136,7 +160,12 @@ async fn collect_as_the_collector(
     for (i, repo) in repos.iter().enumerate() {
         progress(Phase::Mark, i, repos.len());
         let inv = storage.inventory(repo).await?;
-        let tagged: HashSet<&Digest> = inv.tags.iter().filter_map(|(_, d)| d.as_ref()).collect();
+        let tagged: HashSet<&Digest> = inv
+            .tags
+            .iter()
+            .filter(|(t, _)| !untagged_now.contains(&(repo.to_string(), t.to_string())))
+            .filter_map(|(_, d)| d.as_ref())
+            .collect();
         for (d, at) in &inv.revisions {
             let (refs, subject) = revision_refs(storage, repo, d).await?;
             revs.push(Rev {
@@ -174,7 +203,11 @@ async fn collect_as_the_collector(
     }
     progress(Phase::Mark, repos.len(), repos.len());
     report.manifests = revs.len();
-    let keep = kept_revisions(&revs, opts.delete_untagged, young);
+    let cutoff = |repo: &RepoName| {
+        retention::untagged_cutoff(&opts.retention, repo, started, young)
+            .or(opts.delete_untagged.then_some(young))
+    };
+    let keep = kept_revisions(&revs, &cutoff);
     let mut marked: HashSet<Digest> = HashSet::new();
     for (r, &k) in revs.iter().zip(&keep) {
         if k {
@@ -318,16 +351,18 @@ async fn collect_as_the_collector(
     Ok(report)
 }
 
-/// Which revisions survive: all of them, or with `delete_untagged` the tagged ones, the young ones
-/// (a push in flight), the children of kept indexes and the referrers of kept manifests.
-fn kept_revisions(revs: &[Rev], delete_untagged: bool, young: SystemTime) -> Vec<bool> {
-    if !delete_untagged {
-        return vec![true; revs.len()];
-    }
+/// Which revisions survive. In a repository where untagged manifests go (`delete_untagged`, or
+/// a retention rule's `untagged_after_days`: `cutoff` says since when), the tagged ones, those
+/// linked since the cutoff (a push in flight, or not old enough), the children of kept indexes,
+/// the subjects of kept referrers and the referrers of kept manifests; elsewhere, all of them.
+fn kept_revisions(revs: &[Rev], cutoff: &dyn Fn(&RepoName) -> Option<SystemTime>) -> Vec<bool> {
     let mut keep: Vec<bool> = revs
         .iter()
-        .map(|r| r.tagged || r.linked_at >= young)
+        .map(|r| r.tagged || cutoff(&r.repo).is_none_or(|c| r.linked_at >= c))
         .collect();
+    if keep.iter().all(|k| *k) {
+        return keep;
+    }
     loop {
         let kept: HashSet<(&RepoName, &Digest)> = revs
             .iter()
@@ -336,6 +371,7 @@ fn kept_revisions(revs: &[Rev], delete_untagged: bool, young: SystemTime) -> Vec
             .flat_map(|(r, _)| {
                 std::iter::once((&r.repo, &r.digest))
                     .chain(r.refs.iter().map(move |d| (&r.repo, d)))
+                    .chain(r.subject.iter().map(move |d| (&r.repo, d)))
             })
             .collect();
         let mut changed = false;
@@ -391,9 +427,15 @@ mod tests {
             rev(7, &[15], Some(5), false, 7200), // referrer of what goes: goes too
         ];
         assert_eq!(
-            kept_revisions(&revs, true, young),
+            kept_revisions(&revs, &|_| Some(young)),
             vec![true, true, true, true, false, true, false]
         );
-        assert_eq!(kept_revisions(&revs, false, young), vec![true; 7]);
+        assert_eq!(kept_revisions(&revs, &|_| None), vec![true; 7]);
+        // The subject of a kept (tagged) referrer stays.
+        let revs = vec![
+            rev(1, &[10], None, false, 7200),
+            rev(2, &[11], Some(1), true, 7200),
+        ];
+        assert_eq!(kept_revisions(&revs, &|_| Some(young)), vec![true, true]);
     }
 }

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod fsck;
 pub mod gc;
+pub mod retention;
 
 /// A one-line progress display on a terminal: `label done/total`, redrawn in place on stderr.
 pub fn progress_line(label: &str, done: usize, total: usize) {

@@ -37,7 +37,20 @@ impl Proxy {
         reference: &Reference,
     ) -> Result<(Digest, Arc<CachedManifest>, Freshness), ProxyError> {
         let found = self.resolve(storage, t, reference).await?;
-        let key = format!("{}@{}", t.cached, found.0);
+        self.note_pull(storage, &t.cached, &found.0, PULL_MARK_EVERY);
+        Ok(found)
+    }
+
+    /// Records, off the request path, that `name@digest` was pulled: at most once per `every` per
+    /// manifest on this node (a stamp any node may touch; its time is the latest pull anywhere).
+    pub(crate) fn note_pull(
+        &self,
+        storage: &Storage,
+        name: &RepoName,
+        digest: &Digest,
+        every: Duration,
+    ) {
+        let key = format!("{name}@{digest}");
         let due = {
             let mut marks = self.pulled.lock().unwrap_or_else(|p| p.into_inner());
             if marks.len() > 100_000 {
@@ -45,7 +58,7 @@ impl Proxy {
             }
             let now = std::time::Instant::now();
             match marks.get(&key) {
-                Some(at) if now.duration_since(*at) < PULL_MARK_EVERY => false,
+                Some(at) if now.duration_since(*at) < every => false,
                 _ => {
                     marks.insert(key, now);
                     true
@@ -53,14 +66,13 @@ impl Proxy {
             }
         };
         if due {
-            let (storage, name, digest) = (storage.clone(), t.cached.clone(), found.0.clone());
+            let (storage, name, digest) = (storage.clone(), name.clone(), digest.clone());
             tokio::spawn(async move {
                 if let Err(e) = storage.mark_pulled(&name, &digest).await {
                     tracing::debug!(error = %e, "cannot record a pull");
                 }
             });
         }
-        Ok(found)
     }
 
     async fn resolve(

@@ -13,6 +13,10 @@ use super::{Freshness, Proxy, ProxyError, Target};
 use crate::registry::{Digest, Reference, RepoName};
 use crate::storage::{BlobStream, CachedManifest, Storage, StorageError};
 
+/// A pull of a pushed manifest is recorded on storage at most this often per manifest and node:
+/// retention counts pulls in days, so an hour is plenty and keeps the writes few.
+const LOCAL_PULL_MARK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Every repository, local or cached: the local store and the upstreams that fill it.
 pub struct Repositories {
     storage: Storage,
@@ -96,6 +100,10 @@ impl<'a> Repository<'a> {
         let storage = &self.repos.storage;
         let Some(t) = &self.target else {
             let (d, m) = storage.resolve_manifest(self.name, reference).await?;
+            // For retention's keep_pulled_within_days: coarse, and never on the request's path.
+            self.repos
+                .proxy
+                .note_pull(storage, self.name, &d, LOCAL_PULL_MARK_EVERY);
             return Ok((d, m, None));
         };
         let (d, m, f) = self.repos.proxy.manifest(storage, t, reference).await?;

@@ -64,13 +64,14 @@ impl Storage {
             .await
     }
 
-    /// When `name@digest` was last pulled through the cache (recorded at most once a minute per
-    /// node).
+    /// When `name@digest` was last pulled, by any node (recorded at most once a minute per node
+    /// for the cache's eviction, once an hour for pushed repositories' retention).
     pub async fn pulled_at(&self, name: &RepoName, digest: &Digest) -> Result<Option<SystemTime>> {
         self.stamp_time("pulled", &format!("{name}@{digest}")).await
     }
 
-    /// Records a pull of `name@digest` now (not durable: losing it only makes eviction older-biased).
+    /// Records a pull of `name@digest` now (not durable: losing it only makes eviction and
+    /// retention see the pull before it, at most an hour older).
     pub async fn mark_pulled(&self, name: &RepoName, digest: &Digest) -> Result<()> {
         self.touch_stamp("pulled", &format!("{name}@{digest}"))
             .await

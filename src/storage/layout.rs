@@ -43,8 +43,9 @@
 //!   proxy/fills/<hex>.{lock,partial,size,synced}                    a cache fill in progress (fs)
 //!   proxy/fills/<hex>/{size,<8-digit n>}                            a cache fill in progress (bucket)
 //!   proxy/<kind>/<2 hex>/<hex>                                      a stamp (its mtime): `validated`
-//!                                                                   tags, `pulled` manifests; hex
-//!                                                                   is the sha256 of the entry
+//!                                                                   cached tags, `pulled` manifests
+//!                                                                   (cached or pushed); hex is the
+//!                                                                   sha256 of `<repo>@<digest>`
 //! ```
 //!
 //! Every argument is a parsed type (`RepoName`, `Tag`, `Digest`, `Uuid`) or a name registryd chose,
@@ -192,8 +193,9 @@ impl Layout {
         self.s3_fill_dir(d).join(format!("{n:08}"))
     }
 
-    /// A stamp of the pull-through cache (its time is the value): `kind` is `validated` or
-    /// `pulled`, `key` the entry it dates. One small object per entry, never a shared file that
+    /// A stamp (its time is the value): `kind` is `validated` (a cached tag the upstream
+    /// confirmed) or `pulled` (a manifest of any repository, cached or pushed, for eviction and
+    /// retention), `key` the entry it dates. One small object per entry, never a shared file that
     /// several nodes rewrite.
     pub fn stamp(&self, kind: &str, key: &str) -> PathBuf {
         let hex = hex::encode(sha2::Sha256::digest(key.as_bytes()));

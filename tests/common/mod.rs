@@ -52,6 +52,20 @@ impl TestRegistry {
     pub async fn start(root: &Path, delete_enabled: bool) -> TestRegistry {
         let storage = open_storage(root);
         let app = App::new(storage, delete_enabled, 4 * 1024 * 1024);
+        TestRegistry::serve(root, app).await
+    }
+
+    /// A registry with these request-path settings (rules, limits) instead of the defaults.
+    pub async fn start_with(
+        root: &Path,
+        settings: registryd::http::settings::Settings,
+    ) -> TestRegistry {
+        let storage = open_storage(root);
+        let app = App::with_health(storage, registryd::health::Health::always(), settings);
+        TestRegistry::serve(root, app).await
+    }
+
+    async fn serve(root: &Path, app: std::sync::Arc<App>) -> TestRegistry {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Notifier::new();
