@@ -397,3 +397,32 @@ async fn pulls_of_pushed_manifests_are_recorded_off_the_request_path() {
     assert!(seen >= before, "{seen:?}");
     reg.stop().await;
 }
+
+#[tokio::test]
+async fn the_web_ui_shows_the_rule_and_what_the_next_pass_untags() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rule("ci/*");
+    r.keep_last = Some(1);
+    let rules = Rules::compile(&[r], &[immutable("**", &["v*"])]).unwrap();
+    let mut s = settings(&rules);
+    s.gc_grace = Duration::ZERO;
+    let reg = TestRegistry::start_with(dir.path(), s).await;
+    reg.push_image("ci/app", "old", "1").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // distinct push times on a bucket
+    reg.push_image("ci/app", "v1", "2").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    reg.push_image("ci/app", "new", "3").await;
+    let page = reg.send("GET", "/ui/r/ci/app").await.text().await.unwrap();
+    assert!(page.contains("Retention: retention rule 1"), "{page}");
+    assert!(
+        page.contains("The next GC pass would untag: <code>old</code>."),
+        "{page}"
+    );
+    assert!(page.contains(">immutable</span>"), "{page}");
+    let list = reg.send("GET", "/ui/").await.text().await.unwrap();
+    assert!(
+        list.contains("retention rule 1") && list.contains("immutable tags"),
+        "{list}"
+    );
+    reg.stop().await;
+}

@@ -88,6 +88,7 @@ impl Config {
                 session_max: Duration::from_secs(self.ui.session_max_secs),
             },
             rules: std::sync::Arc::new(self.rules()),
+            gc_grace: Duration::from_secs(self.gc.grace_secs),
         }
     }
 

@@ -232,3 +232,43 @@ fn node_names_are_checked_where_they_are_set() {
     assert_eq!(errs[0].key, "node.name");
     assert_eq!(errs[0].origin, "test.toml line 2");
 }
+
+#[test]
+fn retention_and_immutable_rules() {
+    let c = load(
+        "[[retention]]\nrepositories = \"ci/**\"\nkeep_tags = [\"latest\", \"v*\"]\nkeep_last = 20\nuntagged_after_days = 2\n\n[[immutable]]\nrepositories = \"**\"\ntags = [\"v*\"]\n",
+        &[],
+        &Overrides::default(),
+    )
+    .unwrap();
+    let rules = c.rules();
+    assert_eq!(
+        rules.retention_for("ci/app").map(|r| r.keep_last),
+        Some(Some(20))
+    );
+    assert!(rules.retention_for("other").is_none());
+    assert!(rules.immutable("a/b", "v1").is_some());
+    assert!(c.http_settings().rules.immutable("a", "v2").is_some());
+
+    let errs = load(
+        "[[retention]]\nrepositories = \"Bad Glob\"\nkeep_last = \"twenty\"\n\n[[retention]]\nrepositories = \"x/**\"\n\n[[immutable]]\nrepositories = \"**\"\n",
+        &[],
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(errs.contains("retention[0].keep_last"), "{errs}");
+    assert!(errs.contains("immutable[0].tags"), "{errs}");
+    let errs = load(
+        "[[retention]]\nrepositories = \"Bad Glob\"\nkeep_last = 3\n\n[[retention]]\nrepositories = \"x/**\"\n",
+        &[],
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errs.contains("retention.repositories") && errs.contains("Bad Glob"),
+        "{errs}"
+    );
+    assert!(errs.contains("does nothing"), "{errs}");
+}

@@ -30,6 +30,8 @@ pub struct Settings {
     pub ui: UiSettings,
     /// `[[retention]]` and `[[immutable]]`: which tags may never move, and what GC keeps.
     pub rules: std::sync::Arc<crate::retention::Rules>,
+    /// `gc.grace_secs`: what retention never touches, for the web UI's preview of the next pass.
+    pub gc_grace: Duration,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
             metrics: MetricsSettings::basic(),
             ui: UiSettings::basic(),
             rules: std::sync::Arc::default(),
+            gc_grace: Duration::from_secs(3600),
         }
     }
 }

@@ -55,6 +55,14 @@ impl Repositories {
         self.proxy.refuses_push(name)
     }
 
+    /// Records a pull (a `GET`: a `HEAD` only asks whether it is there) of the pushed manifest
+    /// `name@digest`, for retention's `keep_pulled_within_days`: coarse, and off the request's
+    /// path.
+    pub fn pulled(&self, name: &RepoName, digest: &Digest) {
+        self.proxy
+            .note_pull(&self.storage, name, digest, LOCAL_PULL_MARK_EVERY);
+    }
+
     /// The repository a read of `name` (with containerd's `ns` query, if any) reaches.
     pub fn repository<'a>(&'a self, name: &'a RepoName, ns: Option<&str>) -> Repository<'a> {
         Repository {
@@ -100,10 +108,6 @@ impl<'a> Repository<'a> {
         let storage = &self.repos.storage;
         let Some(t) = &self.target else {
             let (d, m) = storage.resolve_manifest(self.name, reference).await?;
-            // For retention's keep_pulled_within_days: coarse, and never on the request's path.
-            self.repos
-                .proxy
-                .note_pull(storage, self.name, &d, LOCAL_PULL_MARK_EVERY);
             return Ok((d, m, None));
         };
         let (d, m, f) = self.repos.proxy.manifest(storage, t, reference).await?;

@@ -33,6 +33,9 @@ async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> Ha
         .repository(name, req.query.get("ns").map(String::as_str))
         .manifest(reference)
         .await?;
+    if cache.is_none() && req.method == Method::GET {
+        app.proxy.pulled(name, &digest);
+    }
     let etag = format!("\"{digest}\"");
     let mut headers = vec![
         (

@@ -172,6 +172,14 @@ async fn rows(ctx: &Ctx<'_>, names: &[String]) -> Result<Vec<Row>, ApiError> {
             && let Some(t) = ctx.app.proxy.target(&repo, None)
         {
             r.badges.push(format!("cached from {}", t.upstream.name));
+        } else {
+            let rules = ctx.app.settings().rules.clone();
+            if let Some(rule) = rules.retention_for(repo.as_str()) {
+                r.badges.push(format!("retention rule {}", rule.number));
+            }
+            if rules.has_immutable(repo.as_str()) {
+                r.badges.push("immutable tags".into());
+            }
         }
         match summaries.next() {
             Some(Ok(s)) => {

@@ -16,6 +16,7 @@ use crate::auth::Action;
 use crate::http::Body;
 use crate::http::error::ApiError;
 use crate::http::route::Route;
+use crate::lifecycle::retention::{self, RetentionOptions};
 use crate::registry::{Digest, Reference, RepoName, Tag};
 use crate::storage::summary::{ManifestRole, TagInfo};
 
@@ -37,6 +38,8 @@ struct TagRow {
     pull: String,
     delete_href: Option<String>,
     error: Option<String>,
+    /// The immutable rule covering the tag, in words.
+    immutable: Option<String>,
 }
 
 struct UntaggedRow {
@@ -64,6 +67,14 @@ struct RepositoryPage {
     delete_note: Option<String>,
     /// What the last action did (after a delete).
     done: Option<String>,
+    /// The retention rule over the repository and what the next GC pass would untag.
+    retention: Option<RetentionView>,
+}
+
+struct RetentionView {
+    rule: String,
+    next: Vec<String>,
+    kept_from_empty: bool,
 }
 
 pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
@@ -140,6 +151,7 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
         })
         .collect();
     let done = deleted(ctx);
+    let retention = retention_view(ctx, name).await;
     view::html(
         StatusCode::OK,
         &RepositoryPage {
@@ -152,8 +164,38 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &RepoName) -> Response<Body> {
             first: last.is_none(),
             delete_note: deletes.err().flatten(),
             done,
+            retention,
         },
     )
+}
+
+/// The retention rule over `name`'s pushed content and the tags the next GC pass would untag (the
+/// same decision the pass makes, read now); `None` without a rule or when it cannot be read.
+async fn retention_view(ctx: &Ctx<'_>, name: &RepoName) -> Option<RetentionView> {
+    if ctx.app.proxy.is_cached_repo(name) {
+        return None;
+    }
+    let settings = ctx.app.settings();
+    let rule = settings.rules.retention_for(name.as_str())?.clone();
+    let opts = RetentionOptions {
+        rules: settings.rules.clone(),
+        cache_prefixes: Vec::new(),
+    };
+    let plan = retention::plan_repository(
+        &ctx.app.storage,
+        &opts,
+        &rule,
+        name,
+        settings.gc_grace,
+        std::time::SystemTime::now(),
+    )
+    .await
+    .ok()?;
+    Some(RetentionView {
+        rule: rule.to_string(),
+        next: plan.untagged().map(|d| d.facts.tag.clone()).collect(),
+        kept_from_empty: plan.kept_from_empty,
+    })
 }
 
 /// Whether this visitor gets delete controls: `Ok` when they may delete now; `Err(None)` when
@@ -234,9 +276,16 @@ async fn tag_row(
         platforms: Vec::new(),
         referrers: "—".into(),
         pull: format!("docker pull {host}/{name}:{}", t.tag),
-        delete_href: may_delete.then(|| delete_link(name, "tag", &t.tag)),
+        delete_href: None,
         error: None,
+        immutable: None,
     };
+    let rules = ctx.app.settings().rules.clone();
+    match rules.immutable(name.as_str(), &t.tag) {
+        // Its delete would be refused: no control for it.
+        Some(rule) => row.immutable = Some(rule.to_string()),
+        None => row.delete_href = may_delete.then(|| delete_link(name, "tag", &t.tag)),
+    }
     let Some(digest) = &t.digest else {
         row.error = Some("the tag's link is missing or unreadable".into());
         return row;
