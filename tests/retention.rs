@@ -174,6 +174,38 @@ async fn immutable_tags_are_pushed_once_and_never_moved_or_deleted() {
             .contains("v1.0")
     );
 
+    // A protected tag that is not there is simply not found.
+    let r = reg.send("DELETE", "/v2/app/manifests/v9").await;
+    assert_oci_error!(
+        r,
+        404,
+        "MANIFEST_UNKNOWN",
+        "deleting a missing immutable tag"
+    );
+
+    // Two first pushes of one release tag with different manifests, at once: one wins, the other
+    // is refused, and the tag names the winner.
+    let (_, a) = reg.push_image("race", "seed-a", "a").await;
+    let (_, b) = reg.push_image("race", "seed-b", "b").await;
+    let put = |body: Vec<u8>| {
+        reg.req("PUT", "/v2/race/manifests/v2.0")
+            .header("Content-Type", OCI_MANIFEST)
+            .body(body)
+            .send()
+    };
+    let (ra, rb) = tokio::join!(put(a.clone()), put(b.clone()));
+    let mut codes = [ra.unwrap().status().as_u16(), rb.unwrap().status().as_u16()];
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 409], "exactly one first push wins");
+    let r = reg.send("GET", "/v2/race/manifests/v2.0").await;
+    let named = r.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        named == Digest::sha256_of(&a).to_string() || named == Digest::sha256_of(&b).to_string()
+    );
+
     // Tags no rule covers move and go as before.
     reg.put_manifest("app", "latest", OCI_MANIFEST, &m1).await;
     let r = reg.send("DELETE", "/v2/app/manifests/latest").await;

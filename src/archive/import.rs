@@ -328,6 +328,27 @@ fn plan_legacy(scan: &Scan, repo_override: Option<&RepoName>) -> anyhow::Result<
 
 /// Imports one archive (file or directory) into `storage`. `progress(label, done, total)` is
 /// called as bytes are read and stored (MiB).
+/// Refuses moving an immutable tag `repo:tag` to `digest`.
+fn check_immutable(
+    rt: &Runtime,
+    storage: &Storage,
+    rules: &Rules,
+    repo: &RepoName,
+    tag: &Tag,
+    digest: &Digest,
+) -> anyhow::Result<()> {
+    let Some(rule) = rules.immutable(repo.as_str(), tag.as_str()) else {
+        return Ok(());
+    };
+    match rt.block_on(storage.resolve_manifest(repo, &Reference::Tag(tag.clone()))) {
+        Ok((current, _)) if current != *digest => bail!(
+            "tag {repo}:{tag} is immutable ({rule}): it names {current}, and the archive would move it to {digest}; nothing more was imported"
+        ),
+        Ok(_) | Err(StorageError::ManifestUnknown) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn import(
     rt: &Runtime,
     storage: &Storage,
@@ -362,21 +383,22 @@ pub fn import(
     };
     // Only the plan is needed from here on: what the scan held goes.
     drop(scan);
-    // An immutable tag is never moved, by an import either: refused before anything is stored.
+    // An immutable tag is never moved, by an import either: refused before anything is stored
+    // (and checked again right before each tag is written, below).
+    let mut named: HashMap<(&RepoName, &Tag), &Digest> = HashMap::new();
     for m in &plan.manifests {
         for t in &m.tags {
-            let Some(rule) = rules.immutable(m.repo.as_str(), t.as_str()) else {
-                continue;
-            };
-            match rt.block_on(storage.resolve_manifest(&m.repo, &Reference::Tag(t.clone()))) {
-                Ok((current, _)) if current != m.digest => bail!(
-                    "tag {}:{t} is immutable ({rule}): it names {current}, and the archive would move it to {}; nothing was imported",
+            if let Some(other) = named.insert((&m.repo, t), &m.digest)
+                && *other != m.digest
+                && rules.immutable(m.repo.as_str(), t.as_str()).is_some()
+            {
+                bail!(
+                    "the archive names two manifests as immutable tag {}:{t} ({other} and {}); nothing was imported",
                     m.repo,
                     m.digest
-                ),
-                Ok(_) | Err(StorageError::ManifestUnknown) => {}
-                Err(e) => return Err(e.into()),
+                );
             }
+            check_immutable(rt, storage, rules, &m.repo, t, &m.digest)?;
         }
     }
     let mut out = Imported {
@@ -445,6 +467,9 @@ pub fn import(
     for m in &plan.manifests {
         let _push = rt.block_on(storage.push_guard())?;
         let referrer = ReferrerEntry::of(&m.parsed, &m.digest, m.bytes.len());
+        for t in &m.tags {
+            check_immutable(rt, storage, rules, &m.repo, t, &m.digest)?;
+        }
         let mut tags = m.tags.iter();
         rt.block_on(storage.put_manifest(
             &m.repo,

@@ -94,14 +94,14 @@ pub fn gc(config: &Config, dry_run: bool, delete_untagged: bool, json: bool) -> 
                     r.repositories, r.manifests, r.blobs
                 );
                 println!(
-                    "{verb}: {} tags by retention rules, {} blobs ({}), {} untagged manifests, {} layer links, {} abandoned uploads, {} abandoned cache fills",
-                    r.tags_removed,
+                    "{verb}: {} blobs ({}), {} untagged manifests, {} layer links, {} abandoned uploads, {} abandoned cache fills, {} tags by retention rules",
                     r.blobs_removed,
                     mib(r.bytes_freed),
                     r.manifests_removed,
                     r.layer_links_removed,
                     r.uploads_removed,
-                    r.fills_removed
+                    r.fills_removed,
+                    r.tags_removed
                 );
                 if r.blobs_young_kept > 0 {
                     println!(

@@ -1,9 +1,11 @@
 //! Online garbage collection over Distribution's layout, safe while every node keeps pushing.
 //!
-//! Mark: every manifest revision linked in any repository is kept (or, with `delete_untagged`, the
-//! tagged ones, the children of kept indexes, the referrers of kept manifests, and anything younger
-//! than the grace period, since a push links children before it tags the index), and every blob a
-//! kept manifest references is marked. Sweep: a blob neither marked nor younger than the grace
+//! First, the `[[retention]]` rules untag what they let go (`super::retention`). Mark: every
+//! manifest revision linked in any repository is kept; where untagged manifests go
+//! (`delete_untagged`, or a rule's `untagged_after_days`), only the tagged ones, those linked
+//! since the cutoff (never less than the grace period, since a push links children before it
+//! tags the index), the children of kept indexes, the subjects of kept referrers and the
+//! referrers of kept manifests. Every blob a kept manifest references is marked. Sweep: a blob neither marked nor younger than the grace
 //! period goes, with the old layer links that name it.
 //!
 //! Why a push in flight on another node never loses a blob: pushes hold the storage's sweep lock
@@ -136,9 +138,10 @@ async fn collect_as_the_collector(
 
     // --- Retention first, so what it untags is collected in this pass. A dry run untags
     // nothing: the mark below counts its tags as gone, so it reports what the real pass removes.
-    let plans = retention::plan_all(storage, &opts.retention, opts.grace, started).await?;
+    // Ages are judged by the storage's clock, which dated the links.
+    let plans = retention::plan_all(storage, &opts.retention, opts.grace, mark_began).await?;
     report.retention =
-        retention::apply(storage, plans, opts.dry_run, opts.lock_wait, started).await?;
+        retention::apply(storage, plans, opts.dry_run, opts.lock_wait, mark_began).await?;
     report.tags_removed = report.retention.iter().map(|r| r.removed.len()).sum();
     let untagged_now: HashSet<(String, String)> = report
         .retention
@@ -204,7 +207,7 @@ async fn collect_as_the_collector(
     progress(Phase::Mark, repos.len(), repos.len());
     report.manifests = revs.len();
     let cutoff = |repo: &RepoName| {
-        retention::untagged_cutoff(&opts.retention, repo, started, young)
+        retention::untagged_cutoff(&opts.retention, repo, mark_began, young)
             .or(opts.delete_untagged.then_some(young))
     };
     let keep = kept_revisions(&revs, &cutoff);

@@ -145,6 +145,28 @@ pub async fn apply(
     now: SystemTime,
 ) -> Result<Vec<RepoRetention>, StorageError> {
     let mut out = Vec::with_capacity(plans.len());
+    // One hold of the exclusive sweep lock for every repository's untagging (on a bucket, taking
+    // the lease costs a wait of its own): pushes wait for it, briefly, as they do for a sweep.
+    let untags = plans.iter().any(|(p, _)| p.untagged().next().is_some());
+    let sweep = if dry_run || !untags {
+        None
+    } else {
+        Some(storage.sweep_lock(true, lock_wait).await?)
+    };
+    let result = untag_all(storage, plans, dry_run, now, &mut out).await;
+    if let Some(s) = sweep {
+        s.release().await;
+    }
+    result.map(|()| out)
+}
+
+async fn untag_all(
+    storage: &Storage,
+    plans: Vec<(RepoPlan, Retention)>,
+    dry_run: bool,
+    now: SystemTime,
+    out: &mut Vec<RepoRetention>,
+) -> Result<(), StorageError> {
     for (p, rule) in plans {
         let mut report = RepoRetention {
             repository: p.repository.clone(),
@@ -179,11 +201,6 @@ pub async fn apply(
             out.push(report);
             continue;
         };
-        let _sweep = if dry_run {
-            None
-        } else {
-            Some(storage.sweep_lock(true, lock_wait).await?)
-        };
         let now_tags: HashMap<String, (Option<Digest>, Option<SystemTime>)> = if dry_run {
             HashMap::new()
         } else {
@@ -215,7 +232,9 @@ pub async fn apply(
                 continue;
             };
             match storage.delete_tag(&repo, &tag).await {
-                Ok(()) | Err(StorageError::ManifestUnknown) => {}
+                Ok(()) => {}
+                // Gone meanwhile (an untag by hand): not this pass's doing.
+                Err(StorageError::ManifestUnknown) => continue,
                 Err(e) => return Err(e),
             }
             tracing::info!(
@@ -231,7 +250,7 @@ pub async fn apply(
         }
         out.push(report);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// When untagged manifests of `repo` go: with the rule's `untagged_after_days`, those linked before

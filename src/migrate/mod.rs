@@ -64,7 +64,7 @@ pub fn convert(yaml: &str) -> Result<Migrated, String> {
         }
     }
     let mut text = String::from(
-        "# registryd configuration converted from a Distribution config.yml by\n# `registryd import-config`. Every key not set here has registryd's default\n# (`registryd check-config` prints them all).\n",
+        "# registryd configuration converted from a Distribution config.yml by\n# `registryd import-config`. Every key not set here has registryd's default\n# (`registryd check-config` prints them all).\n# Distribution has no retention or immutable-tag settings, so none were converted: the\n# scripts or housekeepers that deleted old tags map to [[retention]] rules, and protected\n# release tags to [[immutable]] rules (README, \"Retention and immutable tags\").\n",
     );
     for w in &m.warnings {
         text.push_str(&format!("# warning: {w}\n"));

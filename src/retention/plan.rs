@@ -248,10 +248,12 @@ pub fn plan(
             }
         }
     }
+    // Over the ordinary tags: a signature tag left behind does not make a repository "not empty".
+    let ordinary = || decisions.iter().filter(|d| d.newest.is_some());
     let kept_from_empty =
-        !rule.allow_empty && !decisions.is_empty() && decisions.iter().all(|d| !d.kept());
+        !rule.allow_empty && ordinary().next().is_some() && ordinary().all(|d| !d.kept());
     if kept_from_empty {
-        for d in &mut decisions {
+        for d in decisions.iter_mut().filter(|d| !d.kept()) {
             d.kept_by.push(Why::WouldEmpty);
         }
     }
@@ -402,6 +404,26 @@ mod tests {
             ..r
         };
         assert!(kept(&run(r, &[], tags)).is_empty());
+    }
+
+    #[test]
+    fn a_leftover_signature_tag_does_not_count_as_a_tag_kept() {
+        let r = RetentionRule {
+            keep_tags: vec!["release".into()],
+            ..base()
+        };
+        let orphan = format!("sha256-{}.sig", Digest::sha256_of(&[9]).hex());
+        let tags = vec![
+            tag("a", 1, 50, None),
+            tag("b", 2, 60, None),
+            tag(&orphan, 3, 60, None),
+        ];
+        let out = run(r, &[], tags);
+        assert_eq!(
+            kept(&out).len(),
+            3,
+            "the repository is not emptied: {out:?}"
+        );
     }
 
     #[test]

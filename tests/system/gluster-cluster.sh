@@ -3,7 +3,8 @@
 # check of the cluster issue: read-after-write across nodes, 30 concurrent pushers on 3 nodes, a network
 # partition, kill -9 of a node, a node losing its mount, brick failures and a hung brick, and the
 # coherence warnings;
-# and of the lifecycle issue: garbage collection while two nodes push and pull.
+# and of the lifecycle issue: garbage collection while two nodes push and pull; and retention
+# passes while two nodes push and pull.
 source "$(dirname "$0")/lib/common.sh"
 source "$SYS_DIR/lib/gluster.sh"
 
@@ -281,6 +282,48 @@ for ref in gc/keep:v1 $(for i in $(seq 1 6); do echo "gc/load1:$i gc/load3:$i"; 
 done
 [ "$(gl_curl 1 -o /dev/null -w '%{http_code}' "https://registry.home:8443/v2/gc/gone/blobs/$gone_m")" = 404 ] || fail "gc: gone's manifest blob still served"
 pass "gc on the shared volume: dry run would free $would blobs and freed none; $gcruns passes during 12 pushes (nodes 1, 3) and 6 pulls; all succeeded, 13 images pull through nodes 1 and 3, the deleted image's 3 blobs collected"
+
+# 8b. Retention across nodes: retention passes (`registryd gc` with a [[retention]] rule) run again
+# and again on the shared volume while nodes 2 and 3 push new CI tags and pull the kept one. Every
+# push and pull succeeds, the old tags go, and every tag pushed while the passes ran is kept.
+cat >"$WORK/retention.toml" <<'EOF2'
+[[retention]]
+repositories = "ret/**"
+keep_tags = ["keep"]
+keep_pushed_within_days = 7
+EOF2
+python3 "$SYS_DIR/lib/mkimage.py" "$WORK/retkeep" keep --seed retkeep --layer-bytes 50000 >/dev/null
+gl_in 1 $SKN copy -q --dest-cert-dir "$GL/certs.d" "oci:$WORK/retkeep:keep" docker://registry.home:8443/ret/app:keep || fail "retention: push keep"
+for i in 1 2 3 4; do
+  python3 "$SYS_DIR/lib/mkimage.py" "$WORK/retold$i" v1 --seed "retold$i" --layer-bytes 50000 >/dev/null
+  gl_in 1 $SKN copy -q --dest-cert-dir "$GL/certs.d" "oci:$WORK/retold$i:v1" "docker://registry.home:8443/ret/app:old$i" \
+    || fail "retention: push old$i"
+done
+# The old tags were pushed ten days ago, as far as storage can tell (their links' times).
+find "$ROOT/docker/registry/v2/repositories/ret/app/_manifests/tags" -path '*/old*/current/link' -exec touch -d '-10 days' {} +
+(
+  set -e
+  for i in $(seq 1 5); do
+    python3 "$SYS_DIR/lib/mkimage.py" "$WORK/retnew$i" v1 --seed "retnew$i" --layer-bytes 50000 >/dev/null
+    gl_in 2 $SKN copy -q --dest-cert-dir "$GL/certs.d" "oci:$WORK/retnew$i:v1" "docker://registry.home:8443/ret/app:n2-$i"
+    gl_in 3 $SKN copy -q --dest-cert-dir "$GL/certs.d" "oci:$WORK/retnew$i:v1" "docker://registry.home:8443/ret/app:n3-$i"
+    gl_in 3 $SKN copy -q --src-cert-dir "$GL/certs.d" docker://registry.home:8443/ret/app:keep "oci:$WORK/retpull:$i"
+  done
+) >"$WORK/ret-load.log" 2>&1 &
+RETLOAD=$!
+retruns=0
+while kill -0 $RETLOAD 2>/dev/null; do
+  gcrun --config "$WORK/retention.toml" --json >>"$WORK/ret.out" 2>>"$WORK/ret.err" || { cat "$WORK/ret.out" "$WORK/ret.err"; fail "retention pass failed on GlusterFS while pushes ran"; }
+  retruns=$((retruns + 1))
+done
+wait $RETLOAD || { cat "$WORK/ret-load.log"; fail "a push or pull failed while retention ran on the cluster"; }
+gcrun --config "$WORK/retention.toml" --json >>"$WORK/ret.out" 2>>"$WORK/ret.err" || fail "last retention pass"
+tags=$(gl_curl 1 -fs "https://registry.home:8443/v2/ret/app/tags/list" | jq -r '.tags | sort | join(" ")')
+want="keep $(for i in $(seq 1 5); do echo "n2-$i n3-$i"; done | tr '\n' ' ' | xargs -n1 | sort | xargs)"
+[ "$tags" = "$(echo "$want" | xargs -n1 | sort | xargs)" ] || { cat "$WORK/ret.out"; fail "retention: tags left: $tags (want $want)"; }
+untagged=$(jq -s '[.[] | .tags_removed] | add' "$WORK/ret.out")
+[ "$untagged" = 4 ] || fail "retention untagged $untagged tags in all, not the 4 old ones"
+pass "retention on the shared volume: $retruns passes while nodes 2 and 3 pushed 10 tags and pulled 5 times; all succeeded, the 4 old tags went, every tag pushed during the passes kept"
 
 # 2b, settled: the heal of what the partition left (it ran in the background meanwhile) ends, and no
 # path is in GFID split-brain on the bricks. The brick failures below need all three bricks healed.

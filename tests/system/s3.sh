@@ -40,7 +40,7 @@ s3_keys() {
 export REGISTRYD_TEST_S3_ENDPOINT=$GARAGE_ENDPOINT REGISTRYD_TEST_S3_BUCKET=$GARAGE_BUCKET \
   REGISTRYD_TEST_S3_KEY_ID=$GARAGE_KEY_ID REGISTRYD_TEST_S3_SECRET=$GARAGE_SECRET
 # The S3 client's own tests are ignored without a store; here they run.
-(cd "$REPO_DIR" && cargo test --profile quick --quiet --test conformance --test lifecycle --test summary \
+(cd "$REPO_DIR" && cargo test --profile quick --quiet --test conformance --test lifecycle --test summary --test retention \
   --test cluster_status && cargo test --profile quick --quiet --test s3_client -- --include-ignored) >"$WORK/conformance.log" 2>&1 \
   || { tail -40 "$WORK/conformance.log"; fail "conformance and GC tests on the S3 driver"; }
 unset REGISTRYD_TEST_S3_ENDPOINT

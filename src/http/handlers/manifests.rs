@@ -3,6 +3,8 @@
 //! A push is refused when anything it references is missing from the repository (its subject
 //! excepted: a referrer may arrive before what it refers to).
 
+use std::time::Duration;
+
 use http::{Method, StatusCode, header};
 use serde_json::json;
 
@@ -15,8 +17,8 @@ use crate::proxy::Freshness;
 use crate::registry::manifest::{self, Manifest};
 use crate::registry::reference::ReferenceError;
 use crate::registry::{Algorithm, Digest, Reference, RepoName, Tag};
-use crate::storage::StorageError;
 use crate::storage::manifests::ReferrerEntry;
+use crate::storage::{Held, StorageError};
 
 pub async fn handle(app: &App, name: RepoName, reference: Reference, req: Req) -> HandlerResult {
     match req.method {
@@ -33,7 +35,10 @@ async fn get(app: &App, name: &RepoName, reference: &Reference, req: &Req) -> Ha
         .repository(name, req.query.get("ns").map(String::as_str))
         .manifest(reference)
         .await?;
-    if cache.is_none() && req.method == Method::GET {
+    // A pull: any GET, and a HEAD by tag (containerd resolves a tag with a HEAD and GETs only
+    // what it lacks, so a running deployment shows as HEADs). A HEAD by digest only asks whether
+    // a pusher needs to send it.
+    if cache.is_none() && (req.method == Method::GET || matches!(reference, Reference::Tag(_))) {
         app.proxy.pulled(name, &digest);
     }
     let etag = format!("\"{digest}\"");
@@ -102,9 +107,12 @@ async fn put(app: &App, name: RepoName, reference: Reference, req: Req) -> Handl
     // Checking the references and linking the manifest must not interleave with a GC sweep.
     let _sweep = app.storage.push_guard().await?;
     check_references(app, &name, &parsed).await?;
-    if let Reference::Tag(t) = &reference {
-        check_tag_may_move(app, &name, t, &digest).await?;
-    }
+    // An immutable tag's check and write hold a cluster-wide lock of that tag, so two first pushes
+    // of one release tag with different manifests cannot both pass the check.
+    let _tag_lock = match &reference {
+        Reference::Tag(t) => check_tag_may_move(app, &name, t, &digest).await?,
+        Reference::Digest(_) => None,
+    };
     let referrer = ReferrerEntry::of(&parsed, &digest, bytes.len());
     let tag = match &reference {
         Reference::Tag(t) => Some(t),
@@ -167,17 +175,19 @@ async fn check_references(app: &App, name: &RepoName, m: &Manifest) -> Result<()
 }
 
 /// A tag an immutable rule covers may be pushed once, and again with the same manifest (a CI
-/// retry), never moved to another one.
+/// retry), never moved to another one. For such a tag, returns the tag's lock, held until the
+/// push has written it.
 async fn check_tag_may_move(
     app: &App,
     name: &RepoName,
     tag: &Tag,
     digest: &Digest,
-) -> Result<(), ApiError> {
+) -> Result<Option<Held>, ApiError> {
     let rules = app.settings().rules.clone();
     let Some(rule) = rules.immutable(name.as_str(), tag.as_str()) else {
-        return Ok(());
+        return Ok(None);
     };
+    let lock = tag_lock(app, name, tag).await?;
     match app
         .storage
         .resolve_manifest(name, &Reference::Tag(tag.clone()))
@@ -186,8 +196,46 @@ async fn check_tag_may_move(
         Ok((current, _)) if current != *digest => Err(immutable(format!(
             "tag {name}:{tag} is immutable ({rule}): it names {current} and cannot be moved to {digest}"
         ))),
-        Ok(_) | Err(StorageError::ManifestUnknown) => Ok(()),
+        Ok(_) => Ok(Some(lock)),
+        // No tag, or one whose link or manifest is unreadable: that one is not overwritten either.
+        Err(StorageError::ManifestUnknown) => {
+            if app
+                .storage
+                .list_tags(name)
+                .await?
+                .iter()
+                .any(|t| t == tag.as_str())
+            {
+                Err(immutable(format!(
+                    "tag {name}:{tag} is immutable ({rule}) and exists, but its link or manifest cannot be read (`registryd fsck` says why); it is not overwritten"
+                )))
+            } else {
+                Ok(Some(lock))
+            }
+        }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The cluster-wide lock of one tag (an advisory lock on the shared storage, a lease in a
+/// bucket), waited for as long as a storage call may take.
+async fn tag_lock(app: &App, name: &RepoName, tag: &Tag) -> Result<Held, ApiError> {
+    use sha2::Digest as _;
+    let key = hex::encode(sha2::Sha256::digest(format!("{name}:{tag}").as_bytes()));
+    let lock = format!("tag-{}", key.get(..32).unwrap_or(&key));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(held) = app.storage.try_lock(&lock).await? {
+            return Ok(held);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                format!("another push of {name}:{tag} holds the tag's lock; try again"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -208,6 +256,17 @@ async fn check_delete_allowed(
     }
     match reference {
         Reference::Tag(t) => match rules.immutable(name.as_str(), t.as_str()) {
+            // A tag that is not there is not found (404), whatever would protect it.
+            Some(_)
+                if !app
+                    .storage
+                    .list_tags(name)
+                    .await?
+                    .iter()
+                    .any(|x| x == t.as_str()) =>
+            {
+                Ok(())
+            }
             Some(rule) => Err(immutable(format!(
                 "tag {name}:{t} is immutable ({rule}) and cannot be deleted; an operator can remove it with `registryd untag --force {name}:{t}` on a node"
             ))),
