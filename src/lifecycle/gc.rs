@@ -143,13 +143,13 @@ async fn collect_as_the_collector(
     report.retention =
         retention::apply(storage, plans, opts.dry_run, opts.lock_wait, mark_began).await?;
     report.tags_removed = report.retention.iter().map(|r| r.removed.len()).sum();
-    let untagged_now: HashSet<(String, String)> = report
+    // By repository: the mark looks each repository up once.
+    let untagged_now: HashMap<&str, HashSet<&str>> = report
         .retention
         .iter()
-        .flat_map(|r| {
-            r.removed
-                .iter()
-                .map(|t| (r.repository.clone(), t.tag.clone()))
+        .map(|r| {
+            let tags = r.removed.iter().map(|t| t.tag.as_str()).collect();
+            (r.repository.as_str(), tags)
         })
         .collect();
 
@@ -166,7 +166,11 @@ async fn collect_as_the_collector(
         let tagged: HashSet<&Digest> = inv
             .tags
             .iter()
-            .filter(|(t, _)| !untagged_now.contains(&(repo.to_string(), t.to_string())))
+            .filter(|(t, _)| {
+                untagged_now
+                    .get(repo.as_str())
+                    .is_none_or(|gone| !gone.contains(t.as_str()))
+            })
             .filter_map(|(_, d)| d.as_ref())
             .collect();
         for (d, at) in &inv.revisions {
@@ -206,10 +210,16 @@ async fn collect_as_the_collector(
     }
     progress(Phase::Mark, repos.len(), repos.len());
     report.manifests = revs.len();
-    let cutoff = |repo: &RepoName| {
-        retention::untagged_cutoff(&opts.retention, repo, mark_began, young)
-            .or(opts.delete_untagged.then_some(young))
-    };
+    // Once per repository, not per revision: finding a repository's rule matches globs.
+    let cutoffs: HashMap<&RepoName, Option<SystemTime>> = repos
+        .iter()
+        .map(|repo| {
+            let c = retention::untagged_cutoff(&opts.retention, repo, mark_began, young)
+                .or(opts.delete_untagged.then_some(young));
+            (repo, c)
+        })
+        .collect();
+    let cutoff = |repo: &RepoName| cutoffs.get(repo).copied().flatten();
     let keep = kept_revisions(&revs, &cutoff);
     let mut marked: HashSet<Digest> = HashSet::new();
     for (r, &k) in revs.iter().zip(&keep) {
