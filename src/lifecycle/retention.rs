@@ -29,11 +29,7 @@ pub struct RetentionOptions {
 
 impl RetentionOptions {
     fn is_cached(&self, name: &RepoName) -> bool {
-        self.cache_prefixes.iter().any(|p| {
-            name.as_str()
-                .strip_prefix(p.as_str())
-                .is_some_and(|r| r.starts_with('/'))
-        })
+        self.cache_prefixes.iter().any(|p| name.is_under(p))
     }
 
     /// The rule over `name`'s pushed content, if any.

@@ -256,11 +256,7 @@ impl Proxy {
         let mut best: Option<(&Arc<Upstream>, usize)> = None;
         for u in &self.upstreams {
             for p in &u.prefixes {
-                let under = name
-                    .as_str()
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|r| r.starts_with('/'));
-                if under && best.is_none_or(|(_, len)| p.len() > len) {
+                if name.is_under(p) && best.is_none_or(|(_, len)| p.len() > len) {
                     best = Some((u, p.len()));
                 }
             }

@@ -24,6 +24,14 @@ impl RepoName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the name lies under `prefix`, as a path: `hub/library/x` is under `hub`, and
+    /// neither `hub` nor `hubby/x` is.
+    pub fn is_under(&self, prefix: &str) -> bool {
+        self.0
+            .strip_prefix(prefix)
+            .is_some_and(|r| r.starts_with('/'))
+    }
 }
 
 fn valid_component(c: &str) -> bool {
@@ -72,6 +80,13 @@ impl fmt::Display for RepoName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn under_a_prefix_as_a_path() {
+        let n: RepoName = "hub/library/x".parse().unwrap();
+        assert!(n.is_under("hub") && n.is_under("hub/library"));
+        assert!(!n.is_under("hu") && !n.is_under("hub/library/x"));
+    }
 
     #[test]
     fn accepts_grammar() {
