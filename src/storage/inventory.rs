@@ -151,6 +151,26 @@ impl Storage {
         }
     }
 
+    /// As [`try_lock`](Self::try_lock), waiting up to `wait` while another process holds it;
+    /// `None` when the wait ran out.
+    pub async fn lock(&self, name: &str, wait: Duration) -> Result<Option<Held>> {
+        match self.driver() {
+            Driver::Fs(fs) => {
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    if let Some(file) = fs.try_lock(name).await? {
+                        return Ok(Some(Held::File(file)));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Driver::S3(s3) => Ok(s3.take_lease(name, wait).await?.map(Held::Lease)),
+        }
+    }
+
     /// Temp files a crash left behind, untouched for `older_than`, each with whether it was
     /// removed (only with `remove`). A bucket has none: its objects appear whole.
     pub async fn orphan_temp_files(

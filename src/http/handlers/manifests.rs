@@ -223,20 +223,16 @@ async fn tag_lock(app: &App, name: &RepoName, tag: &Tag) -> Result<Held, ApiErro
     use sha2::Digest as _;
     let key = hex::encode(sha2::Sha256::digest(format!("{name}:{tag}").as_bytes()));
     let lock = format!("tag-{}", key.get(..32).unwrap_or(&key));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(held) = app.storage.try_lock(&lock).await? {
-            return Ok(held);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::new(
+    app.storage
+        .lock(&lock, Duration::from_secs(30))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Code::Unavailable,
                 format!("another push of {name}:{tag} holds the tag's lock; try again"),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            )
+        })
 }
 
 /// The answer to a change an immutable rule forbids: 409, `DENIED`, naming the tag and the rule.
