@@ -15,25 +15,12 @@ use super::uploads::hash_prefix;
 use super::{FsDriver, atomic, read_link};
 use crate::registry::{Digest, RepoName};
 use crate::storage::inventory::{RepoInventory, StoredBlob};
-use crate::storage::layout::Layout;
 use crate::storage::{Result, StorageError};
 
 /// The digests under a `<dir>/sha256/<hex>/link` tree whose link names them.
 fn linked_digests(dir: &Path) -> Result<Vec<(Digest, SystemTime)>> {
-    let Some(entries) = super::read_dir_if_exists(&Layout::sha256_links(dir))? else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    for e in entries {
-        let e = e?;
-        let Some(d) = e
-            .file_name()
-            .to_str()
-            .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-        else {
-            continue;
-        };
-        let link = Layout::link_in(&e.path());
+    for (d, link) in super::sha256_link_entries(dir)? {
         let at = match std::fs::metadata(&link) {
             Ok(m) => m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

@@ -299,6 +299,27 @@ fn read_dir_if_exists(dir: &Path) -> io::Result<Option<std::fs::ReadDir>> {
     }
 }
 
+/// The entries of a `<dir>/sha256/<hex>/link` tree: each digest whose name parses, with the path
+/// of its link (which may be gone by the time it is read: another node can remove it).
+fn sha256_link_entries(dir: &Path) -> Result<Vec<(Digest, std::path::PathBuf)>> {
+    let Some(entries) = read_dir_if_exists(&Layout::sha256_links(dir))? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e?;
+        let Some(d) = e
+            .file_name()
+            .to_str()
+            .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        out.push((d, Layout::link_in(&e.path())));
+    }
+    Ok(out)
+}
+
 fn exists(path: &Path) -> Result<bool> {
     match atomic::retry_stale(|| std::fs::symlink_metadata(path)) {
         Ok(_) => Ok(true),

@@ -81,20 +81,9 @@ fn stamped_dirs(l: &Layout, name: &RepoName) -> [PathBuf; 3] {
 /// The digests under a `<dir>/sha256/<hex>/link` tree that hold a link, with when each link was
 /// written. Entries removed meanwhile (by another node) are skipped.
 fn links_with_times(dir: &Path) -> Result<Vec<(Digest, SystemTime)>> {
-    let Some(entries) = super::read_dir_if_exists(&Layout::sha256_links(dir))? else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    for e in entries {
-        let e = e?;
-        let Some(d) = e
-            .file_name()
-            .to_str()
-            .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-        else {
-            continue;
-        };
-        if let Some(at) = modified(&Layout::link_in(&e.path()))? {
+    for (d, link) in super::sha256_link_entries(dir)? {
+        if let Some(at) = modified(&link)? {
             out.push((d, at));
         }
     }
