@@ -9,6 +9,9 @@ pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod doctor;
+// Parsers the fuzz targets (tests/fuzz/) reach that are private to their modules.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod lifecycle;

@@ -40,13 +40,13 @@ pub struct Imported {
     pub layout: &'static str,
 }
 
-struct PlannedBlob {
+pub(crate) struct PlannedBlob {
     path: String,
     size: u64,
     repos: BTreeSet<RepoName>,
 }
 
-struct PlannedManifest {
+pub(crate) struct PlannedManifest {
     repo: RepoName,
     digest: Digest,
     bytes: Vec<u8>,
@@ -55,11 +55,11 @@ struct PlannedManifest {
 }
 
 #[derive(Default)]
-struct Plan {
-    blobs: BTreeMap<Digest, PlannedBlob>,
+pub(crate) struct Plan {
+    pub(crate) blobs: BTreeMap<Digest, PlannedBlob>,
     /// Children before the indexes that list them.
-    manifests: Vec<PlannedManifest>,
-    warnings: Vec<String>,
+    pub(crate) manifests: Vec<PlannedManifest>,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Plan {
@@ -326,8 +326,31 @@ fn plan_legacy(scan: &Scan, repo_override: Option<&RepoName>) -> anyhow::Result<
     Ok(plan)
 }
 
-/// Imports one archive (file or directory) into `storage`. `progress(label, done, total)` is
-/// called as bytes are read and stored (MiB).
+/// What the archive `path` (read by `source`, first pass done) holds and how to store it, and
+/// its layout's name. Apart from [`import`], storage untouched, so the fuzz target plans
+/// imports of hostile archives exactly as an import does.
+pub(crate) fn plan(
+    source: &Source,
+    mut scan: Scan,
+    path: &Path,
+    repo_override: Option<&RepoName>,
+) -> anyhow::Result<(Plan, &'static str)> {
+    Ok(if scan.small("index.json").is_some() {
+        load_manifests(source, &mut scan)
+            .with_context(|| format!("cannot read the manifests of {}", path.display()))?;
+        (plan_oci(&scan, repo_override)?, "oci")
+    } else if scan.small("manifest.json").is_some() {
+        (plan_legacy(&scan, repo_override)?, "docker-legacy")
+    } else if let Some(index) = INDEXES_BY_NAME.iter().find(|i| scan.entry(i).is_some()) {
+        bail!("{}: its {index} is larger than 4 MiB", path.display());
+    } else {
+        bail!(
+            "{} has neither index.json (OCI layout) nor manifest.json (docker save)",
+            path.display()
+        );
+    })
+}
+
 /// Refuses moving an immutable tag `repo:tag` to `digest`.
 fn check_immutable(
     rt: &Runtime,
@@ -349,6 +372,8 @@ fn check_immutable(
     }
 }
 
+/// Imports one archive (file or directory) into `storage`. `progress(label, done, total)` is
+/// called as bytes are read and stored (MiB).
 pub fn import(
     rt: &Runtime,
     storage: &Storage,
@@ -359,7 +384,7 @@ pub fn import(
 ) -> anyhow::Result<Imported> {
     let source = Source::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let total = source.size();
-    let mut scan = source
+    let scan = source
         .scan(&mut |read| progress("read", read >> 20, total.max(read) >> 20))
         .with_context(|| {
             format!(
@@ -367,22 +392,8 @@ pub fn import(
                 path.display()
             )
         })?;
-    let (plan, layout) = if scan.small("index.json").is_some() {
-        load_manifests(&source, &mut scan)
-            .with_context(|| format!("cannot read the manifests of {}", path.display()))?;
-        (plan_oci(&scan, repo_override)?, "oci")
-    } else if scan.small("manifest.json").is_some() {
-        (plan_legacy(&scan, repo_override)?, "docker-legacy")
-    } else if let Some(index) = INDEXES_BY_NAME.iter().find(|i| scan.entry(i).is_some()) {
-        bail!("{}: its {index} is larger than 4 MiB", path.display());
-    } else {
-        bail!(
-            "{} has neither index.json (OCI layout) nor manifest.json (docker save)",
-            path.display()
-        );
-    };
-    // Only the plan is needed from here on: what the scan held goes.
-    drop(scan);
+    // Only the plan is needed from here on: what the scan held goes with it.
+    let (plan, layout) = plan(&source, scan, path, repo_override)?;
     // An immutable tag is never moved, by an import either: refused before anything is stored
     // (and checked again right before each tag is written, below).
     let mut named: HashMap<(&RepoName, &Tag), &Digest> = HashMap::new();

@@ -11,7 +11,7 @@
 pub mod cli;
 pub mod export;
 pub mod import;
-mod scan;
+pub(crate) mod scan;
 
 use crate::registry::{RepoName, Tag};
 

@@ -429,7 +429,7 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
 }
 
 /// Splits `Basic base64(user:password)`.
-fn parse_basic(header: &str) -> Result<(String, String), AuthError> {
+pub(crate) fn parse_basic(header: &str) -> Result<(String, String), AuthError> {
     let Some(rest) = strip_scheme(header, "basic") else {
         let scheme = header.split(' ').next().unwrap_or("");
         return Err(AuthError::Malformed(format!(

@@ -24,6 +24,13 @@ pub enum ManifestError {
     UnsupportedMediaType(String),
     #[error("manifest mediaType {field:?} does not match Content-Type {header:?}")]
     MediaTypeMismatch { field: String, header: String },
+    /// No `mediaType` field, and a `Content-Type` that says otherwise than the body's shape: once
+    /// stored, the manifest is read without the header (by its shape), and would name other blobs
+    /// than the ones checked now (garbage collection would then take the ones it uses).
+    #[error(
+        "manifest has no mediaType field and its shape (with or without \"manifests\") is not a {header:?}; add the mediaType field"
+    )]
+    ShapeMismatch { header: String },
     #[error("manifest schemaVersion must be 2")]
     SchemaVersion,
     #[error("manifest field {0:?} is missing or malformed")]
@@ -178,7 +185,19 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, Manife
             });
         }
         (Some(f), _) => f.to_string(),
-        (None, Some(h)) if kind_of(h).is_some() => h.to_string(),
+        (None, Some(h)) if kind_of(h).is_some() => {
+            let shape = if obj.contains_key("manifests") {
+                Kind::Index
+            } else {
+                Kind::Image
+            };
+            if kind_of(h) != Some(shape) {
+                return Err(ManifestError::ShapeMismatch {
+                    header: h.to_string(),
+                });
+            }
+            h.to_string()
+        }
         (None, _) if obj.contains_key("manifests") => OCI_INDEX.to_string(),
         (None, _) => OCI_MANIFEST.to_string(),
     };
@@ -328,6 +347,30 @@ mod tests {
         for (ct, body) in cases {
             assert!(parse(ct, body.as_bytes()).is_err(), "accepted {body}");
         }
+    }
+
+    /// Found for the fuzz target `manifest` (a manifest accepted on push is read back the same):
+    /// a Docker manifest without `mediaType` but with a `manifests` key was checked as an image on
+    /// push and read back as an index, whose references leave out its config and layers.
+    #[test]
+    fn a_manifest_without_media_type_is_read_back_the_same() {
+        let c = format!(r#"{{"mediaType":"x/y","digest":"{}","size":2}}"#, d(1));
+        let body = format!(r#"{{"schemaVersion":2,"config":{c},"layers":[{c}],"manifests":[]}}"#);
+        for h in [DOCKER_MANIFEST, OCI_MANIFEST] {
+            let got = parse(Some(h), body.as_bytes());
+            assert!(
+                matches!(got, Err(ManifestError::ShapeMismatch { .. })),
+                "{h}: {got:?}"
+            );
+        }
+        let index = r#"{"schemaVersion":2,"layers":[]}"#;
+        assert!(parse(Some(OCI_INDEX), index.as_bytes()).is_err());
+        // A shape that agrees with the header is read back with the same references.
+        let image = format!(r#"{{"schemaVersion":2,"config":{c},"layers":[{c}]}}"#);
+        let pushed = parse(Some(DOCKER_MANIFEST), image.as_bytes()).unwrap();
+        let (refs, _) = references(image.as_bytes()).unwrap();
+        let want: Vec<Digest> = pushed.blobs.iter().map(|b| b.digest.clone()).collect();
+        assert_eq!(refs, want);
     }
 
     #[test]

@@ -428,6 +428,26 @@ mod tests {
         assert_eq!(remove_block(&applied), removed);
     }
 
+    /// The fuzz target hosts' crash-7eb80e2f: a block between orphan BEGINs (none kept apart by
+    /// it) goes with a remove, and the next apply appends its own at the end, where applying
+    /// without the remove refills it in place. Both keep every line of the user's.
+    #[test]
+    fn remove_then_apply_appends_where_apply_refills() {
+        let x = format!("{BEGIN}\r\n{BEGIN}\n{BEGIN}\n{END}\n{BEGIN}\n");
+        let n = e(&["registry.home"]);
+        let removed = remove_block(&x);
+        assert_eq!(removed, format!("{BEGIN}\r\n{BEGIN}\n{BEGIN}\n"));
+        let entry = "169.254.254.254\tregistry.home";
+        assert_eq!(
+            render(&removed, &n),
+            format!("{removed}{BEGIN}\r\n{entry}\r\n{END}\r\n")
+        );
+        assert_eq!(
+            render(&x, &n),
+            format!("{BEGIN}\r\n{BEGIN}\n{BEGIN}\n{entry}\n{END}\n{BEGIN}\n")
+        );
+    }
+
     #[test]
     fn damage_names_each_leftover_line() {
         let x = format!(
