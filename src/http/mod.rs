@@ -1,9 +1,9 @@
-//! The HTTP edge: the listeners (`server`), a pure path router (`route`, parsed once per request),
-//! authentication and authorization (`auth`), the dispatch of a request to its handler
-//! (`dispatch`), OCI error responses (`error`, `respond`), request bodies (`body`), and one handler
-//! file per resource (`handlers`); the web UI (`ui`). Handlers translate HTTP to storage calls and back; they hold no
-//! storage logic. `app` is the state every request is served with, `settings` what it reads of
-//! the configuration.
+//! The HTTP edge: the listeners (`server`), a watch on HTTP/2 frame floods (`h2guard`), a pure
+//! path router (`route`, parsed once per request), authentication and authorization (`auth`), the
+//! dispatch of a request to its handler (`dispatch`), OCI error responses (`error`, `respond`),
+//! request bodies (`body`), and one handler file per resource (`handlers`); the web UI (`ui`).
+//! Handlers translate HTTP to storage calls and back; they hold no storage logic. `app` is the
+//! state every request is served with, `settings` what it reads of the configuration.
 
 pub mod app;
 pub mod auth;
@@ -11,6 +11,7 @@ pub mod body;
 pub mod cors;
 pub mod dispatch;
 pub mod error;
+pub mod h2guard;
 pub mod handlers;
 pub mod pacing;
 pub mod range;

@@ -6,7 +6,11 @@
 //! no byte moving, and a stall timeout for connections whose client stopped taking a response
 //! (see `pacing`; PINGs move bytes but are no progress).
 //!
-//! HTTP/2 connections carry at most [`MAX_CONCURRENT_STREAMS`] streams at once.
+//! HTTP/2 connections carry at most [`MAX_CONCURRENT_STREAMS`] streams at once, and are closed
+//! (GOAWAY from h2, or cut by `h2guard`) when their client floods them: rapid reset, streams past
+//! the limit or oversized header lists over and over, CONTINUATION, PING, SETTINGS floods. None of
+//! these bounds is in `[limits]`: each is orders of magnitude from what a real client does, so an
+//! operator has nothing to size them by (tests/system/h2-abuse.sh runs each attack).
 
 use std::io;
 use std::pin::Pin;
@@ -27,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::app::{App, Conn};
 use super::dispatch;
+use super::h2guard::FrameGuard;
 use super::pacing::{self, Ledger};
 use super::route::{Route, Routed};
 use super::settings::ConnLimits;
@@ -44,6 +49,24 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 32;
 /// of hyper's 400 KB (a stream's chunks are counted in `pacing` whichever side holds them; this
 /// keeps fewer of them in flight per stream).
 const MAX_SEND_BUF_SIZE: usize = 64 * 1024;
+
+/// Largest request header list (HPACK's decoded size: names, values and 32 bytes a field) an
+/// HTTP/2 request may carry; past it the request gets 431, and a header block that goes on past
+/// it closes the connection (h2). 64 KiB rather than hyper's 16 KiB: Bearer tokens of identity
+/// providers that list a user's groups reach 8 to 12 KiB, and HTTP/1.1 requests (hyper's 400 KB
+/// buffer) take more still.
+const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+
+/// Streams h2 resets for what the client did wrong (opened past [`MAX_CONCURRENT_STREAMS`], a
+/// header list past [`MAX_HEADER_LIST_SIZE`], a malformed request) before the connection gets
+/// GOAWAY ENHANCE_YOUR_CALM. hyper's 1024 lets a client that ignores the stream limit have 1024
+/// requests refused on each connection; a client that opened streams before it read the server's
+/// limit (RFC 9113 lets it assume 100) has at most 68 refused.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 128;
+
+/// Streams the client may reset before registryd accepted them, at any one time (h2's default,
+/// its answer to rapid reset); those reset after they were accepted are charged by `h2guard`.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// What the idle watch of one connection needs to know.
 struct Activity {
     opened: Instant,
@@ -56,6 +79,8 @@ struct Activity {
     /// A second handle on the socket, taken at the first request with a body, for the
     /// lingering close (see [`linger`]).
     linger_fd: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
+    /// Why `h2guard` cut the connection, if it did.
+    cut: std::sync::OnceLock<&'static str>,
 }
 
 impl Activity {
@@ -67,6 +92,7 @@ impl Activity {
             in_flight: AtomicU64::new(0),
             fd,
             linger_fd: std::sync::Mutex::new(None),
+            cut: std::sync::OnceLock::new(),
         }
     }
 
@@ -135,10 +161,22 @@ impl Drop for OpenConnection {
     }
 }
 
-/// A stream that records when bytes last moved either way (and counts them for the metrics).
+/// A stream that records when bytes last moved either way (and counts them for the metrics), and
+/// fails its reads once `h2guard` finds the client flooding it.
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    guard: FrameGuard,
+}
+
+impl<S> Tracked<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Tracked<S> {
+        Tracked {
+            inner,
+            activity,
+            guard: FrameGuard::default(),
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -147,12 +185,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.activity.touch();
-            crate::metrics::get().bytes_received.inc_by(n as u64);
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = buf.filled().get(before..).unwrap_or_default();
+        if !read.is_empty() {
+            this.activity.touch();
+            crate::metrics::get()
+                .bytes_received
+                .inc_by(read.len() as u64);
+            if let Err(why) = this.guard.observe(read, Instant::now()) {
+                let _ = this.activity.cut.set(why);
+                return Poll::Ready(Err(io::Error::other(why)));
+            }
         }
         r
     }
@@ -357,7 +402,10 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_send_buf_size(MAX_SEND_BUF_SIZE);
+        .max_send_buf_size(MAX_SEND_BUF_SIZE)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -424,7 +472,7 @@ pub async fn serve(
                     let served = async {
                         match tls {
                             None => {
-                                let io = Tracked { inner: stream, activity };
+                                let io = Tracked::new(stream, activity);
                                 let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
                                 watcher.watch(conn).await
                             }
@@ -440,7 +488,7 @@ pub async fn serve(
                                         return Ok(());
                                     }
                                 };
-                                let io = Tracked { inner: stream, activity };
+                                let io = Tracked::new(stream, activity);
                                 let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
                                 watcher.watch(conn).await
                             }
@@ -448,6 +496,11 @@ pub async fn serve(
                     };
                     let ended_by_hyper = tokio::select! {
                         result = served => match result {
+                            Err(_) if activity_seen.cut.get().is_some() => {
+                                let why = activity_seen.cut.get().copied().unwrap_or_default();
+                                tracing::info!(client = %peer, reason = why, "closing HTTP/2 connection");
+                                false
+                            }
                             Err(e) => {
                                 tracing::debug!(error = %e, client = %peer, "connection ended with error");
                                 // hyper's header timeout: an idle keep-alive connection or a
