@@ -16,6 +16,12 @@
 //! holding what was acknowledged, because AFR acknowledges a write only on a majority of good bricks
 //! (tests/system/gluster-cluster.sh, "network partition"). The graph shows the option when it was
 //! set before the client mounted; set later, it applies at once but shows only after a remount.
+//!
+//! The same directory says which bricks this client is connected to right now
+//! (`graphs/active/<volume>-client-N/private`, `connected = 0|1`; checked on GlusterFS 10.3). A node
+//! whose client lost the majority of a replica set still has a mount that may answer (reads, even
+//! writes that the volume later discards or refuses), so it is told unready ([`quorum`]) rather than
+//! left to serve what the other nodes may not see.
 
 use std::path::{Path, PathBuf};
 
@@ -150,6 +156,105 @@ pub fn problems(volfile: &str, fuse_private: &str, cmdline: &str) -> Vec<Problem
     out
 }
 
+/// The `.meta` directory of the GlusterFS FUSE mount holding `root`; `None` when `root` is not on
+/// GlusterFS (or the mount table cannot be read).
+pub fn meta_dir(root: &Path) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (mp, fstype) = mount_of(&info, root)?;
+    (fstype == "fuse.glusterfs").then(|| mp.join(".meta"))
+}
+
+/// Whether the GlusterFS client whose `.meta` directory is `meta` is connected to a quorum of
+/// every replica set of its volume (and to every brick that has no replica); `Err` says which set
+/// lacks it and which bricks are not connected. Reads the active graph and one small virtual file
+/// per brick: no request to any brick.
+pub fn quorum(meta: &Path) -> Result<(), String> {
+    let active = meta.join("graphs/active");
+    let volfile = std::fs::read_to_string(active.join("volfile")).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            // What a client that lost most of its bricks answers for `.meta` too (10.3).
+            "the GlusterFS client is short of a quorum of bricks: its mount answers \
+             \"transport endpoint is not connected\""
+                .to_string()
+        } else {
+            format!("cannot read {}: {e}", active.join("volfile").display())
+        }
+    })?;
+    quorum_verdict(&volfile, |client| {
+        let private = std::fs::read_to_string(active.join(client).join("private")).ok()?;
+        private.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "connected").then(|| v.trim() == "1")
+        })
+    })
+}
+
+/// [`quorum`] over the text of the active graph, with `connected` telling, per client translator,
+/// whether it is connected (`None`: it does not say, counted as not connected). The quorum of a
+/// replica set is GlusterFS's own `auto` rule: more than half of its bricks, or exactly half when
+/// the first brick is among them; an explicit `quorum-type fixed` with `quorum-count` is honoured.
+pub fn quorum_verdict(
+    volfile: &str,
+    connected: impl Fn(&str) -> Option<bool>,
+) -> Result<(), String> {
+    let mut clients: Vec<String> = Vec::new();
+    // Per replicate translator: (name, subvolumes, fixed quorum count).
+    let mut sets: Vec<(String, Vec<String>, Option<usize>)> = Vec::new();
+    let (mut name, mut kind) = ("", "");
+    let mut fixed = false;
+    for line in volfile.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("volume ") {
+            (name, kind, fixed) = (n.trim(), "", false);
+        } else if let Some(t) = line.strip_prefix("type ") {
+            kind = t.trim();
+            match kind {
+                "protocol/client" => clients.push(name.to_string()),
+                "cluster/replicate" => sets.push((name.to_string(), Vec::new(), None)),
+                _ => {}
+            }
+        } else if kind == "cluster/replicate"
+            && let Some(set) = sets.last_mut()
+        {
+            if let Some(v) = line.strip_prefix("subvolumes ") {
+                set.1 = v.split_whitespace().map(str::to_string).collect();
+            } else if let Some(v) = line.strip_prefix("option quorum-type ") {
+                fixed = v.trim() == "fixed";
+            } else if let Some(v) = line.strip_prefix("option quorum-count ") {
+                set.2 = v.trim().parse().ok().filter(|_| fixed);
+            }
+        }
+    }
+    let up = |c: &String| connected(c) == Some(true);
+    for (set, bricks, count) in &sets {
+        let n = bricks.len();
+        let on: Vec<&String> = bricks.iter().filter(|b| up(b)).collect();
+        let has = match count {
+            Some(k) => on.len() >= *k,
+            None => 2 * on.len() > n || (2 * on.len() == n && bricks.first().is_some_and(&up)),
+        };
+        if !has {
+            let off: Vec<&str> = bricks
+                .iter()
+                .filter(|b| !up(b))
+                .map(String::as_str)
+                .collect();
+            return Err(format!(
+                "the GlusterFS client is connected to {} of the {n} bricks of {set}, short of its quorum (not connected: {})",
+                on.len(),
+                off.join(", ")
+            ));
+        }
+    }
+    // A brick no replica set holds is the only copy of its share of the files.
+    let replicated = |c: &String| sets.iter().any(|(_, b, _)| b.contains(c));
+    if let Some(c) = clients.iter().find(|c| !replicated(c) && !up(c)) {
+        return Err(format!(
+            "the GlusterFS client is not connected to {c}, a brick with no replica"
+        ));
+    }
+    Ok(())
+}
+
 /// The coherence problems of the storage at `root` when it is on GlusterFS; `None` when it is not,
 /// `Err` with a reason when it is but `.meta` cannot be read.
 pub fn check(root: &Path) -> Option<Result<Vec<Problem>, String>> {
@@ -250,6 +355,54 @@ mod tests {
             )),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn quorum_is_a_majority_of_each_replica_set() {
+        let three = "volume v-client-0\n    type protocol/client\nend-volume\n\
+            volume v-client-1\n    type protocol/client\nend-volume\n\
+            volume v-client-2\n    type protocol/client\nend-volume\n\
+            volume v-replicate-0\n    type cluster/replicate\n\
+            subvolumes v-client-0 v-client-1 v-client-2\nend-volume\n";
+        let with = |up: &'static [&'static str]| move |c: &str| Some(up.contains(&c));
+        assert_eq!(
+            quorum_verdict(three, with(&["v-client-0", "v-client-1", "v-client-2"])),
+            Ok(())
+        );
+        assert_eq!(
+            quorum_verdict(three, with(&["v-client-1", "v-client-2"])),
+            Ok(())
+        );
+        let e = quorum_verdict(three, with(&["v-client-2"])).unwrap_err();
+        assert!(e.contains("1 of the 3 bricks of v-replicate-0"), "{e}");
+        assert!(e.contains("not connected: v-client-0, v-client-1"), "{e}");
+        // A client that says nothing of its connection counts as not connected.
+        assert!(quorum_verdict(three, |_| None).is_err());
+
+        // Replica 2, auto: half is enough only with the first brick.
+        let two = "volume v-client-0\n    type protocol/client\nend-volume\n\
+            volume v-client-1\n    type protocol/client\nend-volume\n\
+            volume v-replicate-0\n    type cluster/replicate\n\
+            subvolumes v-client-0 v-client-1\nend-volume\n";
+        assert_eq!(quorum_verdict(two, with(&["v-client-0"])), Ok(()));
+        assert!(quorum_verdict(two, with(&["v-client-1"])).is_err());
+
+        // quorum-type fixed with a count of 1: one brick is enough.
+        let fixed = three.replace(
+            "subvolumes v-client-0 v-client-1 v-client-2",
+            "option quorum-type fixed\noption quorum-count 1\nsubvolumes v-client-0 v-client-1 v-client-2",
+        );
+        assert_eq!(quorum_verdict(&fixed, with(&["v-client-2"])), Ok(()));
+
+        // A plain distribute volume: every brick holds the only copy of its files.
+        let plain = "volume v-client-0\n    type protocol/client\nend-volume\n\
+            volume v-client-1\n    type protocol/client\nend-volume\n\
+            volume v-dht\n    type cluster/distribute\n    subvolumes v-client-0 v-client-1\nend-volume\n";
+        assert_eq!(
+            quorum_verdict(plain, with(&["v-client-0", "v-client-1"])),
+            Ok(())
+        );
+        assert!(quorum_verdict(plain, with(&["v-client-0"])).is_err());
     }
 
     #[test]

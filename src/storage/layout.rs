@@ -39,7 +39,11 @@
 //!   locks/<name>.lock                                               cluster-wide locks (flock; a
 //!                                                                   lease object in a bucket):
 //!                                                                   gc, gc-sweep, proxy-evict,
-//!                                                                   fill-<hex> (bucket fills)
+//!                                                                   fill-<hex> (bucket fills),
+//!                                                                   upload-<uuid> (bucket uploads)
+//!   locks/mkdir-<nn>.lock                                           held while a new shared directory
+//!                                                                   is made (nn: 00..15, from its
+//!                                                                   path; see `Layout::dir_lock`)
 //!   proxy/fills/<hex>.{lock,partial,size,synced}                    a cache fill in progress (fs)
 //!   proxy/fills/<hex>/{size,<8-digit n>}                            a cache fill in progress (bucket)
 //!   proxy/<kind>/<2 hex>/<hex>                                      a stamp (its mtime): `validated`
@@ -65,6 +69,10 @@ const PROBE_PREFIX: &str = ".registryd-probe-";
 
 /// How a heartbeat file's name ends.
 const HEARTBEAT_SUFFIX: &str = ".json";
+
+/// How many lock files new directories are spread over (see [`Layout::dir_lock`]): enough that
+/// pushes of unrelated repositories rarely wait for each other, few enough to make them all once.
+pub const DIR_LOCKS: usize = 16;
 
 /// What marks an atomic write's temp file (see [`Layout::temp_beside`]).
 const TEMP_INFIX: &str = ".tmp-";
@@ -215,6 +223,40 @@ impl Layout {
     /// A cluster-wide advisory lock file (`flock`), e.g. `gc`, `gc-sweep`, `proxy-evict`.
     pub fn lock_file(&self, name: &str) -> PathBuf {
         self.registryd().join("locks").join(format!("{name}.lock"))
+    }
+
+    /// The lock held while `dir` is created, so two nodes never create the same new directory at
+    /// the same moment (on GlusterFS that gives each replica its own identity, a GFID split-brain,
+    /// when the nodes see different bricks). One of [`DIR_LOCKS`] files, chosen from the path
+    /// relative to the root, so every node picks the same one whatever its mount point. `None` for
+    /// what needs no lock: a path outside the root or the root itself, the lock directory and its
+    /// parents (made before any node needs a lock, see `FsDriver::check`), and an upload session's
+    /// directory and what it holds (named by a fresh UUID: only its own upload creates it).
+    pub fn dir_lock(&self, dir: &Path) -> Option<PathBuf> {
+        let rel = dir.strip_prefix(&self.root).ok()?;
+        let parts: Vec<_> = rel.components().map(|c| c.as_os_str()).collect();
+        let locks = self.registryd().join("locks");
+        if parts.is_empty() || locks.starts_with(dir) {
+            return None;
+        }
+        // `_uploads/<uuid>`: a repository name's components never start with `_`.
+        let in_session = parts
+            .iter()
+            .position(|p| *p == "_uploads")
+            .is_some_and(|i| i + 1 < parts.len());
+        if in_session {
+            return None;
+        }
+        let hash = sha2::Sha256::digest(rel.as_os_str().as_encoded_bytes());
+        let stripe = hash.first().map_or(0, |b| usize::from(*b) % DIR_LOCKS);
+        Some(self.lock_file(&format!("mkdir-{stripe:02}")))
+    }
+
+    /// Every lock file [`dir_lock`](Self::dir_lock) may name.
+    pub fn dir_locks(&self) -> Vec<PathBuf> {
+        (0..DIR_LOCKS)
+            .map(|n| self.lock_file(&format!("mkdir-{n:02}")))
+            .collect()
     }
 
     /// Where fsck moves a blob whose content no longer matches its name (Distribution never looks).

@@ -1,10 +1,19 @@
 //! Blob uploads, resumable across requests, daemon restarts and nodes: the facade's side. Where the
 //! bytes and the acknowledged state live is the driver's (`fs::uploads`: a data file appended to
 //! and durable hash states; `s3::uploads`: multipart parts and a state object); here is what both
-//! share: a chunk held to the range it declared, and this node's one writer per upload.
+//! share: a chunk held to the range it declared, and one writer per upload in the whole cluster.
 //!
 //! A chunk sent with a declared range (`ChunkSpan`, from `Content-Range`) must hold exactly the
 //! bytes it declared; one that holds more or fewer is refused whole and acknowledges nothing.
+//!
+//! One writer: a client behind a load balancer may send the requests of one upload to different
+//! nodes, even at the same time. Each request holds the upload's lock from before it reads the
+//! acknowledged offset until its own is durable: first this node's (so requests here queue in
+//! memory, not by polling the storage), then the cluster's (`flock` on the upload's `startedat` on
+//! a filesystem, a lease in a bucket). A request that finds the lock held waits; once it holds it,
+//! it is judged on the offset it then finds: a chunk declaring the range it was sent for, now taken
+//! by the other request, is refused with `RangeMismatch` (416 with the `Range` stored), and a chunk
+//! without a range goes after the other's bytes. Bytes are never interleaved.
 //!
 //! What this node keeps in memory per upload is bounded: the one-writer lock exists only while a
 //! request holds or awaits it.
@@ -151,8 +160,10 @@ where
 /// request (an `Arc` in a file write still running when the request was dropped), so the next
 /// request of the upload never sees bytes change after it looked at them.
 pub(super) struct UploadWriter {
-    // Field order matters: the guard (and its reference to the mutex) goes before the entry
-    // looks whether anyone else still refers to the mutex.
+    // Field order matters: the cluster's lock goes first (another node may take it as soon as this
+    // node's requests no longer need it), then the guard (and its reference to the mutex), before
+    // the entry looks whether anyone else still refers to the mutex.
+    _cluster: super::Held,
     _guard: tokio::sync::OwnedMutexGuard<()>,
     _entry: LockEntry,
 }
@@ -199,8 +210,9 @@ impl Storage {
         }
     }
 
-    /// Waits for, and holds, this node's one-writer lock of upload `id`.
-    async fn lock_upload(&self, id: &Uuid) -> UploadWriter {
+    /// Waits for, and holds, the one-writer lock of upload `id` in `name`: this node's, then the
+    /// cluster's. `UploadUnknown` when the upload is not (or no longer) there.
+    async fn lock_upload(&self, name: &RepoName, id: &Uuid) -> Result<UploadWriter> {
         let lock = self
             .inner
             .upload_locks
@@ -215,10 +227,16 @@ impl Storage {
             id: *id,
             lock: lock.clone(),
         };
-        UploadWriter {
-            _guard: lock.lock_owned().await,
+        let guard = lock.lock_owned().await;
+        let cluster = match self.driver() {
+            Driver::Fs(fs) => super::Held::File(fs.lock_upload(name, id).await?),
+            Driver::S3(s3) => super::Held::Lease(s3.lock_upload(name, id).await?),
+        };
+        Ok(UploadWriter {
+            _cluster: cluster,
+            _guard: guard,
             _entry: entry,
-        }
+        })
     }
 
     /// The acknowledged offset of an upload (for `GET` upload status).
@@ -246,7 +264,7 @@ impl Storage {
     {
         let body = held_to_span(body, span);
         let start = span.map(|s| s.start);
-        let one_writer = Arc::new(self.lock_upload(id).await);
+        let one_writer = Arc::new(self.lock_upload(name, id).await?);
         match self.driver() {
             Driver::Fs(fs) => fs.append_upload(name, id, start, body, &one_writer).await,
             Driver::S3(s3) => s3.append_upload(name, id, start, body).await,
@@ -269,7 +287,7 @@ impl Storage {
     {
         let last = last.map(|body| held_to_span(body, span));
         let start = span.map(|s| s.start);
-        let one_writer = Arc::new(self.lock_upload(id).await);
+        let one_writer = Arc::new(self.lock_upload(name, id).await?);
         match self.driver() {
             Driver::Fs(fs) => {
                 fs.complete_upload(name, id, expected, start, last, &one_writer)
@@ -281,7 +299,7 @@ impl Storage {
 
     /// Cancels an upload and removes its data.
     pub async fn cancel_upload(&self, name: &RepoName, id: &Uuid) -> Result<()> {
-        let _one_writer = self.lock_upload(id).await;
+        let _one_writer = self.lock_upload(name, id).await?;
         match self.driver() {
             Driver::Fs(fs) => fs.cancel_upload(name, id).await,
             Driver::S3(s3) => s3.cancel_upload(name, id).await,
@@ -437,11 +455,11 @@ mod tests {
     async fn a_writer_waiting_for_the_lock_keeps_the_entry_and_the_last_one_removes_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Storage::open(dir.path()).expect("storage");
-        let id = Uuid::new_v4();
-        let first = s.lock_upload(&id).await;
+        let id = s.start_upload(&name()).await.expect("start");
+        let first = s.lock_upload(&name(), &id).await.expect("lock");
         let s2 = s.clone();
         let waiter = tokio::spawn(async move {
-            let _second = s2.lock_upload(&id).await;
+            let _second = s2.lock_upload(&name(), &id).await.expect("lock");
         });
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -451,15 +469,99 @@ mod tests {
         assert_eq!(locks(&s), 0);
 
         // A waiter that gives up (its client went away) does not leave the entry behind either.
-        let first = s.lock_upload(&id).await;
+        let first = s.lock_upload(&name(), &id).await.expect("lock");
         let s2 = s.clone();
         let waiter = tokio::spawn(async move {
-            let _second = s2.lock_upload(&id).await;
+            let _second = s2.lock_upload(&name(), &id).await;
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         waiter.abort();
         let _ = waiter.await;
         drop(first);
         assert_eq!(locks(&s), 0);
+    }
+
+    /// A body whose bytes arrive when the test sends them.
+    fn slow_body(
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Unpin {
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok(b), rx))
+        }))
+    }
+
+    /// Two nodes on one storage (two `Storage` values share no memory, as two daemons): one upload
+    /// driven through both, in turn and at once.
+    #[tokio::test]
+    async fn one_upload_through_two_nodes_is_serialised_by_the_storage_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n1 = Storage::open(dir.path()).expect("node 1");
+        let n2 = Storage::open(dir.path()).expect("node 2");
+
+        // In turn: each chunk through the other node, then completed on node 2.
+        let id = n1.start_upload(&name()).await.expect("start");
+        let mut all = Vec::new();
+        for (k, node) in [&n1, &n2, &n1, &n2].into_iter().enumerate() {
+            let chunk = vec![k as u8; 1000 + k];
+            let at = all.len() as u64;
+            let end = node
+                .append_upload(&name(), &id, span(at, chunk.len() as u64), body(&[&chunk]))
+                .await
+                .expect("chunk");
+            all.extend_from_slice(&chunk);
+            assert_eq!(end, all.len() as u64);
+        }
+        let digest = Digest::from_sha256_output(&Sha256::digest(&all));
+        let none = None::<futures_util::stream::Empty<_>>;
+        n2.complete_upload(&name(), &id, &digest, None, none)
+            .await
+            .expect("complete on the other node");
+        assert_eq!(
+            n1.blob_size_global(&digest).await.expect("size"),
+            Some(all.len() as u64)
+        );
+
+        // At once: node 1's chunk is in flight (half of it arrived) when node 2's, for the same
+        // offset, comes in. Node 2's waits for node 1's to end, then finds the offset moved.
+        let id = n1.start_upload(&name()).await.expect("start");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let a = vec![b'a'; 2000];
+        let first = {
+            let n1 = n1.clone();
+            tokio::spawn(async move {
+                n1.append_upload(&name(), &id, span(0, 2000), slow_body(rx))
+                    .await
+            })
+        };
+        tx.send(Bytes::from(vec![b'a'; 1000])).await.expect("send");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let second = {
+            let n2 = n2.clone();
+            tokio::spawn(async move {
+                n2.append_upload(&name(), &id, span(0, 2000), body(&[&[b'b'; 2000]]))
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "node 2 did not wait for node 1's chunk"
+        );
+        tx.send(Bytes::from(vec![b'a'; 1000])).await.expect("send");
+        drop(tx);
+        assert_eq!(first.await.expect("join").expect("node 1's chunk"), 2000);
+        let second = second.await.expect("join");
+        assert!(
+            matches!(second, Err(StorageError::RangeMismatch(2000))),
+            "{second:?}"
+        );
+        let digest = Digest::from_sha256_output(&Sha256::digest(&a));
+        let none = None::<futures_util::stream::Empty<_>>;
+        assert_eq!(
+            n2.complete_upload(&name(), &id, &digest, None, none)
+                .await
+                .expect("node 1's bytes, exactly"),
+            2000
+        );
     }
 }

@@ -31,4 +31,9 @@ python3 "$SYS_DIR/lib/fsync_order.py" "$WORK/trace" || { cp "$WORK/trace" /tmp/f
 # The checker must catch a violation: drop every directory fsync from the trace.
 grep -v -E 'fsync\([0-9]+<[^>]*/(current|[0-9a-f]{64})>\)' "$WORK/trace" >"$WORK/trace.broken"
 if python3 "$SYS_DIR/lib/fsync_order.py" "$WORK/trace.broken" >/dev/null; then fail "checker accepted a trace without directory fsyncs"; fi
+# ... and must join calls strace splits across threads (how CI once saw a false failure): split
+# every fsync of the trace into "<unfinished ...>" and "<... fsync resumed>" lines.
+sed -E 's/^([0-9]+) +(f(data)?sync\([0-9]+<[^>]*>)\)(.*)$/\1  \2 <unfinished ...>\n\1  <... fsync resumed>)\4/' "$WORK/trace" >"$WORK/trace.split"
+grep -q 'fsync resumed' "$WORK/trace.split" || fail "test bug: no fsync split"
+python3 "$SYS_DIR/lib/fsync_order.py" "$WORK/trace.split" >/dev/null || fail "checker rejected a trace whose fsyncs strace split across lines"
 pass "strace: durability order holds for every published file (and the checker rejects a trace without dir fsyncs)"

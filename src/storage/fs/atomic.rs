@@ -18,34 +18,87 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     retry_stale(|| File::open(dir)?.sync_all())
 }
 
-/// `mkdir -p`, with every directory it creates made durable in its parent.
+/// `mkdir -p`, with every directory it creates made durable in its parent, and without the cluster
+/// lock of [`make_dirs`]: for the lock directory itself, and for trees no other node creates.
 pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
-    if retry_stale(|| fs::metadata(dir)).is_ok_and(|m| m.is_dir()) {
+    if is_dir(dir) {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
         create_dir_all_durable(parent)?;
     }
+    create_dir_durable(dir)
+}
+
+/// `mkdir -p` of a directory under `layout`'s root, durable as [`create_dir_all_durable`], with each
+/// new shared directory made under its cluster lock ([`Layout::dir_lock`]): two nodes creating the
+/// same new directory at the same moment on a partitioned GlusterFS volume each give it their own
+/// GFID (a split-brain the volume can only resolve by discarding one). Under the lock a node looks
+/// again and finds the other's directory instead. A directory that exists costs one lookup, as
+/// before: the lock is only taken to create.
+pub fn make_dirs(layout: &Layout, dir: &Path) -> io::Result<()> {
+    if is_dir(dir) {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_dirs(layout, parent)?;
+    }
+    let Some(lock) = layout.dir_lock(dir) else {
+        return create_dir_durable(dir);
+    };
+    {
+        let _held = lock_file_waiting(&lock, DIR_LOCK_WAIT)?;
+        // Another node (or request) may have made it while this one waited for the lock.
+        if is_dir(dir) {
+            return Ok(());
+        }
+        create_dir(dir)?;
+    }
+    // The parent's fsync after the lock is released: the lock only keeps two nodes from making
+    // the directory at once, and on a shared volume the fsync is the slow part (holding the lock
+    // through it made 30 concurrent pushers queue for the 16 locks past the operation timeout).
+    fsync_parent(dir)
+}
+
+/// How long [`make_dirs`] waits for a directory lock: its holders hold it for a lookup and one
+/// `mkdir`, so a longer wait means a hung mount, which the operation timeout reports anyway.
+const DIR_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn is_dir(dir: &Path) -> bool {
+    retry_stale(|| fs::metadata(dir)).is_ok_and(|m| m.is_dir())
+}
+
+/// One `mkdir` whose parent exists, made durable in the parent.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    create_dir(dir)?;
+    fsync_parent(dir)
+}
+
+/// One `mkdir` whose parent exists; made already (by another node or request) is fine.
+fn create_dir(dir: &Path) -> io::Result<()> {
     match retry_stale(|| fs::create_dir(dir)) {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         // Another node or request made it at the same moment: fine, it is there.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         // Nodes creating one new directory at the same moment can leave its replicas with different
         // identities (a GlusterFS GFID split-brain): EIO until the volume's favorite-child policy
         // resolves it, which it does on the next lookup. Look once more before failing.
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {
             back_off(1);
-            if retry_stale(|| fs::metadata(dir)).is_ok_and(|m| m.is_dir()) {
+            if is_dir(dir) {
                 tracing::warn!(
                     dir = %dir.display(),
                     "mkdir answered EIO but a fresh lookup finds the directory (a split-brain the volume resolved)"
                 );
                 return Ok(());
             }
-            return Err(e);
+            Err(e)
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
     }
+}
+
+fn fsync_parent(dir: &Path) -> io::Result<()> {
     match dir.parent() {
         Some(parent) => fsync_dir(parent),
         None => Ok(()),
@@ -62,13 +115,13 @@ pub fn is_temp(file_name: &str) -> bool {
     Layout::is_temp(file_name)
 }
 
-/// Writes `bytes` to `path` so that a reader (on any node) sees either the old file or the whole new
-/// one, and the new one survives a crash once this returns.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path` (under `layout`'s root) so that a reader (on any node) sees either the
+/// old file or the whole new one, and the new one survives a crash once this returns.
+pub fn write_atomic(layout: &Layout, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    create_dir_all_durable(dir)?;
+    make_dirs(layout, dir)?;
     let tmp = temp_name(path)?;
     let result = (|| {
         let mut f = retry_stale(|| OpenOptions::new().write(true).create_new(true).open(&tmp))?;
@@ -87,16 +140,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// confirmed it: the garbage collector keeps what was linked since its mark began. (Rewriting by
 /// rename, not touching the time in place: on GlusterFS, setting the time of a file that another
 /// node renames over at the same moment failed with EIO under a 30-client push storm.)
-pub fn rewrite_link(path: &Path, content: &str) -> io::Result<()> {
-    write_atomic(path, content.as_bytes())
+pub fn rewrite_link(layout: &Layout, path: &Path, content: &str) -> io::Result<()> {
+    write_atomic(layout, path, content.as_bytes())
 }
 
-/// Moves an already-fsynced file to `dest` (same filesystem) and makes the rename durable.
-pub fn publish(src: &Path, dest: &Path) -> io::Result<()> {
+/// Moves an already-fsynced file to `dest` (same filesystem, under `layout`'s root) and makes the
+/// rename durable.
+pub fn publish(layout: &Layout, src: &Path, dest: &Path) -> io::Result<()> {
     let dir = dest
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    create_dir_all_durable(dir)?;
+    make_dirs(layout, dir)?;
     // A blob is immutable: whatever lies at `dest` once `src` is gone is the same bytes.
     rename_retrying(src, dest, || Ok(fs::symlink_metadata(dest).is_ok()))?;
     fsync_dir(dir)
@@ -144,17 +198,42 @@ pub fn flock_nb(f: &File, op: libc::c_int) -> io::Result<bool> {
 /// Opens (creating it and its directory) the lock file at `path` and takes it exclusively without
 /// waiting; `None` when someone else holds it. The lock lasts as long as the returned file.
 pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
+    let f = open_lock_file(path)?;
+    Ok(flock_nb(&f, libc::LOCK_EX)?.then_some(f))
+}
+
+/// Opens the lock file at `path`, creating it and its directory when missing.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         create_dir_all_durable(dir)?;
     }
-    let f = retry_stale(|| {
+    retry_stale(|| {
         OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-    })?;
-    Ok(flock_nb(&f, libc::LOCK_EX)?.then_some(f))
+    })
+}
+
+/// Takes the lock file at `path` exclusively, waiting up to `wait` for its holder (on any node) to
+/// let go: polled, so a thread never blocks in the kernel on a lock whose holder hangs. The lock
+/// lasts as long as the returned file.
+pub fn lock_file_waiting(path: &Path, wait: std::time::Duration) -> io::Result<File> {
+    let f = open_lock_file(path)?;
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = std::time::Duration::from_millis(1);
+    while !flock_nb(&f, libc::LOCK_EX)? {
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{} stayed locked for {} s", path.display(), wait.as_secs()),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+    Ok(f)
 }
 
 /// Removes a directory tree without making the removal durable (for what a crash may bring back
@@ -266,9 +345,10 @@ mod tests {
     #[test]
     fn write_atomic_creates_and_replaces() {
         let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path());
         let p = dir.path().join("a/b/c/link");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
+        write_atomic(&l, &p, b"one").unwrap();
+        write_atomic(&l, &p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         // no temp files left behind
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
@@ -278,8 +358,53 @@ mod tests {
     fn remove_durable_absent_is_ok() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!remove_durable(&dir.path().join("x")).unwrap());
-        write_atomic(&dir.path().join("d/f"), b"x").unwrap();
+        write_atomic(&Layout::new(dir.path()), &dir.path().join("d/f"), b"x").unwrap();
         assert!(remove_durable(&dir.path().join("d")).unwrap());
         assert!(!dir.path().join("d").exists());
+    }
+    #[test]
+    fn a_new_directory_waits_for_its_lock_and_an_existing_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path());
+        let repo = dir.path().join("docker/registry/v2/repositories/a/_layers");
+        make_dirs(&l, &repo).unwrap();
+        let new = repo.join("sha256/0123");
+        // Another node holds the lock for the new directory (a separate open file description).
+        let lock = l.dir_lock(&repo.join("sha256")).unwrap();
+        let held = lock_file_waiting(&lock, std::time::Duration::ZERO).unwrap();
+        let existing = std::time::Instant::now();
+        make_dirs(&l, &repo).unwrap();
+        assert!(existing.elapsed() < std::time::Duration::from_secs(1));
+        let maker = {
+            let (l, new) = (l.clone(), new.clone());
+            std::thread::spawn(move || make_dirs(&l, &new))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!repo.join("sha256").exists(), "made without its lock");
+        drop(held);
+        maker.join().unwrap().unwrap();
+        assert!(new.is_dir());
+    }
+
+    #[test]
+    fn locks_are_named_from_the_path_under_the_root_and_spare_upload_sessions() {
+        let (a, b) = (Layout::new("/mnt/one"), Layout::new("/srv/two/root"));
+        let rel = "docker/registry/v2/repositories/x/_layers/sha256/ab";
+        let lock_a = a.dir_lock(&a.root().join(rel)).unwrap();
+        let lock_b = b.dir_lock(&b.root().join(rel)).unwrap();
+        assert_eq!(lock_a.file_name(), lock_b.file_name());
+        assert!(a.dir_locks().contains(&lock_a));
+        let session = a
+            .root()
+            .join("docker/registry/v2/repositories/x/_uploads/u1/hashstates");
+        assert_eq!(a.dir_lock(&session), None);
+        assert_eq!(a.dir_lock(session.parent().unwrap()), None);
+        assert!(
+            a.dir_lock(&a.root().join("docker/registry/v2/repositories/x/_uploads"))
+                .is_some()
+        );
+        assert_eq!(a.dir_lock(a.root()), None);
+        assert_eq!(a.dir_lock(Path::new("/elsewhere")), None);
+        assert_eq!(a.dir_lock(&a.lock_file("x").with_file_name("")), None);
     }
 }

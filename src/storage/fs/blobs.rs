@@ -205,7 +205,7 @@ impl FsDriver {
         self.pool
             .blocking(move || {
                 let link = l.layer_link(&name, &digest);
-                atomic::rewrite_link(&link, &layout::link_content(&digest))?;
+                atomic::rewrite_link(&l, &link, &layout::link_content(&digest))?;
                 Ok(())
             })
             .await
@@ -244,7 +244,7 @@ pub(super) fn put_small_blob_sync(l: &Layout, digest: &Digest, bytes: &[u8]) -> 
     if data_size(&path)? == Some(bytes.len() as u64) {
         return Ok(());
     }
-    atomic::write_atomic(&path, bytes)?;
+    atomic::write_atomic(l, &path, bytes)?;
     Ok(())
 }
 

@@ -366,10 +366,11 @@ impl FsDriver {
 
     /// Sets a stamp to now. Not durable: stamps are hints that cost a little work when lost.
     pub async fn touch_stamp(&self, path: PathBuf) -> Result<()> {
+        let l = self.layout.clone();
         self.pool
             .blocking(move || {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    atomic::make_dirs(&l, dir)?;
                 }
                 let f = OpenOptions::new()
                     .create(true)
@@ -478,14 +479,14 @@ impl FileFill {
                 write_synced(&p, size)?;
                 let dest = l.blob_data(&d);
                 if !exists(&dest)?
-                    && let Err(e) = atomic::publish(&p.partial, &dest)
+                    && let Err(e) = atomic::publish(&l, &p.partial, &dest)
                     && !exists(&dest)?
                 {
                     return Err(e.into());
                 }
                 let link = l.layer_link(&n, &d);
                 if read_link(&link)?.as_ref() != Some(&d) {
-                    atomic::write_atomic(&link, link_content(&d).as_bytes())?;
+                    atomic::write_atomic(&l, &link, link_content(&d).as_bytes())?;
                 }
                 let _ = std::fs::remove_file(&p.size);
                 let _ = std::fs::remove_file(&p.partial);

@@ -15,9 +15,9 @@ const TEMP_KEPT_FOR: Duration = Duration::from_secs(3600);
 
 impl FsDriver {
     pub async fn write_heartbeat(&self, node: &NodeName, bytes: Vec<u8>) -> Result<()> {
-        let path = self.layout.heartbeat(node);
+        let (l, path) = (self.layout.clone(), self.layout.heartbeat(node));
         self.pool
-            .blocking(move || Ok(atomic::write_atomic(&path, &bytes)?))
+            .blocking(move || Ok(atomic::write_atomic(&l, &path, &bytes)?))
             .await
     }
 

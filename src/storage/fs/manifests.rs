@@ -32,13 +32,14 @@ impl FsDriver {
                 // then the tag's current link.
                 let write_link = |path: std::path::PathBuf| -> Result<()> {
                     if read_link(&path)?.as_ref() != Some(&digest) {
-                        atomic::write_atomic(&path, link.as_bytes())?;
+                        atomic::write_atomic(&l, &path, link.as_bytes())?;
                     }
                     Ok(())
                 };
-                atomic::rewrite_link(&l.revision_link(&name, &digest), &link)?;
+                atomic::rewrite_link(&l, &l.revision_link(&name, &digest), &link)?;
                 if let Some(r) = &referrer {
                     atomic::write_atomic(
+                        &l,
                         &l.referrer_entry(&name, &r.subject, &digest),
                         &r.descriptor,
                     )?;
@@ -47,7 +48,7 @@ impl FsDriver {
                     write_link(l.tag_index_link(&name, t, &digest))?;
                 }
                 if let Some(tag) = &tag {
-                    atomic::write_atomic(&l.tag_current_link(&name, tag), link.as_bytes())?;
+                    atomic::write_atomic(&l, &l.tag_current_link(&name, tag), link.as_bytes())?;
                 }
                 Ok(())
             })

@@ -25,8 +25,9 @@ mod summary;
 mod uploads;
 
 use std::io;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -53,6 +54,12 @@ pub struct FsDriver {
     catalog: Mutex<Option<catalog::Dir>>,
     /// Repositories' facts for the web UI, reused while their directories are unchanged.
     summaries: Mutex<summary::Summaries>,
+    /// The `.meta` directory of the GlusterFS mount holding the root (`None`: not on GlusterFS),
+    /// found by the first check that reached the storage: later checks read the client's brick
+    /// connections there, and a root elsewhere costs nothing more.
+    gluster_meta: OnceLock<Option<PathBuf>>,
+    /// Whether the new-directory lock files exist (made by the first check, see `check`).
+    dir_locks_made: AtomicBool,
 }
 
 impl FsDriver {
@@ -64,6 +71,8 @@ impl FsDriver {
             listings: Mutex::new(listing::Listings::default()),
             catalog: Mutex::new(None),
             summaries: Mutex::new(summary::Summaries::default()),
+            gluster_meta: OnceLock::new(),
+            dir_locks_made: AtomicBool::new(false),
         }
     }
 
@@ -89,7 +98,9 @@ impl FsDriver {
         std::time::SystemTime::now()
     }
 
-    /// A cheap end-to-end probe that the storage root is usable: a durable write and a read back.
+    /// A cheap end-to-end probe that the storage root is usable: on GlusterFS, that this node's
+    /// client reaches a quorum of the bricks (a node cut off from most of them may still write, to
+    /// copies the volume will not keep); then a durable write and a read back.
     pub async fn check(self: &Arc<Self>) -> Result<()> {
         let me = self.clone();
         self.pool
@@ -98,13 +109,19 @@ impl FsDriver {
                 if !me.pool.is_guarded() {
                     me.pool.set_cached_reads(cached::is_local(layout.root()));
                 }
+                let meta = me
+                    .gluster_meta
+                    .get_or_init(|| crate::node::gluster::meta_dir(layout.root()));
+                if let Some(meta) = meta {
+                    crate::node::gluster::quorum(meta).map_err(StorageError::Unavailable)?;
+                }
                 // A probe of this check's own: nodes sharing the storage check at the same moments.
                 // It lives in the root itself: nodes that start together and each create a shared
                 // subdirectory at the same instant can leave GlusterFS with a GFID mismatch on it
                 // (EIO on that directory for good), which took a whole node out at start.
                 let token = Uuid::new_v4().simple().to_string();
                 let probe = layout.probe(&token);
-                atomic::write_atomic(&probe, token.as_bytes())?;
+                atomic::write_atomic(layout, &probe, token.as_bytes())?;
                 let back = std::fs::read(&probe);
                 let _ = std::fs::remove_file(&probe);
                 if back? != token.as_bytes() {
@@ -113,6 +130,15 @@ impl FsDriver {
                     );
                 }
                 remove_stale_probes(layout);
+                // Made while every node sees the same bricks (a node's first check, at its start),
+                // not by the first push that needs one: a lock file two partitioned nodes both
+                // created would be in split-brain itself.
+                if !me.dir_locks_made.load(Ordering::Relaxed) {
+                    for lock in layout.dir_locks() {
+                        atomic::open_lock_file(&lock)?;
+                    }
+                    me.dir_locks_made.store(true, Ordering::Relaxed);
+                }
                 Ok(())
             })
             .await
@@ -134,10 +160,10 @@ impl FsDriver {
     /// the shared mount missing, a key made here would land on the local disk under the mount
     /// point and sign for this node alone.
     pub async fn token_key(&self, fresh: Vec<u8>) -> Result<Vec<u8>> {
-        let path = self.layout.token_key();
+        let l = self.layout.clone();
         let temp = self.layout.token_key_temp(&Uuid::new_v4());
         self.pool
-            .blocking(move || Ok(load_or_create(&path, &temp, &fresh)?))
+            .blocking(move || Ok(load_or_create(&l, &temp, &fresh)?))
             .await
     }
 
@@ -189,17 +215,18 @@ impl FsDriver {
     }
 }
 
-/// Reads the key at `path`, or creates it there from `fresh` (through `temp`, a file beside it).
-fn load_or_create(path: &Path, temp: &Path, fresh: &[u8]) -> io::Result<Vec<u8>> {
+/// Reads the key of `layout`, or creates it from `fresh` (through `temp`, a file beside it).
+fn load_or_create(layout: &Layout, temp: &Path, fresh: &[u8]) -> io::Result<Vec<u8>> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let path = &layout.token_key();
     if let Some(k) = read_key(path, fresh.len())? {
         return Ok(k);
     }
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("token key path has no parent"))?;
-    atomic::create_dir_all_durable(dir)?;
+    atomic::make_dirs(layout, dir)?;
     let made = (|| {
         // The key signs every login: readable by the daemon's user only, whatever the umask.
         let mut f = std::fs::OpenOptions::new()
@@ -308,11 +335,7 @@ fn sha256_link_entries(dir: &Path) -> Result<Vec<(Digest, std::path::PathBuf)>> 
     let mut out = Vec::new();
     for e in entries {
         let e = e?;
-        let Some(d) = e
-            .file_name()
-            .to_str()
-            .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-        else {
+        let Some(d) = e.file_name().to_str().and_then(Digest::sha256_hex) else {
             continue;
         };
         out.push((d, Layout::link_in(&e.path())));
@@ -350,8 +373,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = Layout::new(dir.path());
         let p = l.token_key();
-        let a = load_or_create(&p, &l.token_key_temp(&Uuid::new_v4()), &[1; 32]).unwrap();
-        let b = load_or_create(&p, &l.token_key_temp(&Uuid::new_v4()), &[2; 32]).unwrap();
+        let a = load_or_create(&l, &l.token_key_temp(&Uuid::new_v4()), &[1; 32]).unwrap();
+        let b = load_or_create(&l, &l.token_key_temp(&Uuid::new_v4()), &[2; 32]).unwrap();
         assert_eq!(a, b);
         assert_eq!(a, [1; 32]);
         use std::os::unix::fs::PermissionsExt as _;
@@ -362,6 +385,6 @@ mod tests {
             "the key is private to the daemon's user"
         );
         std::fs::write(&p, b"short").unwrap();
-        assert!(load_or_create(&p, &l.token_key_temp(&Uuid::new_v4()), &[3; 32]).is_err());
+        assert!(load_or_create(&l, &l.token_key_temp(&Uuid::new_v4()), &[3; 32]).is_err());
     }
 }

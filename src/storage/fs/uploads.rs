@@ -144,15 +144,49 @@ impl FsDriver {
     /// Starts an upload in `name`; it is durable (survives a restart) when this returns.
     pub async fn start_upload(&self, name: &RepoName) -> Result<Uuid> {
         let id = Uuid::new_v4();
-        let path = self.layout.upload_started_at(name, &id);
+        let (l, path) = (
+            self.layout.clone(),
+            self.layout.upload_started_at(name, &id),
+        );
         self.pool
             .blocking(move || {
                 let now = httpdate::fmt_http_date(std::time::SystemTime::now());
-                atomic::write_atomic(&path, now.as_bytes())?;
+                atomic::write_atomic(&l, &path, now.as_bytes())?;
                 Ok(())
             })
             .await?;
         Ok(id)
+    }
+
+    /// The cluster's one-writer lock of an upload: `flock` on its `startedat`, which every upload
+    /// has from its start (Distribution's too) and nobody rewrites, so the lock adds no file to
+    /// Distribution's tree and goes with the upload. Waits while a request on another node holds
+    /// it, polling without holding a thread (a request that goes away stops waiting); a finished
+    /// or cancelled upload is `UploadUnknown`, also to a request that waited for the one ending it.
+    pub async fn lock_upload(&self, name: &RepoName, id: &Uuid) -> Result<std::fs::File> {
+        let path = self.layout.upload_started_at(name, id);
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
+            let p = path.clone();
+            let taken = self
+                .pool
+                .blocking(move || {
+                    let f = match atomic::retry_stale(|| std::fs::File::open(&p)) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return Err(StorageError::UploadUnknown);
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    Ok(atomic::flock_nb(&f, libc::LOCK_EX)?.then_some(f))
+                })
+                .await?;
+            if let Some(f) = taken {
+                return Ok(f);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Drops what this node cached of an upload that is finished, cancelled or unknown.
@@ -349,7 +383,7 @@ impl FsDriver {
             .blocking(move || {
                 let state = c.sha.serialize();
                 let path = l.upload_hashstate(&name, &id2, Algorithm::Sha256, c.offset);
-                atomic::write_atomic(&path, state.as_slice())?;
+                atomic::write_atomic(&l, &path, state.as_slice())?;
                 // Older states stay until the session is removed: the largest offset is the one that
                 // counts, and pruning them here cost a directory read and an unlink per chunk, each a
                 // network round trip on a shared mount.
@@ -423,7 +457,7 @@ impl FsDriver {
                 let dest = l.blob_data(&exp);
                 // Blobs are immutable: if another push (on any node) published it first, keep theirs.
                 if !exists(&dest)?
-                    && let Err(e) = atomic::publish(&data, &dest)
+                    && let Err(e) = atomic::publish(&l, &data, &dest)
                 {
                     // Another node may have published the same digest at the same moment; its
                     // bytes are the same (verified before its rename), so that is success.
@@ -432,7 +466,7 @@ impl FsDriver {
                     }
                 }
                 let link = l.layer_link(&n, &exp);
-                atomic::rewrite_link(&link, &link_content(&exp))?;
+                atomic::rewrite_link(&l, &link, &link_content(&exp))?;
                 // The session is spent. Its removal need not be durable: if a crash brings it
                 // back, it is an abandoned upload that garbage collection removes. So a
                 // failed removal does not fail the push, whose blob is published and linked.

@@ -27,6 +27,13 @@ use crate::storage::{Result, StorageError};
 /// twice this much is buffered, so an upload keeps at most `2 * PART` in memory on a node.
 pub const PART: usize = 5 * 1024 * 1024;
 
+/// How long a request waits for another node's request on the same upload: as long as a large
+/// chunk may take to arrive.
+const UPLOAD_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// An upload's lease lapses this long after its holder's last renewal (every third of it): a node
+/// killed in the middle of a PATCH keeps the client's resume waiting no longer than this.
+const UPLOAD_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The most parts one multipart upload may have (S3's limit).
 const MAX_PARTS: usize = 10_000;
 
@@ -115,6 +122,27 @@ impl S3Driver {
             state.part_sizes = vec![PART as u64; state.parts.len()];
         }
         Ok(state)
+    }
+
+    /// The cluster's one-writer lock of an upload: the lease `upload-<uuid>`, which every node
+    /// writing the upload takes (a bucket has no `flock`; see `storage::uploads`). Two requests
+    /// reading the same state and each writing their next part and state would lose one's bytes.
+    /// Waits while another holds it, up to [`UPLOAD_LOCK_WAIT`].
+    pub async fn lock_upload(
+        self: &std::sync::Arc<Self>,
+        name: &RepoName,
+        id: &Uuid,
+    ) -> Result<super::lifecycle::Lease> {
+        // An upload nobody started takes no lease object.
+        self.state(name, id).await?;
+        let name = format!("upload-{}", id.simple());
+        self.take_lease_for(&name, UPLOAD_LOCK_WAIT, UPLOAD_LEASE, UPLOAD_LEASE / 3)
+            .await?
+            .ok_or_else(|| {
+                StorageError::Unavailable(
+                    "another request has been writing this upload for too long; retry".into(),
+                )
+            })
     }
 
     pub async fn upload_offset(&self, name: &RepoName, id: &Uuid) -> Result<u64> {

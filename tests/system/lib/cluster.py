@@ -14,8 +14,10 @@
                                      paths under REL whose GFID differs between bricks
   cluster.py leftovers ROOT BRICK... temp files and upload directories under ROOT, with the bricks
                                      holding each; exit 1 when there are any
+  cluster.py forward PORT HOST:PORT  a TCP forwarder from 127.0.0.1:PORT (a brick's stand-in for one
+                                     FUSE client: killing it cuts that client from the brick)
 """
-import hashlib, json, os, random, sys, threading, time
+import hashlib, json, os, random, socket, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from pushers import req, sha  # noqa: E402  (HTTPS through PUSHERS_CA)
@@ -271,6 +273,35 @@ def partition_verify(log, *nodes):
                   "points at a manifest nobody pushed")
     print(f"{len(acked)} acknowledged pushes served right by {len(nodes)} nodes, every tag on one of them")
 
+def forward(port, target):
+    host, tport = target.rsplit(":", 1)
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", int(port)))
+    srv.listen(64)
+
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    while True:
+        c, _ = srv.accept()
+        try:
+            u = socket.create_connection((host, int(tport)))
+        except OSError:
+            c.close()
+            continue
+        for a, b in ((c, u), (u, c)):
+            threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
 def gfid_mismatches(rel, *bricks):
     seen = {}
     for brick in bricks:
@@ -289,4 +320,4 @@ def gfid_mismatches(rel, *bricks):
 if __name__ == "__main__":
     {"consistency": consistency, "storm": storm, "served-or-503": served_or_503,
      "partition-push": partition_push, "partition-verify": partition_verify,
-     "gfid-mismatches": gfid_mismatches, "leftovers": leftovers}[sys.argv[1]](*sys.argv[2:])
+     "gfid-mismatches": gfid_mismatches, "leftovers": leftovers, "forward": forward}[sys.argv[1]](*sys.argv[2:])

@@ -15,7 +15,7 @@ for line in lines:
         continue
     pid, rest = m.groups()
     if rest.endswith("<unfinished ...>"):
-        pending[pid] = rest[: -len("<unfinished ...>")]
+        pending[pid] = rest[: -len("<unfinished ...>")].rstrip()
         continue
     r = re.match(r"^<\.\.\. \w+ resumed>(.*)$", rest)
     if r:
@@ -50,6 +50,10 @@ for i, src, dst in renames:
     after = [j for j, p in fsyncs if j > i and p == d]
     if not after:
         problems.append(f"{dst}: no fsync of directory {d} after the rename")
+        continue
+    # A heartbeat (registryd/nodes/) is written by a timer, not for a request: another request's
+    # 2xx may be written by another thread between its rename and its directory fsync.
+    if "/registryd/nodes/" in dst:
         continue
     # the first 2xx written after this rename must come after the directory fsync
     next_acks = [j for j, _ in acks if j > i]
