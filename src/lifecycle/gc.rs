@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::retention::{self, RepoRetention, RetentionOptions};
 use crate::registry::{Digest, Reference, RepoName, manifest};
+use crate::storage::inventory::StoredBlob;
 use crate::storage::{Storage, StorageError};
 
 /// How a pass runs.
@@ -100,6 +101,13 @@ async fn revision_refs(
 /// Repositories read at once while the sweep lock is held.
 const RESCAN_PARALLEL: usize = 16;
 
+/// Repositories the mark reads at once, and manifests of one repository at once.
+const MARK_REPOS_PARALLEL: usize = 4;
+const MARK_MANIFESTS_PARALLEL: usize = 8;
+
+/// Blobs the sweep removes at once.
+const SWEEP_PARALLEL: usize = 8;
+
 /// Runs one pass; `None` when another collector (on any node) holds the lock.
 pub async fn collect(
     storage: &Storage,
@@ -160,9 +168,29 @@ async fn collect_as_the_collector(
     let mut layer_links: HashMap<Digest, Vec<RepoName>> = HashMap::new();
     let mut expired_uploads = Vec::new();
     let mut young_links: HashSet<Digest> = HashSet::new();
-    for (i, repo) in repos.iter().enumerate() {
+    // Repositories read a few at once, each one's manifests a few at once: on a shared mount
+    // every read is a network round trip, and one at a time a pass outgrew its minute.
+    let mut read = std::pin::pin!(
+        futures_util::stream::iter(repos.iter().cloned())
+            .map(|repo| async move {
+                let inv = storage.inventory(&repo).await?;
+                let digests: Vec<Digest> = inv.revisions.iter().map(|(d, _)| d.clone()).collect();
+                let repo_ref = &repo;
+                let refs: Vec<_> = futures_util::stream::iter(digests)
+                    .map(|d| async move { revision_refs(storage, repo_ref, &d).await })
+                    .buffered(MARK_MANIFESTS_PARALLEL)
+                    .collect()
+                    .await;
+                let refs = refs.into_iter().collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StorageError>((repo, inv, refs))
+            })
+            .buffered(MARK_REPOS_PARALLEL)
+    );
+    let mut i = 0;
+    while let Some(done) = read.next().await {
         progress(Phase::Mark, i, repos.len());
-        let inv = storage.inventory(repo).await?;
+        i += 1;
+        let (repo, inv, refs) = done?;
         let tagged: HashSet<&Digest> = inv
             .tags
             .iter()
@@ -173,8 +201,7 @@ async fn collect_as_the_collector(
             })
             .filter_map(|(_, d)| d.as_ref())
             .collect();
-        for (d, at) in &inv.revisions {
-            let (refs, subject) = revision_refs(storage, repo, d).await?;
+        for ((d, at), (refs, subject)) in inv.revisions.iter().zip(refs) {
             revs.push(Rev {
                 repo: repo.clone(),
                 digest: d.clone(),
@@ -326,34 +353,52 @@ async fn collect_as_the_collector(
             Err(e) => return Err(e),
         }
     }
-    for (i, b) in candidates.iter().enumerate() {
+    // Blobs removed a few at once: pushes wait while the sweep holds its lock.
+    let (layer_links, revs) = (&layer_links, &revs);
+    let unmarked: Vec<StoredBlob> = candidates
+        .iter()
+        .filter(|b| !marked.contains(&b.digest))
+        .cloned()
+        .collect();
+    let mut removals = std::pin::pin!(
+        futures_util::stream::iter(unmarked)
+            .map(move |b| async move {
+                let mut links_removed = 0;
+                for repo in layer_links.get(&b.digest).into_iter().flatten() {
+                    if storage
+                        .remove_layer_link_older_than(repo, &b.digest, mark_began)
+                        .await?
+                    {
+                        links_removed += 1;
+                    }
+                }
+                // Every link written since the mark began was found by the rescan above (and
+                // marked); what remains to re-check are the repositories that linked the blob
+                // when it was marked.
+                let linkers: Vec<RepoName> = layer_links
+                    .get(&b.digest)
+                    .into_iter()
+                    .flatten()
+                    .chain(
+                        revs.iter()
+                            .filter(|r| r.digest == b.digest)
+                            .map(|r| &r.repo),
+                    )
+                    .cloned()
+                    .collect();
+                let freed = storage.delete_blob_if_unlinked(&b.digest, linkers).await?;
+                let gone = freed > 0 || storage.blob_size_global(&b.digest).await?.is_none();
+                Ok::<_, StorageError>((links_removed, gone, freed))
+            })
+            .buffer_unordered(SWEEP_PARALLEL)
+    );
+    let mut i = 0;
+    while let Some(done) = removals.next().await {
         progress(Phase::Sweep, i, candidates.len());
-        if marked.contains(&b.digest) {
-            continue;
-        }
-        for repo in layer_links.get(&b.digest).into_iter().flatten() {
-            if storage
-                .remove_layer_link_older_than(repo, &b.digest, mark_began)
-                .await?
-            {
-                report.layer_links_removed += 1;
-            }
-        }
-        // Every link written since the mark began was found by the rescan above (and marked);
-        // what remains to re-check are the repositories that linked the blob when it was marked.
-        let linkers: Vec<RepoName> = layer_links
-            .get(&b.digest)
-            .into_iter()
-            .flatten()
-            .chain(
-                revs.iter()
-                    .filter(|r| r.digest == b.digest)
-                    .map(|r| &r.repo),
-            )
-            .cloned()
-            .collect();
-        let freed = storage.delete_blob_if_unlinked(&b.digest, linkers).await?;
-        if freed > 0 || storage.blob_size_global(&b.digest).await?.is_none() {
+        i += 1;
+        let (links_removed, gone, freed) = done?;
+        report.layer_links_removed += links_removed;
+        if gone {
             report.blobs_removed += 1;
             report.bytes_freed += freed;
         }

@@ -60,6 +60,12 @@ impl Digest {
         &self.hex
     }
 
+    /// The sha256 digest whose encoded part is `hex`, as storage names it in paths and keys
+    /// (`sha256/<hex>/...`); `None` when `hex` is not a valid sha256 encoding.
+    pub fn sha256_hex(hex: &str) -> Option<Digest> {
+        format!("sha256:{hex}").parse().ok()
+    }
+
     /// The sha256 digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Digest {
         Digest::from_sha256_output(&sha2::Sha256::digest(bytes))

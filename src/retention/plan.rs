@@ -155,7 +155,7 @@ pub fn cosign_subject(tag: &str) -> Option<Digest> {
     if !(tail.is_empty() || tail.starts_with('.')) {
         return None;
     }
-    format!("sha256:{hex}").parse().ok()
+    Digest::sha256_hex(hex)
 }
 
 /// Decides every tag of `repository` under `rule`.

@@ -7,6 +7,7 @@
 //! written under a mount point whose volume is gone, by construction: there is no other way in.
 
 use std::io;
+use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -74,13 +75,16 @@ impl Pool {
         }
     }
 
-    /// Runs blocking filesystem work off the async threads, bounded in time and in number.
-    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    /// Runs blocking filesystem work off the async threads, bounded in time and in number. A
+    /// timeout names the call's place in the source, so a log says which storage call ran out.
+    #[track_caller]
+    pub fn blocking<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + '_
     where
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.start(f).await?.finish().await
+        let at = Location::caller();
+        async move { self.start_at(at, f).await?.finish().await }
     }
 
     /// Starts blocking filesystem work once a pool slot is free (waiting for one is bounded by the
@@ -88,15 +92,26 @@ impl Pool {
     /// caller overlap one call with its own work (an upload receives its next batch while the last
     /// one is written). Dropped before a slot is free, nothing runs; once started, the call runs
     /// to its end whatever becomes of the caller, so `f` must own whatever it needs held meanwhile.
-    pub async fn start<T, F>(&self, f: F) -> Result<Started<T>>
+    #[track_caller]
+    pub fn start<T, F>(&self, f: F) -> impl Future<Output = Result<Started<T>>> + Send + '_
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.start_at(Location::caller(), f)
+    }
+
+    async fn start_at<T, F>(&self, at: &'static Location<'static>, f: F) -> Result<Started<T>>
     where
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let limit = self.timeout;
+        // The wait for a slot counts against the call's timeout, but fails with its own words: every
+        // slot busy is a different trouble (too much at once, or calls stuck) than one slow call.
         let permit = tokio::time::timeout(limit, self.slots.clone().acquire_owned())
             .await
-            .map_err(|_| timed_out(limit))?
+            .map_err(|_| no_slot(limit, at))?
             .map_err(|e| StorageError::Io(io::Error::other(e)))?;
         let guard = self.guard.get().cloned();
         let task = tokio::task::spawn_blocking(move || {
@@ -108,6 +123,7 @@ impl Pool {
             task,
             deadline: tokio::time::Instant::now() + limit,
             limit,
+            at,
         })
     }
 
@@ -115,18 +131,22 @@ impl Pool {
     /// kernel's caches (it must then read only through `fs::cached`, which says `WouldBlock` when
     /// it cannot); otherwise `f(false)` as a [`blocking`](Pool::blocking) call. Cached reads are
     /// allowed only without a mount guard, so this too never passes a guard.
-    pub async fn cached_or_blocking<T, F>(&self, f: F) -> Result<T>
+    #[track_caller]
+    pub fn cached_or_blocking<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + '_
     where
         F: Fn(bool) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        if self.cached_reads() {
-            match f(true) {
-                Err(StorageError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return done,
+        let at = Location::caller();
+        async move {
+            if self.cached_reads() {
+                match f(true) {
+                    Err(StorageError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    done => return done,
+                }
             }
+            self.start_at(at, move || f(false)).await?.finish().await
         }
-        self.blocking(move || f(false)).await
     }
 
     /// A blocking call not bounded by the timeout nor counted in the pool (hashing a large blob
@@ -165,6 +185,8 @@ pub struct Started<T> {
     task: tokio::task::JoinHandle<Result<T>>,
     deadline: tokio::time::Instant,
     limit: Duration,
+    /// Where in the source the call was made, named when it times out.
+    at: &'static Location<'static>,
 }
 
 impl<T> Started<T> {
@@ -173,9 +195,42 @@ impl<T> Started<T> {
         match tokio::time::timeout_at(self.deadline, self.task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(StorageError::Io(io::Error::other(e))),
-            Err(_) => Err(timed_out(self.limit)),
+            Err(_) => Err(call_timed_out(self.limit, self.at)),
         }
     }
+}
+
+/// A call that ran past the timeout, named by where it was made (`fs/lifecycle.rs:101`).
+fn call_timed_out(limit: Duration, at: &Location<'_>) -> StorageError {
+    StorageError::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "storage did not answer within {}s (a hung mount?; call at {})",
+            limit.as_secs(),
+            short_place(at)
+        ),
+    ))
+}
+
+/// Every slot held for the whole timeout: calls stuck on the mount, or more work at once than
+/// `storage.max_blocking` allows.
+fn no_slot(limit: Duration, at: &Location<'_>) -> StorageError {
+    StorageError::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "storage did not answer within {}s: every storage slot stayed busy (a hung mount, or \
+             too much at once?; call at {})",
+            limit.as_secs(),
+            short_place(at)
+        ),
+    ))
+}
+
+/// `src/storage/fs/lifecycle.rs:101` as `fs/lifecycle.rs:101`.
+fn short_place(at: &Location<'_>) -> String {
+    let file = at.file();
+    let file = file.strip_prefix("src/storage/").unwrap_or(file);
+    format!("{file}:{}", at.line())
 }
 
 pub(super) fn timed_out(limit: Duration) -> StorageError {
@@ -196,4 +251,30 @@ pub(super) async fn bounded<T>(
     tokio::time::timeout(limit, fut)
         .await
         .unwrap_or_else(|_| Err(timed_out(limit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_timeout_names_the_call_and_a_full_pool_says_so() {
+        let pool = Pool::new(Duration::from_millis(200), 1, false);
+        let slow = || {
+            std::thread::sleep(Duration::from_millis(600));
+            Ok(())
+        };
+        let (held, line) = (pool.blocking(slow), line!());
+        let err = held.await.unwrap_err().to_string();
+        assert!(err.contains("did not answer within 0s"), "{err}");
+        assert!(err.contains(&format!("call at pool.rs:{line}")), "{err}");
+        assert!(!err.contains("slot"), "{err}");
+        // The slow call still holds the only slot (it runs to its end): the next one waits for a
+        // slot past the timeout, and says so.
+        let err = pool.blocking(|| Ok(())).await.unwrap_err().to_string();
+        assert!(err.contains("every storage slot stayed busy"), "{err}");
+        assert!(err.contains("call at pool.rs:"), "{err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pool.blocking(|| Ok(())).await.unwrap();
+    }
 }

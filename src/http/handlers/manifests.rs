@@ -240,7 +240,8 @@ fn immutable(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, Code::Denied, message)
 }
 
-/// Refuses deleting an immutable tag, or a manifest an immutable tag names.
+/// Refuses deleting an immutable tag, a manifest an immutable tag names, or a platform of an index
+/// an immutable tag names.
 async fn check_delete_allowed(
     app: &App,
     name: &RepoName,
@@ -270,12 +271,27 @@ async fn check_delete_allowed(
         },
         Reference::Digest(d) => {
             for t in app.storage.tag_details(name).await? {
-                if t.digest.as_ref() != Some(d) {
+                let (Some(named), Some(rule)) = (t.digest, rules.immutable(name.as_str(), &t.tag))
+                else {
                     continue;
-                }
-                if let Some(rule) = rules.immutable(name.as_str(), &t.tag) {
+                };
+                if named == *d {
                     return Err(immutable(format!(
                         "manifest {d} is named by immutable tag {name}:{} ({rule}) and cannot be deleted",
+                        t.tag
+                    )));
+                }
+                // A platform of an immutable index: deleting it would break the tag's pulls
+                // just as surely as moving the tag.
+                let (_, stored) = app
+                    .storage
+                    .resolve_manifest(name, &Reference::Digest(named.clone()))
+                    .await?;
+                let platform = manifest::parse(None, &stored.bytes)
+                    .is_ok_and(|m| m.manifests.iter().any(|c| c.digest == *d));
+                if platform {
+                    return Err(immutable(format!(
+                        "manifest {d} is a platform of index {named}, which immutable tag {name}:{} names ({rule}); it cannot be deleted",
                         t.tag
                     )));
                 }

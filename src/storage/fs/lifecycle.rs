@@ -7,27 +7,59 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use uuid::Uuid;
 
 use super::blobs::data_size;
 use super::manifests::list_tag_names;
 use super::uploads::hash_prefix;
 use super::{FsDriver, atomic, read_link};
-use crate::registry::{Digest, RepoName};
+use crate::registry::{Digest, RepoName, Tag};
 use crate::storage::inventory::{RepoInventory, StoredBlob};
+use crate::storage::layout::Layout;
 use crate::storage::{Result, StorageError};
 
-/// The digests under a `<dir>/sha256/<hex>/link` tree whose link names them.
-fn linked_digests(dir: &Path) -> Result<Vec<(Digest, SystemTime)>> {
+/// `d` with its link's time, if the link at `link` (under a `<dir>/sha256/<hex>/link` tree)
+/// names it; `None` when it is gone or names another digest.
+fn linked_digest((d, link): (Digest, PathBuf)) -> Result<Option<(Digest, SystemTime)>> {
+    let at = match std::fs::metadata(&link) {
+        Ok(m) => m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((read_link(&link)?.as_ref() == Some(&d)).then_some((d, at)))
+}
+
+/// Entries an inventory reads (a stat and a read each) per storage call. On a loaded GlusterFS
+/// mount each takes tens of milliseconds: a repository's hundreds of links read in one call
+/// outlasted the operation timeout (bench/soak.sh found it), so they go in batches.
+const ENTRIES_PER_CALL: usize = 64;
+
+/// Batches of one inventory read at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Prefix directories of the blob store walked at once by [`FsDriver::all_blobs`].
+const BLOB_WALKS_IN_FLIGHT: usize = 4;
+
+/// The blobs under one prefix directory of the blob store (`blobs/sha256/<2 hex>`).
+fn blobs_under(l: &Layout, dir: &Path) -> Result<Vec<StoredBlob>> {
     let mut out = Vec::new();
-    for (d, link) in super::sha256_link_entries(dir)? {
-        let at = match std::fs::metadata(&link) {
-            Ok(m) => m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
+    let Some(blobs) = super::read_dir_if_exists(dir)? else {
+        return Ok(out);
+    };
+    for b in blobs {
+        let b = b?;
+        let Some(digest) = b.file_name().to_str().and_then(Digest::sha256_hex) else {
+            continue;
         };
-        if read_link(&link)?.as_ref() == Some(&d) {
-            out.push((d, at));
+        match std::fs::metadata(l.blob_data(&digest)) {
+            Ok(m) => out.push(StoredBlob {
+                digest,
+                size: m.len(),
+                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(out)
@@ -65,88 +97,135 @@ impl FsDriver {
             .await
     }
 
-    /// What `name` holds.
+    /// What `name` holds: its directories listed in one storage call, then their entries read in
+    /// batches ([`ENTRIES_PER_CALL`]).
     pub async fn inventory(&self, name: &RepoName) -> Result<RepoInventory> {
-        let l = self.layout.clone();
-        let name = name.clone();
-        self.pool
+        let (l, n) = (self.layout.clone(), name.clone());
+        let (revisions, layer_links, tags, uploads) = self
+            .pool
             .blocking(move || {
-                let revisions = linked_digests(&l.revisions_dir(&name))?;
-                let layer_links = linked_digests(&l.layers_dir(&name))?;
-                let layers = layer_links.iter().map(|(d, _)| d.clone()).collect();
-                let mut tags = Vec::new();
-                for t in list_tag_names(&l.tags_dir(&name))? {
-                    let target = read_link(&l.tag_current_link(&name, &t)).ok().flatten();
-                    tags.push((t, target));
-                }
+                let revisions = super::sha256_link_entries(&l.revisions_dir(&n))?;
+                let layer_links = super::sha256_link_entries(&l.layers_dir(&n))?;
+                let tags = list_tag_names(&l.tags_dir(&n))?;
                 let mut uploads = Vec::new();
-                if let Some(entries) = super::read_dir_if_exists(&l.uploads_dir(&name))? {
+                if let Some(entries) = super::read_dir_if_exists(&l.uploads_dir(&n))? {
                     for e in entries {
                         let e = e?;
-                        let Some(id) = e.file_name().to_str().and_then(|s| Uuid::try_parse(s).ok())
-                        else {
-                            continue;
-                        };
-                        // The last append, else the session's start (its directory).
-                        let at = std::fs::metadata(l.upload_data(&name, &id))
-                            .or_else(|_| e.metadata())
-                            .and_then(|m| m.modified());
-                        match at {
-                            Ok(at) => uploads.push((id, at)),
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(e.into()),
+                        if let Some(id) =
+                            e.file_name().to_str().and_then(|s| Uuid::try_parse(s).ok())
+                        {
+                            uploads.push((id, e.path()));
                         }
                     }
                 }
-                Ok(RepoInventory {
-                    revisions,
-                    layers,
-                    layer_links,
-                    tags,
-                    uploads,
+                Ok((revisions, layer_links, tags, uploads))
+            })
+            .await?;
+        let revisions = self.in_batches(revisions, linked_digest).await?;
+        let layer_links = self.in_batches(layer_links, linked_digest).await?;
+        let tag_links: Vec<(Tag, PathBuf)> = tags
+            .into_iter()
+            .map(|t| {
+                let link = self.layout.tag_current_link(name, &t);
+                (t, link)
+            })
+            .collect();
+        let tags = self
+            .in_batches(tag_links, |(t, link)| {
+                Ok(Some((t, read_link(&link).ok().flatten())))
+            })
+            .await?;
+        let (l, n) = (self.layout.clone(), name.clone());
+        let uploads = self
+            .in_batches(uploads, move |(id, dir)| {
+                // The last append, else the session's start (its directory).
+                let at = std::fs::metadata(l.upload_data(&n, &id))
+                    .or_else(|_| std::fs::metadata(&dir))
+                    .and_then(|m| m.modified());
+                match at {
+                    Ok(at) => Ok(Some((id, at))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?;
+        Ok(RepoInventory {
+            layers: layer_links.iter().map(|(d, _)| d.clone()).collect(),
+            revisions,
+            layer_links,
+            tags,
+            uploads,
+        })
+    }
+
+    /// `read` applied to each of `items`, [`ENTRIES_PER_CALL`] per storage call and
+    /// [`BATCHES_IN_FLIGHT`] calls at once, in order; what it answers `None` for is left out.
+    async fn in_batches<I, O, F>(&self, mut items: Vec<I>, read: F) -> Result<Vec<O>>
+    where
+        I: Send + 'static,
+        O: Send + 'static,
+        F: Fn(I) -> Result<Option<O>> + Clone + Send + 'static,
+    {
+        let mut batches = Vec::new();
+        while items.len() > ENTRIES_PER_CALL {
+            let rest = items.split_off(ENTRIES_PER_CALL);
+            batches.push(std::mem::replace(&mut items, rest));
+        }
+        if !items.is_empty() {
+            batches.push(items);
+        }
+        let done = futures::stream::iter(batches)
+            .map(|batch| {
+                let read = read.clone();
+                self.pool.blocking(move || {
+                    let mut out = Vec::with_capacity(batch.len());
+                    for item in batch {
+                        out.extend(read(item)?);
+                    }
+                    Ok(out)
                 })
             })
-            .await
+            .buffered(BATCHES_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = Vec::new();
+        for batch in done {
+            out.extend(batch?);
+        }
+        Ok(out)
     }
 
     /// Every blob in the store, with its size and modification time.
     pub async fn all_blobs(&self) -> Result<Vec<StoredBlob>> {
+        // One pool call per two-hex prefix directory, a few at once: the pool bounds each call
+        // by the operation timeout, and on a loaded GlusterFS mount one stat takes tens of
+        // milliseconds, so one call walking a few thousand blobs outlasted it and every GC pass
+        // failed as if the mount hung (bench/soak.sh found it).
         let l = self.layout.clone();
-        self.pool
+        let prefixes = self
+            .pool
             .blocking(move || {
-                let mut out = Vec::new();
-                let root = l.blobs_root();
-                let Some(prefixes) = super::read_dir_if_exists(&root)? else {
-                    return Ok(out);
+                let Some(entries) = super::read_dir_if_exists(&l.blobs_root())? else {
+                    return Ok(Vec::new());
                 };
-                for p in prefixes {
-                    let p = p?;
-                    let Some(blobs) = super::read_dir_if_exists(&p.path())? else {
-                        continue;
-                    };
-                    for b in blobs {
-                        let b = b?;
-                        let Some(digest) = b
-                            .file_name()
-                            .to_str()
-                            .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-                        else {
-                            continue;
-                        };
-                        match std::fs::metadata(l.blob_data(&digest)) {
-                            Ok(m) => out.push(StoredBlob {
-                                digest,
-                                size: m.len(),
-                                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                            }),
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-                Ok(out)
+                entries
+                    .map(|e| Ok(e?.path()))
+                    .collect::<Result<Vec<PathBuf>>>()
             })
-            .await
+            .await?;
+        let per_prefix = futures::stream::iter(prefixes)
+            .map(|dir| {
+                let l = self.layout.clone();
+                self.pool.blocking(move || blobs_under(&l, &dir))
+            })
+            .buffer_unordered(BLOB_WALKS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = Vec::new();
+        for blobs in per_prefix {
+            out.extend(blobs?);
+        }
+        Ok(out)
     }
 
     /// Removes the layer link of `digest` in `name` if it was written before `before` (a link
@@ -180,7 +259,8 @@ impl FsDriver {
     /// `registryd/quarantine/<hex>`, so it is no longer served but its bytes stay for inspection.
     /// Returns whether it moved it.
     pub async fn quarantine_blob(&self, digest: &Digest) -> Result<bool> {
-        let (from, to) = (
+        let (l, from, to) = (
+            self.layout.clone(),
             self.layout.blob_dir(digest),
             self.layout.quarantine_dir(digest),
         );
@@ -194,7 +274,7 @@ impl FsDriver {
                     atomic::remove_durable(&from)?;
                     return Ok(true);
                 }
-                atomic::publish(&from, &to)?;
+                atomic::publish(&l, &from, &to)?;
                 if let Some(parent) = from.parent() {
                     atomic::fsync_dir(parent)?;
                 }
@@ -227,37 +307,38 @@ impl FsDriver {
     /// collector never removes a blob between that check and the link. Waits up to `wait`.
     pub async fn sweep_lock(&self, exclusive: bool, wait: Duration) -> Result<File> {
         let path = self.layout.lock_file("gc-sweep");
-        self.pool
-            .blocking(move || {
-                let deadline = std::time::Instant::now() + wait;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let f = atomic::retry_stale(|| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&path)
-                })?;
-                let op = if exclusive {
-                    libc::LOCK_EX
-                } else {
-                    libc::LOCK_SH
-                };
-                loop {
-                    if atomic::flock_nb(&f, op)? {
-                        return Ok(f);
-                    }
-                    if std::time::Instant::now() >= deadline {
-                        return Err(StorageError::Unavailable(
-                            "a garbage collection sweep holds the storage lock; retry".into(),
-                        ));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            })
-            .await
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut file = self
+            .pool
+            .blocking(move || Ok(atomic::open_lock_file(&path)?))
+            .await?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        // Each try is a storage call of its own and the waiting between them is not: the wait
+        // may outlast the operation timeout, which bounds one call (a sweep on a large shared
+        // volume holds the lock longer than that, and pushes wait for it).
+        loop {
+            let (back, held) = self
+                .pool
+                .blocking(move || {
+                    let held = atomic::flock_nb(&file, op)?;
+                    Ok((file, held))
+                })
+                .await?;
+            if held {
+                return Ok(back);
+            }
+            file = back;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StorageError::Unavailable(
+                    "a garbage collection sweep holds the storage lock; retry".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Deletes a blob's data, if no repository links it as a layer or a revision (checked again
@@ -354,4 +435,55 @@ fn old_temp_files(root: &Path, older_than: Duration) -> io::Result<Vec<PathBuf>>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::pool::Pool;
+
+    #[tokio::test]
+    async fn an_inventory_reads_every_entry_past_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(Pool::new(Duration::from_secs(30), 4, false));
+        let fs = FsDriver::new(dir.path(), pool);
+        let l = fs.layout.clone();
+        let repo: RepoName = "team/app".parse().unwrap();
+        let digest = |i: usize| Digest::sha256_hex(&format!("{i:064x}")).unwrap();
+        let write = |p: PathBuf, d: &Digest| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, d.to_string()).unwrap();
+        };
+        let n = ENTRIES_PER_CALL * BATCHES_IN_FLIGHT + 3;
+        for i in 0..n {
+            write(l.layer_link(&repo, &digest(i)), &digest(i));
+        }
+        for i in 0..ENTRIES_PER_CALL + 1 {
+            write(
+                l.revision_link(&repo, &digest(10_000 + i)),
+                &digest(10_000 + i),
+            );
+            let tag: Tag = format!("v{i}").parse().unwrap();
+            write(l.tag_current_link(&repo, &tag), &digest(10_000 + i));
+        }
+        // A link that names another digest than its directory is not counted.
+        write(l.revision_link(&repo, &digest(99_999)), &digest(1));
+        let inv = fs.inventory(&repo).await.unwrap();
+        let mut layers: Vec<String> = inv.layer_links.iter().map(|(d, _)| d.to_string()).collect();
+        layers.sort();
+        let mut want: Vec<String> = (0..n).map(|i| digest(i).to_string()).collect();
+        want.sort();
+        assert_eq!(layers, want);
+        assert_eq!(inv.layers.len(), n);
+        assert_eq!(inv.revisions.len(), ENTRIES_PER_CALL + 1);
+        assert!(inv.revisions.iter().all(|(d, _)| *d != digest(99_999)));
+        assert_eq!(inv.tags.len(), ENTRIES_PER_CALL + 1);
+        for (t, target) in &inv.tags {
+            let i: usize = t.as_str()[1..].parse().unwrap();
+            assert_eq!(target.as_ref(), Some(&digest(10_000 + i)), "tag {t}");
+        }
+        assert!(inv.uploads.is_empty());
+    }
 }

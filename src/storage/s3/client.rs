@@ -166,14 +166,17 @@ impl S3Client {
                 tokio::time::sleep(pause).await;
             }
             tries += 1;
-            let outcome = match make().send().await {
-                Ok(r) if matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504) => {
+            // No try outlives the budget: a store that accepts connections and never answers
+            // (a listener that stopped accepting, a half-dead peer) costs one timeout in all.
+            let outcome = match tokio::time::timeout_at(give_up, make().send()).await {
+                Err(_) => Attempt::Retry("no answer within the storage timeout".into()),
+                Ok(Ok(r)) if matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504) => {
                     let status = r.status();
                     let body = r.text().await.unwrap_or_default();
                     Attempt::Retry(format!("{status} {}", error_code(&body)))
                 }
-                Ok(r) => Attempt::Done(r),
-                Err(e) => Attempt::Retry(root_cause(&e)),
+                Ok(Ok(r)) => Attempt::Done(r),
+                Ok(Err(e)) => Attempt::Retry(root_cause(&e)),
             };
             match outcome {
                 Attempt::Done(r) => return Ok(r),
@@ -351,24 +354,11 @@ impl S3Client {
             let url = action.sign(SIGN_FOR);
             let r = self.send(&what, || self.http.get(url.clone())).await?;
             let text = self.success_body(&what, r).await?;
-            let page = ListObjectsV2::parse_response(&text)
+            let next = list_page(&text, &mut out)
                 .map_err(|e| self.unavailable(&what, format!("unreadable listing: {e}")))?;
-            out.objects.extend(page.contents.into_iter().map(|c| {
-                Object {
-                    modified: c
-                        .last_modified
-                        .as_deref()
-                        .and_then(parse_rfc3339)
-                        .unwrap_or(std::time::UNIX_EPOCH),
-                    key: c.key,
-                    size: c.size.unwrap_or(0),
-                }
-            }));
-            out.prefixes
-                .extend(page.common_prefixes.into_iter().map(|p| p.prefix));
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         Ok(out)
@@ -393,9 +383,7 @@ impl S3Client {
         let what = format!("CREATE MULTIPART {key}");
         let r = self.send(&what, || self.http.post(url.clone())).await?;
         let text = self.success_body(&what, r).await?;
-        let parsed = CreateMultipartUpload::parse_response(&text)
-            .map_err(|e| self.unavailable(&what, format!("unreadable answer: {e}")))?;
-        Ok(parsed.upload_id().to_string())
+        upload_id(&text).map_err(|e| self.unavailable(&what, format!("unreadable answer: {e}")))
     }
 
     /// Uploads part `number` (from 1); returns its ETag.
@@ -574,8 +562,38 @@ impl S3Client {
     }
 }
 
+/// Adds one page of a `ListObjectsV2` answer to `out`; the continuation token of the next page,
+/// if there is one. Apart from [`S3Client::list`] so the fuzz target reads pages as it does.
+pub(crate) fn list_page(
+    text: &str,
+    out: &mut Listing,
+) -> std::result::Result<Option<String>, String> {
+    let page = ListObjectsV2::parse_response(text).map_err(|e| e.to_string())?;
+    out.objects.extend(page.contents.into_iter().map(|c| {
+        Object {
+            modified: c
+                .last_modified
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .unwrap_or(std::time::UNIX_EPOCH),
+            key: c.key,
+            size: c.size.unwrap_or(0),
+        }
+    }));
+    out.prefixes
+        .extend(page.common_prefixes.into_iter().map(|p| p.prefix));
+    Ok(page.next_continuation_token.filter(|t| !t.is_empty()))
+}
+
+/// The upload id in a `CreateMultipartUpload` answer.
+pub(crate) fn upload_id(text: &str) -> std::result::Result<String, String> {
+    CreateMultipartUpload::parse_response(text)
+        .map(|parsed| parsed.upload_id().to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// The text of the first `<name>` element of a small XML answer.
-fn xml_field(body: &str, name: &str) -> Option<String> {
+pub(crate) fn xml_field(body: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
     let start = body.find(&open)? + open.len();
@@ -584,7 +602,7 @@ fn xml_field(body: &str, name: &str) -> Option<String> {
 }
 
 /// The `<Code>` and `<Message>` of an S3 error body, or the body's start when it has none.
-fn error_code(body: &str) -> String {
+pub(crate) fn error_code(body: &str) -> String {
     let field = |name: &str| xml_field(body, name);
     match (field("Code"), field("Message")) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
@@ -594,7 +612,7 @@ fn error_code(body: &str) -> String {
 }
 
 /// A listing's `LastModified` (RFC 3339, e.g. `2026-11-23T02:10:00.000Z`).
-fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(std::time::SystemTime::from)
@@ -625,40 +643,5 @@ fn encode_key(key: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_bodies_are_summarised() {
-        let body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce \
-                    your request rate.</Message></Error>";
-        assert_eq!(
-            error_code(body),
-            "SlowDown: Please reduce your request rate."
-        );
-        assert_eq!(
-            error_code("<Error><Code>NoSuchKey</Code></Error>"),
-            "NoSuchKey"
-        );
-        assert_eq!(error_code("plain"), "plain");
-    }
-
-    #[test]
-    fn listing_times_parse() {
-        let t = parse_rfc3339("2026-11-23T02:10:00.500Z").expect("parses");
-        let ms = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after the epoch")
-            .as_millis();
-        assert_eq!(ms, 1_795_399_800_500);
-        assert!(parse_rfc3339("yesterday").is_none());
-    }
-
-    #[test]
-    fn copy_sources_are_encoded_but_keep_slashes() {
-        assert_eq!(
-            encode_key("docker/registry/v2/repositories/a b/_uploads/x+y"),
-            "docker/registry/v2/repositories/a%20b/_uploads/x%2By"
-        );
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -87,10 +87,10 @@ impl S3Driver {
         Ok(self.lease_holder(name).await?.is_some())
     }
 
-    async fn write_lease(&self, name: &str, holder: &str) -> Result<()> {
+    async fn write_lease(&self, name: &str, holder: &str, lasts: Duration) -> Result<()> {
         let record = LeaseRecord {
             holder: holder.to_string(),
-            expires: unix_now() + LEASE.as_secs(),
+            expires: unix_now() + lasts.as_secs(),
         };
         let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         self.client
@@ -101,11 +101,23 @@ impl S3Driver {
     /// Takes the lease `name`, waiting up to `wait` for another holder's to end or lapse; `None`
     /// when it stayed taken.
     pub async fn take_lease(self: &Arc<Self>, name: &str, wait: Duration) -> Result<Option<Lease>> {
+        self.take_lease_for(name, wait, LEASE, RENEW).await
+    }
+
+    /// [`Self::take_lease`] for a lease that lapses `lasts` after its holder's last renewal
+    /// (every `renew`).
+    pub(super) async fn take_lease_for(
+        self: &Arc<Self>,
+        name: &str,
+        wait: Duration,
+        lasts: Duration,
+        renew: Duration,
+    ) -> Result<Option<Lease>> {
         let me = Uuid::new_v4().simple().to_string();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if self.lease_holder(name).await?.is_none() {
-                self.write_lease(name, &me).await?;
+                self.write_lease(name, &me, lasts).await?;
                 // Someone writing at the same moment: the record that stayed wins.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 if self.lease_holder(name).await?.as_deref() == Some(me.as_str()) {
@@ -125,8 +137,8 @@ impl S3Driver {
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = tokio::time::sleep(RENEW) => {
-                        if let Err(e) = driver.write_lease(&name, &me).await {
+                    _ = tokio::time::sleep(renew) => {
+                        if let Err(e) = driver.write_lease(&name, &me, lasts).await {
                             tracing::warn!(lease = %name, error = %e, "cannot renew the storage lease");
                         }
                     }
@@ -243,7 +255,7 @@ impl S3Driver {
             .iter()
             .filter_map(|o| {
                 let hex = o.key.strip_prefix(&prefix)?.strip_suffix("/link")?;
-                let d = format!("sha256:{hex}").parse::<Digest>().ok()?;
+                let d = Digest::sha256_hex(hex)?;
                 Some((d, o.modified))
             })
             .collect())
@@ -299,7 +311,7 @@ impl S3Driver {
                 // <2 hex>/<hex>/data
                 let rest = o.key.strip_prefix(&prefix)?.strip_suffix("/data")?;
                 let hex = rest.rsplit('/').next()?;
-                let digest = format!("sha256:{hex}").parse::<Digest>().ok()?;
+                let digest = Digest::sha256_hex(hex)?;
                 Some(StoredBlob {
                     digest,
                     size: o.size,

@@ -47,7 +47,7 @@ struct ManifestKeys {
 /// The digest a `sha256/<hex>/link` key (relative to a links directory) is the link of.
 fn linked_digest(rel: &str) -> Option<Digest> {
     let hex = rel.strip_prefix("sha256/")?.strip_suffix("/link")?;
-    format!("sha256:{hex}").parse().ok()
+    Digest::sha256_hex(hex)
 }
 
 /// Sorts the objects of a `_manifests/` listing (keys under `prefix`) into revisions and tags.
