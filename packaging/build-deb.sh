@@ -14,8 +14,23 @@ fi
 cargo build --release
 mkdir -p target/man
 ./target/release/registryd man | gzip -9n >target/man/registryd.8.gz
-cargo deb --no-build --quiet >/dev/null
-deb=$(ls -t target/debian/registryd_*_amd64.deb | head -1)
+
+# The package's version. Cargo.toml's version names the last release (bumped when release X.Y.Z is
+# tagged vX.Y.Z); that tag, or sources without their git history (a release tarball, `git
+# archive`), is packaged as X.Y.Z-1. Any other commit is a snapshot after that release,
+# X.Y.Z+git<commit time, UTC>.<short hash>-1: dpkg orders it after X.Y.Z-1 and after every earlier
+# commit's snapshot, so `apt install ./registryd_*.deb` of a newer build upgrades a node (postinst
+# restarts the daemon) instead of taking the same version twice, and a downgrade needs apt's
+# --allow-downgrades, as it should.
+version=$(awk -F'"' '/^version *=/ {print $2; exit}' Cargo.toml)
+[ -n "$version" ] || { echo "build-deb.sh: no version in Cargo.toml" >&2; exit 1; }
+if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ] \
+  && ! git tag --points-at HEAD | grep -qx "v$version"; then
+  version="$version+git$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d%H%M%S).$(git rev-parse --short=7 HEAD)"
+fi
+cargo deb --no-build --quiet --deb-version "$version-1" >/dev/null
+deb=target/debian/registryd_${version}-1_amd64.deb
+[ -f "$deb" ] || { echo "build-deb.sh: cargo deb did not write $deb" >&2; exit 1; }
 
 # glibc_needed BINARY: the newest glibc release among the binary's version needs (readelf -V).
 # GLIBC_x.y names its release; GLIBC_ABI_DT_RELR (packed relative relocations) came with 2.36. An
