@@ -8,12 +8,14 @@
 # ui/check.mjs then walks every page as anonymous, reader and admin: each shows what was pushed;
 # axe-core finds no serious or critical accessibility violation; admin deletes a tag through the
 # confirmation page (skopeo then finds it gone and its sibling tag kept); forged cross-site POSTs
-# are refused and delete nothing. Screenshots of every page, light and dark, are left in
+# are refused and delete nothing. Then ui/firefox.mjs walks the pages an operator uses most in
+# Debian's firefox-esr (puppeteer-core over WebDriver BiDi), inside a network namespace with only
+# loopback, and deletes one more tag there. Screenshots of every page, light and dark, are left in
 # $REGISTRYD_UI_SCREENSHOTS (default /tmp/registryd-ui-screenshots), named in the output.
 source "$(dirname "$0")/lib/common.sh"
 
 T_START=$SECONDS
-deps_apt chromium docker-registry apache2-utils skopeo jq openssl curl \
+deps_apt chromium firefox-esr socat docker-registry apache2-utils skopeo jq openssl curl \
   || fail "the UI test's Debian packages could not be installed"
 deps_ui_node || fail "the UI test's npm packages (tests/system/ui/package-lock.json) could not be installed"
 ensure_venv
@@ -149,7 +151,7 @@ jq -n \
 # --- The browser.
 # Only what an earlier run left: the folder may be one the caller named, with other files in it.
 mkdir -p "$SHOTS" "$WORK/tmp"
-rm -f "$SHOTS"/[0-9][0-9]-*.png "$SHOTS"/failed-[0-9][0-9].html
+rm -f "$SHOTS"/[0-9][0-9]-*.png "$SHOTS"/ff-*.png "$SHOTS"/failed-[0-9][0-9].html "$SHOTS"/failed-ff-[0-9][0-9].html
 T_SETUP=$SECONDS
 rc=0
 TMPDIR=$WORK/tmp UI_NODE_DIR=$UI_NODE_DIR "$UI_NODE" "$UI_DIR/check.mjs" "$WORK/expect.json" || rc=$?
@@ -168,3 +170,24 @@ $SK inspect --raw --cert-dir "$WORK/certs.d" "docker://$R/apps/single@$(top "$WO
   && fail "skopeo still pulls the untagged manifest the UI deleted"
 pass "skopeo: apps/single:v2 and the untagged manifest gone after the deletes through the UI; v1 and v3 kept"
 
+
+# --- Firefox, in a network namespace of its own: only loopback there, so whatever Firefox reaches
+# for by itself cannot leave the machine. The registry stays where it is: socat carries the
+# namespace's 127.0.0.1:$PR over a unix socket (a path, seen from both namespaces) to the real one.
+$SK copy -q "${AS_ADMIN[@]}" "oci:$WORK/single:v1" "docker://$R/apps/single:ff" || fail "push of apps/single:ff"
+socat -lf "$WORK/socat.log" "UNIX-LISTEN:$WORK/ui.sock,fork,mode=600" "TCP:$R" &
+PIDS+=("$!")
+T_FF=$SECONDS
+rc=0
+unshare --net bash -c '
+  ip link set lo up || exit 1
+  socat -lf "$8" "TCP-LISTEN:$1,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$2" & fwd=$!
+  trap "kill $fwd 2>/dev/null" EXIT
+  for _ in $(seq 50); do (: </dev/tcp/127.0.0.1/$1) 2>/dev/null && break; sleep 0.1; done
+  TMPDIR=$3 UI_NODE_DIR=$7 "$4" "$5/firefox.mjs" "$6" ff' \
+  _ "$PR" "$WORK/ui.sock" "$WORK/tmp" "$UI_NODE" "$UI_DIR" "$WORK/expect.json" "$UI_NODE_DIR" "$WORK/socat-ns.log" || rc=$?
+echo "timing: firefox $((SECONDS - T_FF))s"
+[ "$rc" = 0 ] || { grep -E ' (WARN|ERROR) ' "$WORK/reg.log" | tail -20; fail "the Firefox checks (above)"; }
+tags=$($SK list-tags --cert-dir "$WORK/certs.d" "docker://$R/apps/single" | jq -c '.Tags | sort')
+[ "$tags" = '["v1","v3"]' ] || fail "after Firefox deleted apps/single:ff, skopeo lists $tags (want [\"v1\",\"v3\"])"
+pass "skopeo: apps/single:ff gone after the delete through Firefox; v1 and v3 kept"

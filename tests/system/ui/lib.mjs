@@ -1,7 +1,7 @@
 // The plumbing of the UI's browser test (check.mjs holds the checks): Debian's chromium through
 // playwright-core, axe-core injected into each page, screenshots in both colour schemes, named
-// checks that report every failure rather than the first, and the readers of what a page shows
-// (a table's cell by its column's header, a byte count in whatever form the page prints it).
+// checks (checks.mjs, shared with the Firefox walk), and the readers of what a page shows (a
+// table's cell by its column's header, a byte count in whatever form the page prints it).
 import { createRequire } from 'node:module';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,38 +19,7 @@ const CHROMIUM_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 
-let passed = 0;
-let failed = 0;
-let evidence = null;
-
-/** `fn(n)` is called after the n-th failed check: it saves what the browser showed (check.mjs). */
-export function onFailure(fn) {
-  evidence = fn;
-}
-
-/** Runs one named check; a failure is printed and counted, and the next check still runs. */
-export async function check(name, fn) {
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok: ${name}`);
-  } catch (e) {
-    failed += 1;
-    const msg = String(e?.message ?? e).split('\n').slice(0, 4).join(' | ');
-    const saved = evidence ? await evidence(failed).catch(() => null) : null;
-    console.log(`FAIL: ${name}: ${msg}${saved ? ` (page: ${saved})` : ''}`);
-  }
-}
-
-export function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-/** The closing line run-all.sh's reader and a person both understand; true if all passed. */
-export function summary() {
-  console.log(`${passed} passed, ${failed} failed`);
-  return failed === 0 && passed > 0;
-}
+export { assert, check, onFailure, summary } from './checks.mjs';
 
 /**
  * Chromium with a profile of its own in a fresh temp folder (removed by `close`), certificate
