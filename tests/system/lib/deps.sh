@@ -106,7 +106,8 @@ deps_ui_node() {
   spec="node$major $(cat "$_DEPS_UI_SRC/package-lock.json" "$_DEPS_UI_SRC/node20/package-lock.json" | sha256sum | cut -d' ' -f1)"
   if [ "$(cat "$UI_NODE_DIR/.spec" 2>/dev/null)" = "$spec" ] && [ -x "$UI_NODE" ] \
     && [ -f "$UI_NODE_DIR/node_modules/playwright-core/package.json" ] \
-    && [ -f "$UI_NODE_DIR/node_modules/axe-core/axe.min.js" ]; then
+    && [ -f "$UI_NODE_DIR/node_modules/axe-core/axe.min.js" ] \
+    && [ -f "$UI_NODE_DIR/node_modules/puppeteer-core/package.json" ]; then
     return 0
   fi
   rm -rf "$UI_NODE_DIR"
@@ -127,4 +128,18 @@ deps_ui_node() {
 # look for browsers to download; the test uses Debian's chromium.
 _deps_npm_ci_once() {
   (cd "$1" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+# The fuzz test's tools (tests/system/fuzz.sh, tests/fuzz/README.md): cargo-fuzz, pinned, built by
+# cargo install (a few minutes, once per machine), and the crates of the fuzz crate, which is its
+# own workspace with its own Cargo.lock. The targets build on the stable toolchain with
+# RUSTC_BOOTSTRAP=1: no nightly is installed for them.
+CARGO_FUZZ_VERSION=0.13.2
+deps_fuzz() {
+  if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    deps_get "cargo-fuzz $CARGO_FUZZ_VERSION" \
+      cargo install -q cargo-fuzz --version "=$CARGO_FUZZ_VERSION" --locked || return 1
+  fi
+  deps_get "the fuzz crate's crates (tests/fuzz/Cargo.lock)" \
+    cargo fetch --locked --quiet --manifest-path "$(dirname "${BASH_SOURCE[0]}")/../../fuzz/Cargo.toml"
 }

@@ -3,21 +3,14 @@
 //! when `REGISTRYD_TEST_S3_*` is set (tests/system/s3.sh); the tests that date things by file
 //! times say they skip there.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{OCI_MANIFEST, TestRegistry, assert_oci_error, open_storage, skipped_on_s3};
+use crate::common::{
+    OCI_INDEX, OCI_MANIFEST, TestRegistry, assert_oci_error, open_storage, skipped_on_s3,
+};
 use registryd::http::settings::Settings;
 use registryd::lifecycle::gc::{self, GcOptions, GcReport};
 use registryd::lifecycle::retention::{self, RetentionOptions};
@@ -173,6 +166,42 @@ async fn immutable_tags_are_pushed_once_and_never_moved_or_deleted() {
             .unwrap()
             .contains("v1.0")
     );
+
+    // Nor a platform of an index an immutable tag names: its pulls would break as surely.
+    let (d3, m3) = reg.push_image("app", "plain", "three").await;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": OCI_MANIFEST,
+            "digest": d3.to_string(),
+            "size": m3.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    reg.put_manifest(
+        "app",
+        "v3.0",
+        OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    )
+    .await;
+    let r = reg.send("DELETE", "/v2/app/manifests/plain").await;
+    assert_eq!(r.status(), 202, "a tag no rule covers goes");
+    let r = reg.send("DELETE", &format!("/v2/app/manifests/{d3}")).await;
+    let body = assert_oci_error!(
+        r,
+        409,
+        "DENIED",
+        "deleting a platform of an immutable index"
+    );
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("platform") && message.contains("v3.0"),
+        "{message}"
+    );
+    let r = reg.send("GET", "/v2/app/manifests/v3.0").await;
+    assert_eq!(r.status(), 200);
 
     // A protected tag that is not there is simply not found.
     let r = reg.send("DELETE", "/v2/app/manifests/v9").await;

@@ -3,19 +3,9 @@
 //! cache holds per upstream (counted by a walk and by the eviction pass alike), and what the cache
 //! reports of an upstream from the requests it sends it.
 
-// Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::{OCI_INDEX, OCI_MANIFEST, TestRegistry, image_manifest, open_storage};
+use crate::common::{OCI_INDEX, OCI_MANIFEST, TestRegistry, image_manifest, open_storage};
 use registryd::proxy::totals::{self, CacheTotals};
 use registryd::proxy::{Freshness, Proxy, ProxySettings, Repositories, UpstreamSettings};
 use registryd::registry::{Digest, Reference, RepoName};

@@ -2,20 +2,12 @@
 //! its HTTP API, read through a second `Storage` on the same root: another node. On the S3 driver
 //! when `REGISTRYD_TEST_S3_*` is set (tests/system/s3.sh).
 
-// Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{OCI_INDEX, OCI_MANIFEST, TestRegistry, image_manifest, open_storage, s3_settings};
+use crate::common::{
+    OCI_INDEX, OCI_MANIFEST, TestRegistry, image_manifest, open_storage, s3_settings,
+};
 use registryd::registry::{Digest, RepoName};
 use registryd::storage::Storage;
 use registryd::storage::summary::{ManifestRole, S3_FACTS_FOR};

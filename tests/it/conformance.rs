@@ -2,17 +2,7 @@
 //! (end-1 … end-13), the status codes and error codes the spec gives, chunked-upload rules,
 //! pagination, referrers and cross-repository mount. Runs the real server on 127.0.0.1.
 
-// Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use registryd::registry::Digest;
 use serde_json::Value;
 

@@ -1,18 +1,8 @@
 //! Garbage collection and fsck against a registry filled through its HTTP API.
 
-// Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{OCI_MANIFEST, TestRegistry, image_manifest, open_storage, skipped_on_s3};
+use crate::common::{OCI_MANIFEST, TestRegistry, image_manifest, open_storage, skipped_on_s3};
 use registryd::lifecycle::fsck::{self, FsckOptions};
 use registryd::lifecycle::gc::{self, GcOptions, GcReport};
 use registryd::registry::Digest;
@@ -357,4 +347,33 @@ async fn what_a_dead_cache_fetch_left_is_removed_and_a_live_one_is_kept() {
         "the live fill was touched"
     );
     drop(live);
+}
+
+/// A push waits for a sweep that holds the lock longer than one storage call may take (pushes
+/// wait up to a minute): the soak's pushes got 503 "storage did not answer" during sweeps, because
+/// the whole wait was one call bounded by the operation timeout.
+#[tokio::test]
+async fn a_push_waits_for_a_sweep_longer_than_the_operation_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Storage::open_with(dir.path(), Duration::from_secs(1), 4).unwrap();
+    let node = Storage::open_with(dir.path(), Duration::from_secs(1), 4).unwrap();
+    let sweep = collector
+        .sweep_lock(true, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let push = tokio::spawn(async move {
+        node.sweep_lock(false, Duration::from_secs(20))
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !push.is_finished(),
+        "the push stopped waiting: {:?}",
+        push.await
+    );
+    drop(sweep);
+    push.await
+        .unwrap()
+        .expect("the push's lock once the sweep ended");
 }

@@ -4,13 +4,6 @@
 //! owner: their markup per the UI's contract, login, a refused forged POST, and a delete that
 //! the API then confirms.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

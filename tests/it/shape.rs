@@ -1,13 +1,6 @@
 //! The shape of `src/` that ARCHITECTURE.md draws, checked on every test run so it cannot drift:
 //! short files, parts that do not read the configuration, one place that knows which storage
 //! driver is in use, and dependencies between modules that go one way only.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

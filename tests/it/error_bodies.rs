@@ -1,17 +1,7 @@
 //! A server-side failure tells the client what kind of thing failed and a request id to quote,
 //! never the inside of the registry: no storage path, no OS error text. The log has those.
 
-// Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
-use common::{TestRegistry, assert_oci_error, skipped_on_s3};
+use crate::common::{TestRegistry, assert_oci_error, skipped_on_s3};
 
 #[tokio::test]
 async fn a_corrupt_link_answers_500_without_the_path() {

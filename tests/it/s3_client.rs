@@ -2,23 +2,13 @@
 //! `REGISTRYD_TEST_S3_*` pointing at its Garage cluster. Without a store they are ignored, and
 //! `cargo test` lists them as ignored, with why, instead of counting them as passed.
 
-// Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
 use bytes::Bytes;
 use registryd::storage::s3::client::{PartSource, S3Client};
 
 const NEEDS_STORE: &str = "needs an S3 store: REGISTRYD_TEST_S3_* (tests/system/s3.sh sets them)";
 
 fn client() -> S3Client {
-    let settings = common::s3_settings().expect(NEEDS_STORE);
+    let settings = crate::common::s3_settings().expect(NEEDS_STORE);
     S3Client::new(&settings).expect("client")
 }
 

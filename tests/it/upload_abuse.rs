@@ -2,20 +2,10 @@
 //! held to its `Content-Range`, and a body trickled under the minimum rate is cut off although
 //! it never falls silent for the stall time.
 
-// Test code: its helpers fail a test by panicking too (clippy.toml exempts only #[test] items).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{TestRegistry, assert_oci_error};
 use bytes::Bytes;
-use common::{TestRegistry, assert_oci_error};
 use registryd::health::Health;
 use registryd::http::handlers::{App, Settings};
 use registryd::http::server;
@@ -98,7 +88,11 @@ async fn a_trickled_body_is_cut_off_and_keeps_what_arrived() {
     // One byte every 300 ms never stalls for a second, the per-read rule that let it through.
     settings.body_timeout = Duration::from_secs(1);
     settings.body_min_rate = 100;
-    let app = App::with_health(common::open_storage(dir.path()), Health::always(), settings);
+    let app = App::with_health(
+        crate::common::open_storage(dir.path()),
+        Health::always(),
+        settings,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = Notifier::new();
