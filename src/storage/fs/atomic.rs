@@ -60,6 +60,30 @@ pub fn make_dirs(layout: &Layout, dir: &Path) -> io::Result<()> {
     fsync_parent(dir)
 }
 
+/// [`make_dirs`] of several directories at once, a thread each: on a shared mount their round
+/// trips overlap instead of adding up. The first error is returned once all have ended.
+pub fn make_dirs_at_once(layout: &Layout, dirs: &[&Path]) -> io::Result<()> {
+    std::thread::scope(|s| {
+        let running = dirs
+            .iter()
+            .map(|d| std::thread::Builder::new().spawn_scoped(s, move || make_dirs(layout, d)))
+            .collect::<Vec<_>>();
+        let mut first = Ok(());
+        for r in running {
+            let done = match r {
+                Ok(t) => t
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a directory maker panicked"))),
+                Err(e) => Err(e),
+            };
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
+    })
+}
+
 /// How long [`make_dirs`] waits for a directory lock: its holders hold it for a lookup and one
 /// `mkdir`, so a longer wait means a hung mount, which the operation timeout reports anyway.
 const DIR_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -121,10 +145,18 @@ pub fn write_atomic(layout: &Layout, path: &Path, bytes: &[u8]) -> io::Result<()
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    make_dirs(layout, dir)?;
     let tmp = temp_name(path)?;
+    let create = || retry_stale(|| OpenOptions::new().write(true).create_new(true).open(&tmp));
+    // The directory is looked at (and made) only when the temp file finds it missing: it mostly
+    // exists, and each lookup is a round trip to every brick on a shared mount.
+    let mut f = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            make_dirs(layout, dir)?;
+            create()?
+        }
+        other => other?,
+    };
     let result = (|| {
-        let mut f = retry_stale(|| OpenOptions::new().write(true).create_new(true).open(&tmp))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         rename_retrying(&tmp, path, || Ok(fs::read(path)? == bytes))
@@ -202,38 +234,163 @@ pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
     Ok(flock_nb(&f, libc::LOCK_EX)?.then_some(f))
 }
 
-/// Opens the lock file at `path`, creating it and its directory when missing.
+/// Opens the lock file at `path`, creating it and its directory when missing. The directory is
+/// looked at only when the open finds it missing (it nearly always exists: every lookup is a
+/// network round trip on a shared mount).
 pub fn open_lock_file(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent() {
-        create_dir_all_durable(dir)?;
+    let open = || {
+        retry_stale(|| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+        })
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                create_dir_all_durable(dir)?;
+            }
+            open()
+        }
+        other => other,
     }
-    retry_stale(|| {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-    })
 }
 
 /// Takes the lock file at `path` exclusively, waiting up to `wait` for its holder (on any node) to
 /// let go: polled, so a thread never blocks in the kernel on a lock whose holder hangs. The lock
 /// lasts as long as the returned file.
-pub fn lock_file_waiting(path: &Path, wait: std::time::Duration) -> io::Result<File> {
-    let f = open_lock_file(path)?;
+///
+/// Threads of this process wait for each other in memory first ([`gate`]): only the one at the
+/// front polls the shared lock, so 30 requests of one node that need one lock cost the mount one
+/// poll at a time instead of 30 (each a round trip to every brick).
+pub fn lock_file_waiting(path: &Path, wait: std::time::Duration) -> io::Result<HeldLock> {
+    let stale = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{} stayed locked for {} s", path.display(), wait.as_secs()),
+        )
+    };
     let deadline = std::time::Instant::now() + wait;
+    let pass = gate::enter(path, deadline).ok_or_else(stale)?;
+    let f = open_lock_file(path)?;
     let mut pause = std::time::Duration::from_millis(1);
     while !flock_nb(&f, libc::LOCK_EX)? {
         if std::time::Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("{} stayed locked for {} s", path.display(), wait.as_secs()),
-            ));
+            return Err(stale());
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
-    Ok(f)
+    // Field order: the file (and its flock) goes before the pass lets the next thread in.
+    Ok(HeldLock {
+        _file: f,
+        _pass: pass,
+    })
+}
+
+/// A lock file held by [`lock_file_waiting`]: released (on every node) when dropped.
+pub struct HeldLock {
+    _file: File,
+    _pass: gate::Pass,
+}
+
+/// This process's queue in front of each lock file: one thread at a time per path.
+mod gate {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+    use std::time::Instant;
+
+    /// Per path: whether a thread is inside, and how many threads hold or await the entry (the
+    /// last one out removes it, so the map holds only paths in use).
+    #[derive(Default)]
+    struct Entry {
+        busy: Mutex<(bool, usize)>,
+        free: Condvar,
+    }
+
+    fn entries() -> MutexGuard<'static, HashMap<PathBuf, Arc<Entry>>> {
+        static ENTRIES: OnceLock<Mutex<HashMap<PathBuf, Arc<Entry>>>> = OnceLock::new();
+        ENTRIES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Inside while held.
+    pub struct Pass {
+        path: PathBuf,
+        entry: Arc<Entry>,
+        /// False while still waiting (and for one that gave up): leaving then lets nobody in.
+        inside: bool,
+    }
+
+    /// Waits until no other thread of this process is inside `path`'s gate, up to `deadline`;
+    /// `None` when the deadline passed first.
+    pub fn enter(path: &Path, deadline: Instant) -> Option<Pass> {
+        let entry = {
+            let mut map = entries();
+            let e = map.entry(path.to_path_buf()).or_default().clone();
+            e.busy.lock().unwrap_or_else(PoisonError::into_inner).1 += 1;
+            e
+        };
+        let mut pass = Pass {
+            path: path.to_path_buf(),
+            entry,
+            inside: false,
+        };
+        let mut busy = pass
+            .entry
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while busy.0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // Dropped without having entered: only the count goes.
+                drop(busy);
+                return None;
+            }
+            busy = pass
+                .entry
+                .free
+                .wait_timeout(busy, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        busy.0 = true;
+        drop(busy);
+        pass.inside = true;
+        Some(pass)
+    }
+
+    impl Drop for Pass {
+        fn drop(&mut self) {
+            let mut map = entries();
+            let mut busy = self
+                .entry
+                .busy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self.inside {
+                busy.0 = false;
+            }
+            busy.1 -= 1;
+            if busy.1 == 0 {
+                map.remove(&self.path);
+            }
+            drop(busy);
+            // Every waiter looks again (a handful at most: one node's requests for one lock).
+            self.entry.free.notify_all();
+        }
+    }
+
+    #[cfg(test)]
+    pub fn in_use(path: &Path) -> bool {
+        entries().contains_key(path)
+    }
 }
 
 /// Removes a directory tree without making the removal durable (for what a crash may bring back
@@ -328,6 +485,61 @@ pub fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Threads of one process queue in memory for a lock file; the one that waits past its time
+    /// gives up with a message naming the lock, and the queue leaves nothing behind.
+    #[test]
+    fn lock_file_waiters_queue_in_memory_and_give_up_on_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks/mkdir-03");
+        let long = std::time::Duration::from_secs(10);
+        let held = lock_file_waiting(&path, long).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiters: Vec<_> = (0..4)
+            .map(|k| {
+                let (p, o) = (path.clone(), order.clone());
+                std::thread::spawn(move || {
+                    let _l = lock_file_waiting(&p, long).unwrap();
+                    o.lock().unwrap().push(k);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "a waiter got in while the lock was held"
+        );
+        let short = lock_file_waiting(&path, std::time::Duration::from_millis(30));
+        let e = short.err().expect("the lock is held");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("mkdir-03 stayed locked"), "{e}");
+        drop(held);
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(order.lock().unwrap().len(), 4);
+        assert!(!gate::in_use(&path));
+        // Another process (another open file description) is refused while one holds it.
+        let held = lock_file_waiting(&path, long).unwrap();
+        assert!(try_lock_file(&path).unwrap().is_none());
+        drop(held);
+        assert!(try_lock_file(&path).unwrap().is_some());
+    }
+
+    /// A write into a directory that is not there yet makes it (and only then looks for it).
+    #[test]
+    fn write_atomic_makes_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path());
+        let path = l.repositories().join("a/b/_manifests/tags/t/current/link");
+        write_atomic(&l, &path, b"one").unwrap();
+        write_atomic(&l, &path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "a temp file was left beside the link");
+    }
 
     #[test]
     fn remove_tree_removes_and_takes_absent_for_done() {

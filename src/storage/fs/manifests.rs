@@ -26,6 +26,19 @@ impl FsDriver {
         let (name, digest, tag) = (name.clone(), digest.clone(), tag.cloned());
         self.pool
             .blocking(move || {
+                // The directories each step below writes in are made at once, a thread each: a new
+                // one costs round trips to every brick on a shared mount, and a new tag alone is a
+                // chain of four. The tag's are made only once the manifest is stored, as before: a
+                // tag directory without a link is listed (and resolves to MANIFEST_UNKNOWN).
+                let parents = |files: &[std::path::PathBuf]| -> Result<()> {
+                    let dirs: Vec<_> = files.iter().filter_map(|f| f.parent()).collect();
+                    Ok(atomic::make_dirs_at_once(&l, &dirs)?)
+                };
+                let mut files = vec![l.blob_data(&digest), l.revision_link(&name, &digest)];
+                if let Some(r) = &referrer {
+                    files.push(l.referrer_entry(&name, &r.subject, &digest));
+                }
+                parents(&files)?;
                 put_small_blob_sync(&l, &digest, &bytes)?;
                 let link = link_content(&digest);
                 // Publication order (durability rule 3): revision link, referrer entry, tag index,
@@ -45,6 +58,10 @@ impl FsDriver {
                     )?;
                 }
                 if let Some(t) = &tag {
+                    parents(&[
+                        l.tag_index_link(&name, t, &digest),
+                        l.tag_current_link(&name, t),
+                    ])?;
                     write_link(l.tag_index_link(&name, t, &digest))?;
                 }
                 if let Some(tag) = &tag {
